@@ -1,0 +1,247 @@
+"""The checkpoint format (version 1): one `.npz`, saved atomically, loaded
+without pickle and validated before use.
+
+Keys (every value is a plain array, so `numpy.load(path, allow_pickle=False)`
+reads the file):
+
+    format                 0-d str   "charlm-checkpoint"
+    version                0-d int   1
+    config                 0-d str   JSON of the Config (cell, hidden_size, ...)
+    vocab                  1-d str   tokens in id order ("<EOS>", "<UNK>", ...)
+    vocab.counts           1-d int64 token counts when the vocabulary was built
+    meta                   0-d str   JSON: corpus, steps, time, characters seen, validation
+    layers.{l}.weight_ih, layers.{l}.weight_hh, layers.{l}.bias, head.weight, head.bias
+    -- only in resumable checkpoints --
+    train_state            0-d str   JSON: step, data position, clock, RNG state, history
+    optim.step             0-d int   optimizer steps taken
+    optim.{slot}.{param}   optimizer moments (Adam m/v, SGD v, Adagrad g2)
+    carry.{l}.{k}          hidden state carried between chunks (k = 0: h, 1: c)
+    best.{param}           weights with the best validation loss so far
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from charlm.atomic import atomic_write
+from charlm.config import Config
+from charlm.errors import CharlmError, CheckpointError
+from charlm.model import Arch, param_shapes
+from charlm.vocab import Vocab
+
+FORMAT = "charlm-checkpoint"
+VERSION = 1
+DEFAULT_PATH = "charlm.npz"
+ENV_VAR = "CHARLM_CHECKPOINT"
+
+
+@dataclass
+class Checkpoint:
+    config: Config
+    vocab: Vocab
+    params: dict
+    train_state: dict | None = None          # resume information
+    optim_state: dict | None = None
+    carry: list | None = None                # per layer: tuple of (B, H) arrays
+    best_params: dict | None = None
+    meta: dict = field(default_factory=dict)  # corpus, steps, time, validation figures
+
+    @property
+    def arch(self) -> Arch:
+        return arch_of(self.config, len(self.vocab))
+
+    @property
+    def resumable(self) -> bool:
+        return self.train_state is not None and self.optim_state is not None
+
+
+def arch_of(cfg: Config, vocab_size: int) -> Arch:
+    return Arch(cfg.cell, vocab_size, cfg.hidden_size, cfg.num_layers, cfg.activation)
+
+
+def default_path() -> str:
+    return os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
+    arrays = {
+        "format": np.array(FORMAT),
+        "version": np.array(VERSION, dtype=np.int64),
+        "config": np.array(json.dumps(ckpt.config.to_dict(), sort_keys=True)),
+        "vocab": np.array(list(ckpt.vocab.tokens)),
+        "vocab.counts": np.array(ckpt.vocab.counts or [0] * len(ckpt.vocab), dtype=np.int64),
+        "meta": np.array(json.dumps(ckpt.meta, sort_keys=True)),
+    }
+    arrays.update(ckpt.params)
+    if ckpt.train_state is not None:
+        arrays["train_state"] = np.array(json.dumps(ckpt.train_state, sort_keys=True))
+    if ckpt.optim_state is not None:
+        arrays["optim.step"] = np.array(ckpt.optim_state["step"], dtype=np.int64)
+        for k, v in ckpt.optim_state.items():
+            if k != "step":
+                arrays[f"optim.{k}"] = v
+    if ckpt.carry is not None:
+        for l, state in enumerate(ckpt.carry):
+            for k, a in enumerate(state):
+                arrays[f"carry.{l}.{k}"] = a
+    if ckpt.best_params is not None:
+        for k, v in ckpt.best_params.items():
+            arrays[f"best.{k}"] = v
+    return arrays
+
+
+def save(ckpt: Checkpoint, path: str) -> None:
+    """Write the checkpoint atomically (temporary file, fsync, rename)."""
+    arrays = to_arrays(ckpt)
+    for name, a in arrays.items():
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise CharlmError(f"refusing to save a checkpoint with non-finite values in {name}")
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_arrays(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read with allow_pickle=False."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path} (train one with `charlm train CORPUS`, or pass -c PATH)")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path is a directory: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    if not data.startswith(b"PK"):
+        raise CheckpointError(f"{path} is not a charlm checkpoint (not an .npz archive)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {}
+            for name in z.files:
+                arrays[name] = z[name]
+            return arrays
+    except ValueError as e:
+        if "pickle" in str(e).lower() or "object arrays" in str(e).lower():
+            raise CheckpointError(f"{path} holds a pickled object array; refusing to load it (pickles can run code)") from None
+        raise CheckpointError(f"{path} is damaged: {_short(e)}") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, MemoryError, TypeError, RuntimeError,
+            OverflowError, UnicodeDecodeError, NotImplementedError) as e:
+        raise CheckpointError(f"{path} is damaged or truncated: {_short(e)}") from None
+    except Exception as e:  # zlib.error and other decoder errors of a damaged archive
+        raise CheckpointError(f"{path} is damaged: {_short(e)}") from None
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return msg[:160]
+
+
+def _scalar_str(arrays, key) -> str:
+    a = arrays.get(key)
+    if a is None:
+        raise CheckpointError(f"missing key {key!r}")
+    if a.shape != () or a.dtype.kind != "U":
+        raise CheckpointError(f"key {key!r} must be a 0-d string array")
+    return str(a)
+
+
+def _json(arrays, key) -> dict:
+    try:
+        value = json.loads(_scalar_str(arrays, key))
+    except json.JSONDecodeError:
+        raise CheckpointError(f"key {key!r} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"key {key!r} must hold a JSON object")
+    return value
+
+
+def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
+    """Validate the arrays of a checkpoint and build it; CheckpointError if anything is off."""
+    if _scalar_str(arrays, "format") != FORMAT:
+        raise CheckpointError(f"not a charlm checkpoint (format {str(arrays['format'])[:40]!r})")
+    version = arrays.get("version")
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise CheckpointError("missing or malformed key 'version'")
+    if int(version) != VERSION:
+        raise CheckpointError(f"checkpoint format version {int(version)} is not supported (this charlm reads version {VERSION})")
+    try:
+        cfg = Config.from_dict(_json(arrays, "config"), source="checkpoint config")
+    except CharlmError as e:
+        raise CheckpointError(f"invalid config: {e}") from None
+    tokens = arrays.get("vocab")
+    if tokens is None or tokens.ndim != 1 or tokens.dtype.kind != "U":
+        raise CheckpointError("missing or malformed key 'vocab' (a 1-d string array)")
+    counts = arrays.get("vocab.counts")
+    if counts is None or counts.shape != tokens.shape or counts.dtype.kind not in "iu":
+        raise CheckpointError("missing or malformed key 'vocab.counts'")
+    try:
+        vocab = Vocab(tuple(str(t) for t in tokens), tuple(int(c) for c in counts))
+    except CharlmError as e:
+        raise CheckpointError(f"invalid vocabulary: {e}") from None
+    arch = arch_of(cfg, len(vocab))
+    shapes = param_shapes(arch)
+    dtype = np.dtype(cfg.dtype)
+    params = {name: _weights(arrays, name, shape, dtype) for name, shape in shapes.items()}
+    known = set(shapes) | {"format", "version", "config", "vocab", "vocab.counts", "meta"}
+    ckpt = Checkpoint(cfg, vocab, params, meta=_json(arrays, "meta") if "meta" in arrays else {})
+
+    if "train_state" in arrays:
+        ckpt.train_state = _json(arrays, "train_state")
+        known.add("train_state")
+    optim_keys = [k for k in arrays if k.startswith("optim.")]
+    if optim_keys:
+        step = arrays.get("optim.step")
+        if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+            raise CheckpointError("missing or malformed key 'optim.step'")
+        slots = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}[cfg.optimizer]
+        state = {"step": int(step)}
+        for slot in slots:
+            for name, shape in shapes.items():
+                state[f"{slot}.{name}"] = _weights(arrays, f"optim.{slot}.{name}", shape, dtype)
+        ckpt.optim_state = state
+        known.update(f"optim.{k}" for k in state)
+    carry_keys = [k for k in arrays if k.startswith("carry.")]
+    if carry_keys:
+        n = 2 if cfg.cell == "lstm" else 1
+        first = arrays.get("carry.0.0")
+        if first is None or first.ndim != 2:
+            raise CheckpointError("missing or malformed key 'carry.0.0'")
+        shape = (first.shape[0], cfg.hidden_size)
+        ckpt.carry = [tuple(_weights(arrays, f"carry.{l}.{k}", shape, dtype) for k in range(n))
+                      for l in range(cfg.num_layers)]
+        known.update(f"carry.{l}.{k}" for l in range(cfg.num_layers) for k in range(n))
+    if any(k.startswith("best.") for k in arrays):
+        ckpt.best_params = {name: _weights(arrays, f"best.{name}", shape, dtype) for name, shape in shapes.items()}
+        known.update(f"best.{name}" for name in shapes)
+    unknown = sorted(set(arrays) - known)
+    if unknown:
+        raise CheckpointError(f"unexpected key {unknown[0]!r}")
+    if (ckpt.train_state is None) != (ckpt.optim_state is None):
+        raise CheckpointError("incomplete resume state (train_state and optim.* go together)")
+    return ckpt
+
+
+def _weights(arrays, name, shape, dtype) -> np.ndarray:
+    a = arrays.get(name)
+    if a is None:
+        raise CheckpointError(f"missing key {name!r}")
+    if a.dtype != dtype:
+        raise CheckpointError(f"{name!r} has dtype {a.dtype}, expected {dtype}")
+    if a.shape != tuple(shape):
+        raise CheckpointError(f"{name!r} has shape {a.shape}, expected {tuple(shape)}")
+    if not np.all(np.isfinite(a)):
+        raise CheckpointError(f"{name!r} contains NaN or infinite values")
+    return np.ascontiguousarray(a)
+
+
+def load(path: str) -> Checkpoint:
+    """Read and validate a checkpoint; every problem is a one-line CheckpointError."""
+    arrays = read_arrays(path)
+    try:
+        return from_arrays(arrays)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None

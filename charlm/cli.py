@@ -1,0 +1,499 @@
+"""The `charlm` command line: parse options, call the library, render, exit.
+
+stdout carries only the product (samples, scores, JSON); progress, warnings
+and summaries go to stderr.  Every error the user can cause is one line on
+stderr and a non-zero exit code:
+
+    0  success          1  bad input or failure
+    2  usage error      130 / 143  interrupted by SIGINT / SIGTERM (state saved)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+
+from charlm import __version__
+from charlm import checkpoint as ckpt_io
+from charlm.errors import CharlmError
+
+app = typer.Typer(
+    name="charlm",
+    help="Character-level language models (RNN, GRU, LSTM) in NumPy: build a vocabulary, train, sample, score.",
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def handle_errors(command):
+    """Turn a CharlmError raised inside a command into one line on stderr and exit 1."""
+    import functools
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CharlmError as e:
+            fail(str(e))
+    return wrapper
+
+
+def fail(message: str, code: int = 1):
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str):
+    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+
+
+def _version(value: bool):
+    if value:
+        print(f"charlm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+):
+    """Character-level language models (RNN, GRU, LSTM) in NumPy.
+
+    **Examples**
+
+        charlm train corpora/names.txt --max-time 60
+        charlm sample --num 5 --temperature 0.8
+        charlm score "Anna" "Xqzzt" --json
+    """
+
+
+CheckpointOpt = Annotated[Optional[str], typer.Option(
+    "-c", "--checkpoint", help="Checkpoint file (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)]
+
+
+def checkpoint_path(path: Optional[str]) -> str:
+    return path or ckpt_io.default_path()
+
+
+# ---------------------------------------------------------------------------
+# build-vocab
+# ---------------------------------------------------------------------------
+
+@app.command("build-vocab", epilog="""**Examples**
+
+    charlm build-vocab corpora/names.txt -o names.vocab.json
+    charlm build-vocab big.txt --min-count 5 --max-size 120
+    cat notes.txt | charlm build-vocab - -o notes.vocab.json
+""")
+@handle_errors
+def build_vocab_cmd(
+    corpus: Annotated[str, typer.Argument(help="Text file (UTF-8), one sequence per line; - for stdin.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Where to write the vocabulary JSON.")] = "vocab.json",
+    min_count: Annotated[int, typer.Option(help="Characters seen fewer times become <UNK>.")] = 1,
+    max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens (<EOS> and <UNK> included), the most frequent.", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (stop), replace, ignore, surrogateescape.")] = "strict",
+):
+    """Build a character vocabulary: `<EOS>` = 0, `<UNK>` = 1, then the kept characters in code-point order."""
+    from charlm.corpus import count_corpus
+    from charlm.render import vocab_table
+    from charlm.vocab import build_vocab, save_vocab
+
+    if min_count < 1:
+        fail("--min-count must be at least 1")
+    if max_size is not None and max_size < 3:
+        fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
+    stats = count_corpus(read_source(corpus), encoding, errors)
+    if stats.num_chars == 0:
+        fail(f"corpus {corpus} is empty: it has no characters")
+    vocab = build_vocab(stats.counts, min_count, max_size)
+    save_vocab(vocab, output)
+    err.print(vocab_table(vocab, stats.num_chars, stats.num_lines))
+    err.print(f"wrote {output}")
+
+
+_stdin_cache: dict = {}
+
+
+def read_source(path: str):
+    """A corpus source: a path, or the bytes of stdin for "-" (read once)."""
+    if path != "-":
+        return path
+    if "data" not in _stdin_cache:
+        _stdin_cache["data"] = sys.stdin.buffer.read()
+    return _stdin_cache["data"]
+
+
+# ---------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------
+
+class _Stop:
+    """SIGINT/SIGTERM: the first asks the loop to stop and save; a second quits at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)  # the last good checkpoint is untouched (writes are atomic)
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        err.print(f"\n{name}: saving a resumable checkpoint after this step (press Ctrl-C again to quit at once)")
+
+    def __bool__(self):
+        return self.signum is not None
+
+
+@app.command(epilog="""**Examples**
+
+    charlm train corpora/names.txt --max-time 60
+    charlm train input.txt --cell gru --hidden-size 512 --num-layers 3 --steps 5000
+    charlm train input.txt --config run.yaml --seed 3 -c run.npz
+    charlm train input.txt --steps 20000 --resume        # continue the same run
+""")
+@handle_errors
+def train(
+    corpus: Annotated[str, typer.Argument(help="Training text (UTF-8), one sequence per line; - for stdin.")],
+    checkpoint: CheckpointOpt = None,
+    config: Annotated[Optional[str], typer.Option(help="YAML file of options (flags override it).", show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in the checkpoint (same options; --steps counts the run's total).")] = False,
+    vocab: Annotated[Optional[str], typer.Option(help="Vocabulary JSON (default: built from the corpus).", show_default=False)] = None,
+    cell: Annotated[Optional[str], typer.Option(help="rnn, gru or lstm. [default: lstm]", show_default=False)] = None,
+    hidden_size: Annotated[Optional[int], typer.Option(help="Hidden units per layer. [default: 256]", show_default=False)] = None,
+    num_layers: Annotated[Optional[int], typer.Option(help="Stacked layers. [default: 2]", show_default=False)] = None,
+    activation: Annotated[Optional[str], typer.Option(help="rnn activation: tanh or relu. [default: tanh]", show_default=False)] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. [default: 0]", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float32 or float64. [default: float32]", show_default=False)] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Time steps of truncated BPTT. [default: 64]", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per batch. [default: 32]", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: 0.002]", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam, sgd (with momentum) or adagrad. [default: adam]", show_default=False)] = None,
+    momentum: Annotated[Optional[float], typer.Option(help="SGD momentum. [default: 0.9]", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="Decoupled weight decay on weight matrices. [default: 0]", show_default=False)] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="cosine or constant learning rate. [default: cosine]", show_default=False)] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up. [default: 20]", show_default=False)] = None,
+    min_lr_ratio: Annotated[Optional[float], typer.Option(help="Cosine floor as a fraction of --lr. [default: 0.1]", show_default=False)] = None,
+    clip: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this (0 = off). [default: 5]", show_default=False)] = None,
+    clip_value: Annotated[Optional[float], typer.Option(help="Clip each gradient entry to ±this (0 = off). [default: 0]", show_default=False)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps.", show_default=False)] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the training split.", show_default=False)] = None,
+    max_time: Annotated[Optional[float], typer.Option(help="Seconds of training (default 180 when no --steps/--epochs).", show_default=False)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Last fraction of the corpus held out for validation. [default: 0.1]", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (0 = at the end only). [default: 200]", show_default=False)] = None,
+    save_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0 = at the end only). [default: 500]", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, corpus and options, same model. [default: 0]", show_default=False)] = None,
+    min_count: Annotated[Optional[int], typer.Option(help="Characters rarer than this become <UNK>. [default: 1]", show_default=False)] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens in the vocabulary.", show_default=False)] = None,
+    max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after this many non-finite steps in a row. [default: 10]", show_default=False)] = None,
+    encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
+    errors: Annotated[Optional[str], typer.Option(help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: strict]", show_default=False)] = None,
+):
+    """Train a character language model with truncated backpropagation through time.
+
+    Saves the checkpoint at the end, every `--save-every` steps, and on
+    Ctrl-C (exit 130; resume with `--resume`).
+    """
+    from charlm.config import DEFAULT_MAX_TIME, build_config
+    from charlm.train import check_resume, load_corpus
+    from charlm.train import train as run_training
+    from charlm.vocab import load_vocab
+
+    flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout,
+                 dtype=dtype, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                 weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+                 clip=clip, clip_value=clip_value, steps=steps, epochs=epochs, max_time=max_time,
+                 val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
+                 min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
+    path = checkpoint_path(checkpoint)
+    previous = None
+    if resume:
+        previous = ckpt_io.load(path)
+        if not previous.resumable:
+            fail(f"{path} holds no resume state (it was not saved by `charlm train`)")
+        cfg = previous.config
+        cfg.update({k: v for k, v in flags.items() if v is not None}, source="option")
+        if config:
+            from charlm.config import load_yaml
+            cfg.update(load_yaml(config), source=config)
+            cfg.update({k: v for k, v in flags.items() if v is not None}, source="option")
+        cfg.validate()
+        given = {k for k, v in flags.items() if v is not None}
+    else:
+        cfg = build_config(config, flags)
+        given = set()
+    if not cfg.budget_given:
+        cfg.max_time = DEFAULT_MAX_TIME
+        err.print(f"No --steps, --epochs or --max-time given: training for {DEFAULT_MAX_TIME:.0f} seconds.")
+    voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
+    data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    if previous is not None:
+        for change in check_resume(cfg, previous, data, given):
+            err.print(f"resume: {change}")
+    elif os.path.exists(path) and not os.path.isdir(path):
+        warn(f"{path} exists and will be overwritten (use --resume to continue that run)")
+
+    stop = _Stop()
+    old_int = signal.signal(signal.SIGINT, stop)
+    old_term = signal.signal(signal.SIGTERM, stop)
+    from charlm.progress import TrainReporter
+
+    reporter = TrainReporter(err, cfg, data, path)
+    try:
+        with reporter:
+            result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),
+                                         on_event=reporter.on_event, should_stop=lambda: bool(stop))
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    reporter.summary(result, ended)
+    if ended == "interrupted":
+        err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
+                  f"Resume with: charlm train {corpus} --resume" + (f" -c {path}" if checkpoint else ""))
+        raise typer.Exit(128 + stop.signum)
+
+
+# ---------------------------------------------------------------------------
+# sample
+# ---------------------------------------------------------------------------
+
+@app.command(epilog="""**Examples**
+
+    charlm sample                                  # one sample from charlm.npz
+    charlm sample --num 10 --temperature 0.8
+    charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
+    charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+""")
+@handle_errors
+def sample(
+    checkpoint: CheckpointOpt = None,
+    length: Annotated[int, typer.Option("-n", "--length", help="Maximum characters per sample.")] = 200,
+    temperature: Annotated[float, typer.Option("-t", "--temperature", help="Softmax temperature (0 = greedy; <1 safer, >1 wilder).")] = 1.0,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely character (same as --temperature 0).")] = False,
+    top_k: Annotated[int, typer.Option(help="Sample only from the k most likely characters (0 = all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample from the smallest set of characters with this much probability (1 = all).")] = 1.0,
+    prime: Annotated[Optional[str], typer.Option(help="Text the model reads first (printed before the sample).", show_default=False)] = None,
+    prime_file: Annotated[Optional[str], typer.Option(help="Read the prime from a file (- for stdin).", show_default=False)] = None,
+    echo_prime: Annotated[bool, typer.Option("--echo-prime/--no-echo-prime", help="Print the prime before each sample.")] = True,
+    num: Annotated[int, typer.Option(help="Number of independent samples (generated as one batch).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same text). [default: random]", show_default=False)] = None,
+    stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at <EOS> (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
+    show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
+    weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
+):
+    """Generate text from a trained model, greedily or by sampling the softmax."""
+    from charlm.sample import generate
+
+    if length < 1:
+        fail("--length must be at least 1")
+    if temperature < 0 or not math.isfinite(temperature):
+        fail("--temperature must be a finite number ≥ 0 (0 means greedy)")
+    if num < 1:
+        fail("--num must be at least 1")
+    if top_k < 0:
+        fail("--top-k must be ≥ 0 (0 = no limit)")
+    if not (0 < top_p <= 1):
+        fail("--top-p must be in (0, 1]")
+    if seed is not None and seed < 0:
+        fail("--seed must be non-negative")
+    if weights not in ("best", "last"):
+        fail("--weights must be best or last")
+    if prime is not None and prime_file is not None:
+        fail("give --prime or --prime-file, not both")
+    ck = ckpt_io.load(checkpoint_path(checkpoint))
+    V = len(ck.vocab)
+    if top_k > V:
+        fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
+    if prime_file is not None:
+        from charlm.corpus import iter_text
+        prime = "".join(iter_text(read_source(prime_file)))
+    params = ck.best_params if (weights == "best" and ck.best_params is not None) else ck.params
+    prime_ids = None
+    if prime:
+        prime_ids = ck.vocab.encode(prime)
+        unknown = sorted({c for c, i in zip(prime, prime_ids) if i == 1 and c != "\n"})
+        if unknown:
+            warn(f"the prime has characters outside the vocabulary, read as <UNK>: {' '.join(map(repr, unknown))}")
+    if stop_at_eos is None:
+        stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
+    rng = np.random.default_rng(seed)
+    T = 0.0 if greedy else temperature
+    vocab = ck.vocab
+    stream = out.file
+    texts = [""] * num
+    logps = np.zeros(num)
+    head = (prime or "") if echo_prime else ""
+    live = num == 1
+    if live and head:
+        stream.write(head)
+        stream.flush()
+    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos):
+        for n in np.flatnonzero(active):
+            tok = int(ids[n])
+            logps[n] += lp[n]
+            if stop_at_eos and tok == 0:
+                continue
+            ch = vocab.decode([tok])
+            texts[n] += ch
+            if live:
+                stream.write(ch)
+                stream.flush()
+    for n in range(num):
+        if not live:
+            stream.write(head + texts[n])
+        if not (head + texts[n]).endswith("\n"):
+            stream.write("\n")
+        if not stop_at_eos and num > 1 and n < num - 1:
+            stream.write("\n")
+        stream.flush()
+        if show_logprob:
+            ntok = len(texts[n]) + (1 if stop_at_eos else 0)
+            err.print(f"sample {n + 1}: log P = {logps[n]:.4f} nats over {ntok} tokens"
+                      f" ({-logps[n] / max(ntok, 1) / math.log(2):.4f} bits/char)")
+
+
+# ---------------------------------------------------------------------------
+# score
+# ---------------------------------------------------------------------------
+
+@app.command(epilog="""**Examples**
+
+    charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
+    charlm score --file sentences.txt --json | jq .bits_per_char
+    charlm score --document --file val.txt         # a whole file as one sequence
+    echo "hello world" | charlm score -
+""")
+@handle_errors
+def score(
+    sentences: Annotated[Optional[list[str]], typer.Argument(help="Sentences to score; - reads one per line from stdin.", show_default=False)] = None,
+    checkpoint: CheckpointOpt = None,
+    file: Annotated[Optional[str], typer.Option("-f", "--file", help="Score each line of this file (- for stdin).", show_default=False)] = None,
+    document: Annotated[bool, typer.Option("--document", help="Score the whole --file as one sequence (state carried over lines) and report totals.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
+    weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+):
+    """Score text: log P(text) = Σ log P(char | previous chars), including the final `<EOS>`.
+
+    Reports the log-likelihood in nats, bits per character (`<EOS>` counted
+    as a character), perplexity, and how many characters were `<UNK>`.
+    """
+    from charlm.corpus import encode_corpus, read_lines
+    from charlm.score import score_document, score_sentences
+
+    if weights not in ("best", "last"):
+        fail("--weights must be best or last")
+    if batch_size < 1:
+        fail("--batch-size must be at least 1")
+    ck = ckpt_io.load(checkpoint_path(checkpoint))
+    params = ck.best_params if (weights == "best" and ck.best_params is not None) else ck.params
+    sentences = list(sentences or [])
+    if document:
+        if file is None:
+            fail("--document needs --file FILE (or --file - for stdin)")
+        if sentences:
+            fail("--document scores --file; do not also give sentences")
+        ids = encode_corpus(read_source(file), ck.vocab)
+        if len(ids) == 0:
+            fail(f"{file} is empty")
+        results = [score_document(params, ck.arch, ck.vocab, ids, file)]
+    else:
+        if sentences == ["-"]:
+            sentences = []
+            file = "-"
+        if file is not None:
+            sentences += read_lines(read_source(file))
+        if not sentences:
+            fail("nothing to score: give sentences, --file FILE, or - to read stdin")
+        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size)
+    if as_json:
+        for r in results:
+            print(json.dumps(r.to_json(), ensure_ascii=False))
+        return
+    from charlm.render import score_table
+
+    out.print(score_table(results))
+    if document:
+        r = results[0]
+        err.print(f"{r.num_tokens:,} tokens ({r.num_eos:,} <EOS>, {r.num_unk:,} <UNK>) scored as one sequence")
+    elif any(r.num_unk for r in results):
+        err.print("characters outside the vocabulary were scored as <UNK>")
+
+
+# ---------------------------------------------------------------------------
+# info
+# ---------------------------------------------------------------------------
+
+@app.command(epilog="""**Examples**
+
+    charlm info
+    charlm info run.npz --json | jq .parameters.total
+    charlm info --curve
+""")
+@handle_errors
+def info(
+    path: Annotated[Optional[str], typer.Argument(help="Checkpoint (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    curve: Annotated[bool, typer.Option("--curve", help="Draw the training and validation bits/char against step.")] = False,
+):
+    """Describe a checkpoint: model, vocabulary, training, validation."""
+    from charlm.inspect import describe, render_info
+
+    p = checkpoint_path(path)
+    ck = ckpt_io.load(p)
+    d = describe(ck, p)
+    if as_json:
+        print(json.dumps(d, ensure_ascii=False))
+        return
+    render_info(out, d, ck, curve)
+
+
+def _interrupted(signum, frame):
+    """Ctrl-C outside training: stop at once with the conventional code 130."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    err.print("\ninterrupted")
+    os._exit(128 + signum)
+
+
+def main():
+    """Entry point: run the app; errors become one line on stderr, never a traceback."""
+    signal.signal(signal.SIGINT, _interrupted)
+    try:
+        app()  # usage errors exit 2; typer.Exit carries its own code
+    except CharlmError as e:
+        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        sys.exit(0)
+    except Exception as e:  # anything else is a bug in charlm
+        if os.environ.get("CHARLM_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for a traceback)",
+                  soft_wrap=True)
+        sys.exit(1)
+
+
+def _quiet_broken_pipe():
+    """The reader went away (e.g. `charlm sample | head -1`): not an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

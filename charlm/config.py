@@ -1,0 +1,165 @@
+"""One typed training configuration: defaults, YAML loading, validation.
+
+The configuration is stored (as JSON) in every checkpoint and is enough to
+rebuild the model.  Precedence: defaults < YAML file (`--config`) < flags.
+YAML is read with `yaml.safe_load`; unknown keys and wrong types are errors
+that name the key.  Keys may be written `hidden_size` or `hidden-size`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, fields
+
+from charlm.cells import ACTIVATIONS, CELLS
+from charlm.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd", "adagrad")
+SCHEDULES = ("cosine", "constant")
+DTYPES = ("float32", "float64")
+DEFAULT_MAX_TIME = 180.0  # seconds, used when no --steps/--epochs/--max-time is given
+
+
+@dataclass
+class Config:
+    # model
+    cell: str = "lstm"              # rnn | gru | lstm
+    hidden_size: int = 256          # H, units per layer
+    num_layers: int = 2             # stacked layers
+    activation: str = "tanh"        # rnn only: tanh | relu
+    dropout: float = 0.0            # between layers and before the head (training only)
+    dtype: str = "float32"          # float32 | float64
+    # data
+    seq_len: int = 64               # T, steps of truncated BPTT
+    batch_size: int = 32            # B, parallel streams through the corpus
+    val_fraction: float = 0.1       # last fraction of the corpus held out
+    min_count: int = 1              # rarer characters become <UNK> (vocab built from the corpus)
+    max_size: int | None = None     # most frequent characters kept, specials included
+    encoding: str = "utf-8"
+    errors: str = "strict"          # strict | replace | ignore | surrogateescape
+    # optimisation
+    optimizer: str = "adam"         # adam | sgd | adagrad
+    lr: float = 2e-3                # peak learning rate
+    momentum: float = 0.9           # sgd only
+    weight_decay: float = 0.0       # decoupled (AdamW-style), on weight matrices only
+    schedule: str = "cosine"        # cosine (decay to min_lr_ratio·lr at the end) | constant
+    warmup_steps: int = 20          # linear warm-up
+    min_lr_ratio: float = 0.1       # cosine floor, as a fraction of lr
+    clip: float = 5.0               # global gradient-norm clip (0 = off)
+    clip_value: float = 0.0         # element-wise gradient clip (0 = off)
+    # budget
+    steps: int | None = None        # total optimizer steps
+    epochs: float | None = None     # passes over the training split
+    max_time: float | None = None   # seconds of training
+    # bookkeeping
+    eval_every: int = 200           # validate every N steps (0 = only at the end)
+    save_every: int = 500           # checkpoint every N steps (0 = only at the end)
+    seed: int = 0
+    max_bad_steps: int = 10         # consecutive non-finite steps before giving up
+
+    def validate(self) -> "Config":
+        """Check every value; raise ConfigError naming the option."""
+        def need(cond, option, msg):
+            if not cond:
+                raise ConfigError(f"--{option.replace('_', '-')} {msg}")
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is None:
+                continue
+            kind = _kind(f)
+            if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be an integer, not {v!r}")
+            if kind is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ConfigError(f"--{f.name.replace('_', '-')} must be a number, not {v!r}")
+                if not math.isfinite(v):
+                    raise ConfigError(f"--{f.name.replace('_', '-')} must be finite, not {v!r}")
+                setattr(self, f.name, float(v))
+            if kind is str and not isinstance(v, str):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a string, not {v!r}")
+        need(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        need(self.activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
+        need(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
+            need(getattr(self, name) >= 1, name, "must be at least 1")
+        need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
+        need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
+        need(self.lr > 0, "lr", "must be positive")
+        need(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
+        need(self.weight_decay >= 0, "weight_decay", "must be non-negative")
+        need(self.warmup_steps >= 0, "warmup_steps", "must be non-negative")
+        need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        need(self.clip >= 0, "clip", "must be non-negative (0 turns clipping off)")
+        need(self.clip_value >= 0, "clip_value", "must be non-negative (0 turns it off)")
+        need(self.steps is None or self.steps >= 1, "steps", "must be at least 1")
+        need(self.epochs is None or self.epochs > 0, "epochs", "must be positive")
+        need(self.max_time is None or self.max_time > 0, "max_time", "must be positive")
+        need(self.eval_every >= 0, "eval_every", "must be non-negative")
+        need(self.save_every >= 0, "save_every", "must be non-negative")
+        need(self.max_bad_steps >= 1, "max_bad_steps", "must be at least 1")
+        need(self.seed >= 0, "seed", "must be non-negative")
+        return self
+
+    @property
+    def budget_given(self) -> bool:
+        return any(v is not None for v in (self.steps, self.epochs, self.max_time))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "Config":
+        return cls().update(data, source).validate()
+
+    def update(self, data: dict, source: str = "config") -> "Config":
+        """Set the given keys (hyphens allowed); unknown keys are an error."""
+        names = {f.name for f in fields(self)}
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                raise ConfigError(f"{source}: unknown option {key!r}")
+            setattr(self, name, value)
+        return self
+
+
+def _kind(f) -> type:
+    t = str(f.type)
+    return int if t.startswith("int") else float if t.startswith("float") else str
+
+
+def load_yaml(path: str) -> dict:
+    """Read a YAML mapping of options with yaml.safe_load."""
+    import yaml
+
+    if not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: {problem}{where}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {path}: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of option: value")
+    return data
+
+
+def build_config(yaml_path: str | None, overrides: dict) -> Config:
+    """Defaults, then the YAML file, then the flags that were given."""
+    cfg = Config()
+    if yaml_path:
+        cfg.update(load_yaml(yaml_path), source=yaml_path)
+    cfg.update({k: v for k, v in overrides.items() if v is not None}, source="option")
+    return cfg.validate()

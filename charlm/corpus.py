@@ -1,0 +1,147 @@
+"""Reading corpora: decode a file in chunks, count characters, encode to ids.
+
+A corpus is read as text in the given encoding (UTF-8 by default) with
+universal newlines (`\\r\\n` and `\\r` become `\\n`).  It is processed in chunks
+of a few MB, so the memory needed is the compact id array plus one chunk,
+never the whole text as a Python string.  `-` means standard input.
+
+Every line ends with `<EOS>`; a last line without a newline gets one.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from charlm.errors import CorpusError
+from charlm.vocab import EOS_ID, Vocab, code_points, count_code_points
+
+CHUNK_BYTES = 1 << 22
+ERRORS_CHOICES = ("strict", "replace", "ignore", "surrogateescape")
+
+
+def _open_binary(path: str):
+    if path == "-":
+        return sys.stdin.buffer, False
+    if not os.path.exists(path):
+        raise CorpusError(f"corpus not found: {path}")
+    if os.path.isdir(path):
+        raise CorpusError(f"corpus is a directory, not a file: {path}")
+    try:
+        return open(path, "rb"), True
+    except OSError as e:
+        raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+
+
+def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
+              chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """Yield the decoded text of `path` in chunks, with universal newlines."""
+    if errors not in ERRORS_CHOICES:
+        raise CorpusError(f"unknown --errors value {errors!r} (choose from {', '.join(ERRORS_CHOICES)})")
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+    except LookupError:
+        raise CorpusError(f"unknown encoding {encoding!r}") from None
+    f, close = _open_binary(path)
+    name = "standard input" if path == "-" else path
+    consumed = 0  # bytes handed to the decoder before this chunk
+    lines_before = 0
+    carry_cr = False
+    try:
+        while True:
+            try:
+                raw = f.read(chunk_bytes)
+            except OSError as e:
+                raise CorpusError(f"cannot read corpus {name}: {e.strerror}") from None
+            final = not raw
+            try:
+                text = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as e:
+                pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
+                offset = consumed - pending + e.start
+                bad = e.object[e.start:e.start + 1]
+                line = lines_before + e.object[:e.start].count(b"\n") + 1
+                raise CorpusError(
+                    f"{name} is not valid {encoding}: byte 0x{bad.hex()} at offset {offset} (line {line}); "
+                    f"use --encoding to name the right encoding, or --errors replace"
+                ) from None
+            consumed += len(raw)
+            lines_before += raw.count(b"\n")
+            if carry_cr:
+                text = "\r" + text
+                carry_cr = False
+            if text.endswith("\r") and not final:
+                text, carry_cr = text[:-1], True
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                yield text
+            if final:
+                return
+    finally:
+        if close:
+            f.close()
+
+
+@dataclass
+class CorpusStats:
+    """Dense code-point counts of a corpus, and its size in characters and lines."""
+
+    counts: np.ndarray
+    num_chars: int  # characters excluding line ends
+    num_lines: int
+    num_empty_lines: int
+
+
+def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> CorpusStats:
+    """Count every character of a corpus; `counts[10]` is the number of lines."""
+    counts = None
+    num_chars = num_lines = num_empty = 0
+    prev_is_newline = True  # an empty first line counts as empty
+    for text in iter_text(path, encoding, errors):
+        cps = code_points(text)
+        counts = count_code_points(cps, counts)
+        newline = cps == 10
+        prev = np.concatenate(([prev_is_newline], newline[:-1]))
+        num_empty += int(np.count_nonzero(newline & prev))
+        num_lines += int(np.count_nonzero(newline))
+        num_chars += len(cps) - int(np.count_nonzero(newline))
+        prev_is_newline = bool(newline[-1])
+    if counts is None:
+        counts = np.zeros(0, dtype=np.int64)
+    if not prev_is_newline:  # the last line ends without a newline: still a line
+        counts = count_code_points(np.array([10], dtype=np.uint32), counts)
+        num_lines += 1
+    return CorpusStats(counts, num_chars, num_lines, num_empty)
+
+
+def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict") -> np.ndarray:
+    """The whole corpus as one compact id array, each line ending in `<EOS>`."""
+    parts = []
+    last_is_eos = True
+    for text in iter_text(path, encoding, errors):
+        ids = vocab.encode(text)
+        parts.append(ids)
+        last_is_eos = text.endswith("\n")
+    if parts and not last_is_eos:
+        parts.append(np.array([EOS_ID], dtype=vocab.dtype))
+    if not parts:
+        return np.zeros(0, dtype=vocab.dtype)
+    ids = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return ids
+
+
+def read_lines(path: str, encoding: str = "utf-8", errors: str = "strict") -> list[str]:
+    """The lines of a text file (without their line ends)."""
+    text = "".join(iter_text(path, encoding, errors))
+    if not text:
+        return []
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines

@@ -1,0 +1,76 @@
+"""`charlm info`: what a checkpoint holds, as a dict (for --json) and as tables."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from charlm.checkpoint import VERSION, Checkpoint
+from charlm.model import num_params
+from charlm.render import curve, fmt_count, fmt_seconds
+
+
+def describe(ck: Checkpoint, path: str) -> dict:
+    cfg = ck.config
+    per_layer = {}
+    for name, p in ck.params.items():
+        group = name.rsplit(".", 1)[0]
+        per_layer[group] = per_layer.get(group, 0) + int(p.size)
+    m = ck.meta
+    return {
+        "path": path,
+        "format_version": VERSION,
+        "cell": cfg.cell,
+        "num_layers": cfg.num_layers,
+        "hidden_size": cfg.hidden_size,
+        "activation": cfg.activation,
+        "dtype": cfg.dtype,
+        "parameters": {"total": num_params(ck.params), **per_layer},
+        "vocab_size": len(ck.vocab),
+        "vocab_specials": {"<EOS>": 0, "<UNK>": 1},
+        "vocab_preview": "".join(ck.vocab.tokens[2:])[:80],
+        "steps": m.get("steps"),
+        "train_seconds": m.get("train_seconds"),
+        "chars_seen": m.get("chars_seen"),
+        "best_val_bpc": m.get("best_val_bpc"),
+        "best_step": m.get("best_step"),
+        "last_val_bpc": m.get("last_val_bpc"),
+        "corpus": m.get("corpus"),
+        "resumable": ck.resumable,
+        "has_best_weights": ck.best_params is not None,
+        "options": cfg.to_dict(),
+    }
+
+
+def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = False) -> None:
+    t = Table(title=d["path"], show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("format", f"charlm-checkpoint version {d['format_version']}, {d['dtype']}")
+    act = f" ({d['activation']})" if d["cell"] == "rnn" else ""
+    t.add_row("model", f"{d['cell']}{act}, {d['num_layers']} layer(s) × {d['hidden_size']} hidden")
+    params = d["parameters"]
+    t.add_row("parameters", f"{params['total']:,} in all: " + ", ".join(
+        f"{k} {v:,}" for k, v in params.items() if k != "total"))
+    t.add_row("vocabulary", f"{d['vocab_size']} tokens: <EOS> = 0, <UNK> = 1, then {d['vocab_preview']!r}")
+    if d["steps"] is not None:
+        t.add_row("training", f"{d['steps']:,} steps, {fmt_seconds(d['train_seconds'] or 0)}, "
+                  f"{fmt_count(d['chars_seen'] or 0)} characters seen")
+    if d["corpus"]:
+        c = d["corpus"]
+        t.add_row("corpus", f"{c.get('name')}: {fmt_count(c.get('num_chars', 0))} characters, "
+                  f"{fmt_count(c.get('num_lines', 0))} lines"
+                  + (" (a list of items: samples stop at <EOS>)" if c.get("line_items") else ""))
+    if d["best_val_bpc"] is not None:
+        t.add_row("validation", f"best {d['best_val_bpc']:.4f} bits/char at step {d['best_step']:,}; "
+                  f"last {d['last_val_bpc']:.4f}")
+    t.add_row("resumable", "yes" if d["resumable"] else "no")
+    opts = d["options"]
+    t.add_row("options", ", ".join(f"{k}={v}" for k, v in opts.items() if v is not None))
+    console.print(t)
+    if show_curve:
+        hist = (ck.train_state or {}).get("history") or []
+        train = [(h["step"], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
+        val = [(h["step"], h["val_bpc"]) for h in hist]
+        console.print("bits/char against step")
+        console.print(curve(train, val), markup=False, highlight=False)

@@ -1,0 +1,217 @@
+"""The stacked language model: parameters, forward over time, loss, BPTT.
+
+Parameters are a flat dict with dotted keys (the same keys the checkpoint,
+the gradients and the optimizer state use):
+
+    layers.{l}.weight_ih   (G·H, In)   In = V for layer 0, H above
+    layers.{l}.weight_hh   (G·H, H)
+    layers.{l}.bias        (G·H,)
+    head.weight            (V, H)
+    head.bias              (V,)
+
+The input of layer 0 at step t is the one-hot vector of the previous token;
+W_ih x is therefore a column lookup, `W_ih[:, x]`, never a dense matmul.
+Layer l > 0 reads the hidden states of layer l-1 (after dropout, in
+training).  logits<t> = head.weight · h_top<t> + head.bias, and the loss is
+the mean cross-entropy of the targets over the (unmasked) positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from charlm import cells
+from charlm.cells import NUM_GATES
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the parameter shapes depend on."""
+
+    cell: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    activation: str = "tanh"
+
+    @property
+    def gates(self) -> int:
+        return NUM_GATES[self.cell]
+
+
+def param_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
+    V, H, G = arch.vocab_size, arch.hidden_size, arch.gates
+    shapes = {}
+    for l in range(arch.num_layers):
+        shapes[f"layers.{l}.weight_ih"] = (G * H, V if l == 0 else H)
+        shapes[f"layers.{l}.weight_hh"] = (G * H, H)
+        shapes[f"layers.{l}.bias"] = (G * H,)
+    shapes["head.weight"] = (V, H)
+    shapes["head.bias"] = (V,)
+    return shapes
+
+
+def init_params(arch: Arch, rng: np.random.Generator, dtype="float32") -> dict[str, np.ndarray]:
+    """Initial weights that train fast.
+
+    Layer 0 reads one-hot vectors, so a column of its W_ih is the token's
+    embedding and its entries are the pre-activations themselves: U(±1).
+    Upper layers' W_ih ~ U(±1/√H) (×√2 for relu).  Each gate block of the
+    recurrent weights is a random orthogonal matrix (×0.5 for relu RNNs, to
+    start below the exploding regime).  Biases are zero except the LSTM
+    forget gate (1).  The head is U(±1/√H): small logits, so the initial
+    loss is close to ln V.
+    """
+    H, G = arch.hidden_size, arch.gates
+    relu_gain = np.sqrt(2.0) if arch.cell == "rnn" and arch.activation == "relu" else 1.0
+    params = {}
+    for name, shape in param_shapes(arch).items():
+        if name == "layers.0.weight_ih":
+            w = rng.uniform(-1.0, 1.0, size=shape)
+        elif name.endswith("weight_ih"):
+            scale = relu_gain / np.sqrt(shape[1])
+            w = rng.uniform(-scale, scale, size=shape)
+        elif name.endswith("weight_hh"):
+            w = np.concatenate([_orthogonal(H, rng) for _ in range(G)], axis=0)
+            if arch.cell == "rnn" and arch.activation == "relu":
+                w *= 0.5
+        elif name == "head.weight":
+            w = rng.uniform(-1.0 / np.sqrt(H), 1.0 / np.sqrt(H), size=shape)
+        else:
+            w = np.zeros(shape)
+            if arch.cell == "lstm" and name.endswith(".bias"):
+                w[H:2 * H] = 1.0  # forget gate
+        params[name] = w.astype(dtype)
+    return params
+
+
+def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def zero_state(arch: Arch, batch: int, dtype) -> list[tuple]:
+    """Zero states of every layer."""
+    return [cells.zero_state(arch.cell, batch, arch.hidden_size, dtype) for _ in range(arch.num_layers)]
+
+
+def input_projection(params, l: int, x) -> np.ndarray:
+    """gx = W_ih x + b for all steps: a column lookup for token ids (layer 0)."""
+    W, b = params[f"layers.{l}.weight_ih"], params[f"layers.{l}.bias"]
+    if l == 0:
+        return np.take(np.ascontiguousarray(W.T), x, axis=0) + b
+    return x @ W.T + b
+
+
+def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | None:
+    """Inverted-dropout masks for the inputs of layers 1.. and of the head."""
+    if p <= 0.0:
+        return None
+    keep = 1.0 - p
+    return [(rng.random((T, B, arch.hidden_size)) < keep).astype(dtype) / dtype.type(keep)
+            for _ in range(arch.num_layers)]
+
+
+def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
+    """Run the stack over token ids `x` (T, B).
+
+    Returns logits (T, B, V), the final state of every layer, and a cache
+    for `backward`.  `masks[l]` (optional) multiplies the output of layer l.
+    """
+    forward_cell = cells.FORWARD[arch.cell]
+    inp = x
+    caches, final = [], []
+    for l in range(arch.num_layers):
+        gx = input_projection(params, l, inp)
+        hs, state_l, cache = forward_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation)
+        out = hs if masks is None else hs * masks[l]
+        caches.append((inp, cache))
+        final.append(state_l)
+        inp = out
+    logits = inp @ params["head.weight"].T + params["head.bias"]
+    return logits, final, (caches, inp, masks)
+
+
+def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
+    """BPTT: the gradient of every parameter (same keys), and of the initial state."""
+    caches, top, masks = cache
+    backward_cell = cells.BACKWARD[arch.cell]
+    V = arch.vocab_size
+    grads = {
+        "head.weight": cells._matmul_over_time(dlogits, top),
+        "head.bias": dlogits.reshape(-1, V).sum(axis=0),
+    }
+    dout = dlogits @ params["head.weight"]
+    dstate0 = [None] * arch.num_layers
+    for l in reversed(range(arch.num_layers)):
+        inp, cache_l = caches[l]
+        dhs = dout if masks is None else dout * masks[l]
+        dgx, dstate0[l], grads[f"layers.{l}.weight_hh"] = backward_cell(
+            dhs, None if dstate_final is None else dstate_final[l], cache_l)
+        grads[f"layers.{l}.bias"] = dgx.reshape(-1, dgx.shape[-1]).sum(axis=0)
+        W = params[f"layers.{l}.weight_ih"]
+        if l == 0:
+            dWT = np.zeros((W.shape[1], W.shape[0]), dtype=W.dtype)
+            np.add.at(dWT, inp.reshape(-1), dgx.reshape(-1, dgx.shape[-1]))
+            grads[f"layers.{l}.weight_ih"] = dWT.T.copy()
+        else:
+            grads[f"layers.{l}.weight_ih"] = cells._matmul_over_time(dgx, inp)
+            dout = dgx @ W
+    return grads, dstate0
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, stable (log-sum-exp)."""
+    m = logits.max(axis=-1, keepdims=True)
+    z = logits - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
+    """Mean cross-entropy of `targets` under `logits`, and its gradient.
+
+    logits (T, B, V), targets (T, B) ids, mask (T, B) of 0/1 (None = all).
+    Returns (loss in nats per counted token, dlogits, number of tokens).
+    """
+    logp = log_softmax(logits)
+    picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]
+    if mask is None:
+        count = targets.size
+        loss = -float(picked.sum(dtype=np.float64)) / count
+        scale = 1.0 / count
+    else:
+        count = float(mask.sum())
+        loss = -float((picked * mask).sum(dtype=np.float64)) / max(count, 1.0)
+        scale = mask[..., None] / max(count, 1.0)
+    dlogits = np.exp(logp).reshape(-1, logits.shape[-1])           # softmax
+    dlogits[np.arange(dlogits.shape[0]), targets.reshape(-1)] -= 1.0  # softmax - onehot(y)
+    dlogits = dlogits.reshape(logits.shape)
+    dlogits *= np.asarray(scale, dtype=logits.dtype)
+    return loss, dlogits, count
+
+
+def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None):
+    """Forward, loss, backward: (loss, grads, final state)."""
+    logits, final, cache = forward(params, arch, x, state, masks)
+    loss, dlogits, _ = cross_entropy(logits, y, mask)
+    grads, _ = backward(params, arch, dlogits, cache)
+    return loss, grads, final
+
+
+def step(params, arch: Arch, ids: np.ndarray, state):
+    """One time step for a batch of token ids (B,): (logits (B, V), new state)."""
+    step_cell = cells.STEP[arch.cell]
+    inp = ids
+    new_state = []
+    for l in range(arch.num_layers):
+        gx = input_projection(params, l, inp)
+        s = step_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation)
+        new_state.append(s)
+        inp = s[0]
+    return inp @ params["head.weight"].T + params["head.bias"], new_state
+
+
+def num_params(params) -> int:
+    return int(sum(p.size for p in params.values()))

@@ -1,0 +1,114 @@
+"""Gradient clipping, the learning-rate schedule, and the optimizers.
+
+Optimizers are written in order of increasing complexity.  Parameters,
+gradients and optimizer state are flat dicts with the same dotted keys; the
+state of an optimizer is `{"step": n, "<slot>.<param name>": array}` so it
+can be saved in a checkpoint as it is.  Updates are in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def global_norm(grads: dict) -> float:
+    """‖g‖ over all gradients together: sqrt(Σ_k ‖g_k‖²), in float64."""
+    return math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
+
+
+def clip_by_global_norm(grads: dict, max_norm: float) -> float:
+    """If ‖g‖ > max_norm, rescale every gradient by max_norm/‖g‖ (in place).
+
+    Returns the norm before clipping (NaN or Inf if a gradient is not finite).
+    """
+    norm = global_norm(grads)
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
+        scale = max_norm / norm
+        for g in grads.values():
+            g *= g.dtype.type(scale)
+    return norm
+
+
+def clip_by_value(grads: dict, limit: float) -> None:
+    """Clip every gradient entry to [-limit, limit] (in place)."""
+    for g in grads.values():
+        np.clip(g, -limit, limit, out=g)
+
+
+def learning_rate(cfg, progress: float, step: int) -> float:
+    """The learning rate at `step` (0-based), `progress` ∈ [0, 1] of the budget.
+
+    Linear warm-up over `warmup_steps`, then constant or cosine decay from
+    lr to `min_lr_ratio`·lr at the end of the budget.
+    """
+    lr = cfg.lr
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        lr *= (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        p = min(max(progress, 0.0), 1.0)
+        floor = cfg.min_lr_ratio
+        lr *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * p))
+    return lr
+
+
+def is_decayed(name: str) -> bool:
+    """Weight decay applies to weight matrices, not to biases."""
+    return name.endswith("weight") or ".weight_" in name
+
+
+def init_state(optimizer: str, params: dict) -> dict:
+    slots = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}[optimizer]
+    state = {"step": 0}
+    for slot in slots:
+        for name, p in params.items():
+            state[f"{slot}.{name}"] = np.zeros_like(p)
+    return state
+
+
+def sgd(params, grads, state, lr, momentum=0.9, **_):
+    """SGD with momentum: v = μ·v + g;  p -= lr·v."""
+    for name, p in params.items():
+        v = state[f"v.{name}"]
+        v *= momentum
+        v += grads[name]
+        p -= p.dtype.type(lr) * v
+
+
+def adagrad(params, grads, state, lr, eps=1e-8, **_):
+    """Adagrad (min-char-rnn's): G += g²;  p -= lr·g / (√G + ε)."""
+    for name, p in params.items():
+        g, g2 = grads[name], state[f"g2.{name}"]
+        g2 += g * g
+        p -= p.dtype.type(lr) * g / (np.sqrt(g2) + eps)
+
+
+def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, **_):
+    """Adam: m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
+    p -= lr·m̂ / (√v̂ + ε) with the bias-corrected m̂, v̂."""
+    t = state["step"]
+    c1 = 1.0 - beta1 ** t
+    c2 = 1.0 - beta2 ** t
+    step_size = lr * math.sqrt(c2) / c1
+    eps_hat = eps * math.sqrt(c2)
+    for name, p in params.items():
+        g, m, v = grads[name], state[f"m.{name}"], state[f"v.{name}"]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        p -= p.dtype.type(step_size) * m / (np.sqrt(v) + p.dtype.type(eps_hat))
+
+
+UPDATES = {"sgd": sgd, "adagrad": adagrad, "adam": adam}
+
+
+def apply_update(cfg, params: dict, grads: dict, state: dict, lr: float) -> None:
+    """One optimizer step (in place), with decoupled weight decay."""
+    state["step"] += 1
+    if cfg.weight_decay:
+        for name, p in params.items():
+            if is_decayed(name):
+                p *= p.dtype.type(1.0 - lr * cfg.weight_decay)
+    UPDATES[cfg.optimizer](params, grads, state, lr, momentum=cfg.momentum)

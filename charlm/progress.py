@@ -1,0 +1,173 @@
+"""What `charlm train` shows while it runs, and the metrics file it keeps.
+
+`TrainReporter.on_event` receives the training loop's events.  On a terminal
+it drives a Rich progress bar (step, loss, bits/char, validation bits/char,
+chars/s, ETA); elsewhere (a pipe, a log file) it prints one line per
+validation.  Every step and validation is also appended as a JSON line to
+`<checkpoint>.metrics.jsonl`, for plotting elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+from rich.table import Table
+
+from charlm.render import curve, fmt_count, fmt_seconds
+from charlm.score import LN2
+
+
+class TrainReporter:
+    def __init__(self, console: Console, cfg, corpus, checkpoint_path: str, metrics: bool = True):
+        self.console = console
+        self.cfg = cfg
+        self.corpus = corpus
+        self.path = checkpoint_path
+        self.metrics_path = checkpoint_path + ".metrics.jsonl" if metrics else None
+        self.progress = None
+        self.task = None
+        self.loss_ema = None
+        self.speed_ema = None
+        self.val_bpc = None
+        self.budget = None
+        self.step_seconds = 0.0
+        self.steps_timed = 0
+        self.chars_timed = 0
+        self.started = time.time()
+        self._metrics_file = None
+
+    # -- context: the live display -------------------------------------------
+    def __enter__(self):
+        if self.metrics_path:
+            try:
+                self._metrics_file = open(self.metrics_path, "a", encoding="utf-8")
+            except OSError:
+                self._metrics_file = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        if self._metrics_file is not None:
+            self._metrics_file.close()
+        return False
+
+    def _metric(self, record: dict):
+        if self._metrics_file is not None:
+            self._metrics_file.write(json.dumps(record) + "\n")
+            self._metrics_file.flush()
+
+    # -- events ------------------------------------------------------------------
+    def on_event(self, kind: str, info: dict):
+        getattr(self, f"_on_{kind}", lambda info: None)(info)
+
+    def _on_adapted(self, info):
+        B, T = info["batch_size"], info["seq_len"]
+        rb, rt = info["requested"]
+        self.console.print(f"[yellow]warning:[/] the training split has only {info['N']} characters, less than one "
+                           f"batch of {rb}×{rt}: using --batch-size {B} --seq-len {T}")
+
+    def _on_start(self, info):
+        self.budget = info["budget"]
+        arch = info["arch"]
+        c = self.corpus.info
+        parts = []
+        if self.budget.total_steps:
+            parts.append(f"{self.budget.total_steps:,} steps")
+        if self.budget.max_time:
+            parts.append(f"{fmt_seconds(self.budget.max_time)}")
+        resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
+        self.console.print(
+            f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
+            f"vocabulary {arch.vocab_size}) on {c['name']}: {fmt_count(info['train_tokens'])} training / "
+            f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}; "
+            f"budget {' or '.join(parts)} (whichever comes first){resumed}.")
+        if self.console.is_terminal:
+            self.progress = Progress(
+                TextColumn("step {task.fields[step]:>6}"),
+                BarColumn(bar_width=24),
+                TextColumn("loss {task.fields[loss]} · {task.fields[bpc]} bits/char · val {task.fields[val]}"
+                           " · {task.fields[speed]} chars/s · ETA {task.fields[eta]}"),
+                console=self.console, transient=False, refresh_per_second=4)
+            self.task = self.progress.add_task("train", total=1000, step=info["step"], loss="–", bpc="–", val="–",
+                                               speed="–", eta="–")
+            self.progress.start()
+
+    def _on_step(self, info):
+        loss = info["loss"]
+        if math.isfinite(loss):
+            self.loss_ema = loss if self.loss_ema is None else 0.9 * self.loss_ema + 0.1 * loss
+        speed = info["chars"] / max(info["seconds"], 1e-9)
+        self.speed_ema = speed if self.speed_ema is None else 0.9 * self.speed_ema + 0.1 * speed
+        self.step_seconds += info["seconds"]
+        self.steps_timed += 1
+        self.chars_timed += info["chars"]
+        if info["step"] % 10 == 0 or info["step"] == 1:
+            self._metric({"kind": "step", "step": info["step"], "seconds": round(info["train_seconds"], 3),
+                          "loss": loss, "bpc": loss / LN2, "lr": info["lr"], "grad_norm": info["grad_norm"]})
+        if self.progress is not None:
+            self.progress.update(self.task, completed=1000 * min(info["progress"], 1.0), step=info["step"],
+                                 loss=f"{self.loss_ema:.3f}" if self.loss_ema is not None else "–",
+                                 bpc=f"{self.loss_ema / LN2:.3f}" if self.loss_ema is not None else "–",
+                                 speed=f"{self.speed_ema:,.0f}", eta=self._eta(info))
+
+    def _eta(self, info) -> str:
+        p = info["progress"]
+        if p <= 0:
+            return "–"
+        elapsed = time.time() - self.started
+        return fmt_seconds(elapsed * (1 - p) / p)
+
+    def _on_eval(self, info):
+        self.val_bpc = info["val_bpc"]
+        self._metric({"kind": "eval", "step": info["step"], "val_nats": info["val_nats"], "val_bpc": info["val_bpc"],
+                      "train_bpc": None if self.loss_ema is None else self.loss_ema / LN2})
+        mark = " (best)" if info["best"] else ""
+        if self.progress is not None:
+            self.progress.update(self.task, val=f"{info['val_bpc']:.3f}{'*' if info['best'] else ''}")
+        else:
+            train = f"{self.loss_ema / LN2:.4f}" if self.loss_ema is not None else "–"
+            self.console.print(f"step {info['step']:>7,}  train {train} bits/char  val {info['val_bpc']:.4f} "
+                               f"bits/char{mark}  {self._speed():,.0f} chars/s")
+
+    def _on_skipped(self, info):
+        msg = (f"step {info['step']}: non-finite loss or gradient (loss {info['loss']}, gradient norm "
+               f"{info['grad_norm']}); update skipped ({info['streak']} in a row)")
+        if self.progress is not None:
+            self.progress.console.print(f"[yellow]warning:[/] {msg}")
+        else:
+            self.console.print(f"warning: {msg}")
+
+    def _speed(self) -> float:
+        return self.chars_timed / self.step_seconds if self.step_seconds else 0.0
+
+    # -- the end -----------------------------------------------------------------
+    def summary(self, ckpt, ended: str):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        m = ckpt.meta
+        t = Table(title="interrupted" if ended == "interrupted" else "trained", show_header=False,
+                  title_justify="left")
+        t.add_column(style="bold")
+        t.add_column()
+        t.add_row("steps", f"{m['steps']:,} ({fmt_count(m['chars_seen'])} characters seen"
+                  + (f", {m['skipped_steps']} skipped" if m["skipped_steps"] else "") + ")")
+        t.add_row("time", f"{fmt_seconds(m['train_seconds'])} of training, {self._speed():,.0f} chars/s")
+        if m.get("last_train_bpc") is not None:
+            t.add_row("train", f"{m['last_train_bpc']:.4f} bits/char (last batch)")
+        if m.get("best_val_bpc") is not None:
+            t.add_row("validation", f"{m['last_val_bpc']:.4f} bits/char at the end; best {m['best_val_bpc']:.4f} "
+                      f"at step {m['best_step']:,} (the weights `sample` and `score` use)")
+        t.add_row("checkpoint", self.path)
+        self.console.print(t)
+        hist = (ckpt.train_state or {}).get("history") or []
+        if len(hist) >= 2:
+            train = [(h["step"], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
+            val = [(h["step"], h["val_bpc"]) for h in hist]
+            self.console.print("bits/char against step")
+            self.console.print(curve(train, val), markup=False, highlight=False)

@@ -1,0 +1,107 @@
+"""How results look: Rich tables, number formats, and the terminal loss curve.
+
+Pure functions from values to Rich renderables or strings; nothing here
+reads files or decides exit codes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from charlm.vocab import Vocab, char_name
+
+
+def fmt_count(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def fmt_seconds(s: float) -> str:
+    s = max(0.0, s)
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
+    """The build-vocab summary: size, coverage, what became <UNK>."""
+    t = Table(title="vocabulary", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    unk = vocab.counts[1] if vocab.counts else 0
+    kept = num_chars - unk
+    t.add_row("size", f"{len(vocab)} tokens (<EOS>, <UNK> and {len(vocab) - 2} characters)")
+    t.add_row("corpus", f"{fmt_count(num_chars)} characters in {fmt_count(num_lines)} lines")
+    cover = 100.0 * kept / num_chars if num_chars else 100.0
+    t.add_row("coverage", f"{cover:.4f}% of characters are in the vocabulary")
+    if vocab.unk_chars:
+        items = sorted(vocab.unk_chars.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{char_name(c)!s}×{n}" for c, n in items[:12])
+        more = f" and {len(items) - 12} more" if len(items) > 12 else ""
+        t.add_row("<UNK>", f"{len(items)} distinct characters, {fmt_count(unk)} occurrences: {shown}{more}")
+    else:
+        t.add_row("<UNK>", "nothing (every character of the corpus is kept)")
+    preview = "".join(vocab.tokens[2:])
+    if len(preview) > 70:
+        preview = preview[:70] + "…"
+    t.add_row("characters", repr(preview)[1:-1])
+    return t
+
+
+def score_table(scores, show_text_width: int = 40) -> Table:
+    t = Table(title=None)
+    t.add_column("text", overflow="fold", max_width=show_text_width)
+    t.add_column("log P (nats)", justify="right")
+    t.add_column("bits/char", justify="right")
+    t.add_column("perplexity", justify="right")
+    t.add_column("tokens", justify="right")
+    t.add_column("<UNK>", justify="right")
+    for s in scores:
+        t.add_row(s.text, f"{s.log_prob:.4f}", f"{s.bits_per_char:.4f}", f"{s.perplexity:.3f}",
+                  str(s.num_tokens), str(s.num_unk))
+    return t
+
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def curve(points: list[tuple[float, float]], other: list[tuple[float, float]] | None = None,
+          width: int = 60, height: int = 12, labels=("train", "val")) -> str:
+    """A line chart of y against x drawn with Unicode characters.
+
+    `points` are drawn with '•', `other` with '×'; the y axis is labelled.
+    """
+    series = [p for p in (points, other or []) if p]
+    if not series:
+        return "(no points yet)"
+    xs = [x for s in series for x, _ in s]
+    ys = [y for s in series for _, y in s if y is not None and math.isfinite(y)]
+    if not ys:
+        return "(no points yet)"
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    if x1 - x0 < 1e-9:
+        x1 = x0 + 1
+    grid = [[" "] * width for _ in range(height)]
+    for mark, s in zip("•×", (points, other or [])):
+        for x, y in s:
+            if y is None or not math.isfinite(y):
+                continue
+            col = round((x - x0) / (x1 - x0) * (width - 1))
+            row = round((y1 - y) / (y1 - y0) * (height - 1))
+            grid[row][col] = mark
+    lines = []
+    for r, row in enumerate(grid):
+        y = y1 - (y1 - y0) * r / (height - 1)
+        label = f"{y:6.3f} ┤" if r in (0, height // 2, height - 1) else "       │"
+        lines.append(label + "".join(row))
+    lines.append("       └" + "─" * width)
+    lines.append(f"        {x0:<{width // 2}.0f}{x1:>{width - width // 2}.0f}")
+    legend = f"        • {labels[0]}" + (f"   × {labels[1]}" if other else "")
+    lines.append(legend)
+    return "\n".join(lines)

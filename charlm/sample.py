@@ -1,0 +1,93 @@
+"""Generating text: greedy or stochastic (temperature, top-k, top-p).
+
+The model first reads `<EOS>` (the start of a sequence) and then the prime,
+if any; from then on each step samples a token from
+
+    P(y) ∝ exp(logits(y) / T)        (T = temperature; T = 0 is argmax)
+
+optionally restricted to the k most likely tokens (top-k) or to the
+smallest set whose probability reaches p (top-p), and feeds it back as the
+next input.  N samples run side by side as one batch.  The choice is
+numerically safe at any temperature: logits are shifted by their maximum
+before dividing by T, in float64.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from charlm import model
+from charlm.model import Arch
+from charlm.vocab import EOS_ID
+
+
+def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """The sampling distribution (B, V) of a batch of logits; rows sum to 1."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    if temperature <= 0:
+        probs = (z == 0).astype(np.float64)  # greedy: all mass on the argmax (ties share)
+        first = np.argmax(probs, axis=-1)
+        probs[:] = 0.0
+        probs[np.arange(len(first)), first] = 1.0
+        return probs
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        z = z / temperature
+    z[~np.isfinite(z)] = -np.inf
+    if top_k and top_k < z.shape[-1]:
+        kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if top_p < 1.0:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p  # mass of the more likely tokens
+        keep_sorted = before < top_p                       # always keeps the most likely
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    return probs
+
+
+def choose(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
+           top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """One token id per row of `logits`, drawn from `distribution(...)`."""
+    if temperature <= 0:
+        return np.argmax(logits, axis=-1)
+    probs = distribution(logits, temperature, top_k, top_p)
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
+    ids = (cdf <= u).sum(axis=-1)
+    return np.minimum(ids, probs.shape[-1] - 1)
+
+
+def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length: int = 200,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             prime: np.ndarray | None = None, stop_at_eos: bool = True,
+             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield, step by step, (ids (N,), active (N,) bool, log-probs (N,)).
+
+    `active[n]` is False once sample n has ended (it produced <EOS> and
+    `stop_at_eos` is set); its id is then meaningless.  The log-probability
+    is that of the chosen token under the model itself (temperature 1).
+    """
+    dtype = params["head.weight"].dtype
+    state = model.zero_state(arch, num, dtype)
+    history = np.concatenate(([EOS_ID], prime if prime is not None else [])).astype(np.intp)
+    x = np.repeat(history[:, None], num, axis=1)
+    logits, state, _ = model.forward(params, arch, x, state)
+    logits = logits[-1]
+    active = np.ones(num, dtype=bool)
+    for _ in range(length):
+        ids = choose(logits, rng, temperature, top_k, top_p)
+        logp = model.log_softmax(logits.astype(np.float64))[np.arange(num), ids]
+        yield ids, active.copy(), logp
+        if stop_at_eos:
+            active &= ids != EOS_ID
+            if not active.any():
+                return
+        logits, state = model.step(params, arch, ids, state)

@@ -1,0 +1,131 @@
+"""Log-likelihoods of sentences and of whole documents.
+
+    log P(sentence) = Σ_t log P(y<t> | y<1..t-1>)
+
+over the sentence's characters **and the final `<EOS>`**, starting from the
+input `<EOS>` and the zero state.  Unknown characters are scored as `<UNK>`
+(and counted).  Logarithms are natural (nats); bits = nats / ln 2.
+
+Sentences are scored in batches: sorted by length, padded, and masked, so a
+batch gives the same numbers as scoring each sentence alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from charlm import model
+from charlm.data import inputs_targets
+from charlm.model import Arch
+from charlm.vocab import EOS_ID, UNK_ID, Vocab
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class Score:
+    """The log-likelihood of one text (a sentence, or a whole document)."""
+
+    text: str
+    log_prob: float       # natural log, includes <EOS>
+    num_tokens: int       # characters + <EOS> tokens scored
+    num_unk: int          # characters scored as <UNK>
+    num_eos: int = 1      # <EOS> tokens among num_tokens
+    token_log_probs: np.ndarray | None = None  # per token, for heat maps
+
+    @property
+    def nats_per_token(self) -> float:
+        return -self.log_prob / self.num_tokens if self.num_tokens else float("nan")
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_token / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.nats_per_token, 700.0))
+
+    def to_json(self) -> dict:
+        return {
+            "text": self.text,
+            "log_prob": self.log_prob,
+            "log2_prob": self.log_prob / LN2,
+            "num_tokens": self.num_tokens,
+            "num_chars": self.num_tokens - self.num_eos,
+            "num_unk": self.num_unk,
+            "nats_per_char": self.nats_per_token,
+            "bits_per_char": self.bits_per_char,
+            "perplexity": self.perplexity,
+        }
+
+
+def token_log_probs(params, arch: Arch, inputs: np.ndarray, targets: np.ndarray, state=None):
+    """log P(target | history) at every position of (T, B) inputs/targets.
+
+    Returns (T, B) log-probabilities (float64) and the final state.
+    """
+    T, B = inputs.shape
+    dtype = params["head.weight"].dtype
+    if state is None:
+        state = model.zero_state(arch, B, dtype)
+    logits, final, _ = model.forward(params, arch, inputs, state)
+    logp = model.log_softmax(logits.astype(np.float64))
+    return np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], final
+
+
+def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
+                    batch_size: int = 64, keep_tokens: bool = False) -> list[Score]:
+    """Score each sentence (its characters, then <EOS>), batched by length."""
+    encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
+    order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
+    results: list[Score | None] = [None] * len(sentences)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        T = max(len(encoded[i]) for i in idx)
+        targets = np.full((T, len(idx)), EOS_ID, dtype=np.intp)
+        mask = np.zeros((T, len(idx)), dtype=bool)
+        for b, i in enumerate(idx):
+            targets[: len(encoded[i]), b] = encoded[i]
+            mask[: len(encoded[i]), b] = True
+        inputs = np.vstack([np.full((1, len(idx)), EOS_ID, dtype=np.intp), targets[:-1]])
+        logp, _ = token_log_probs(params, arch, inputs, targets)
+        logp = np.where(mask, logp, 0.0)
+        for b, i in enumerate(idx):
+            n = len(encoded[i])
+            results[i] = Score(
+                text=sentences[i],
+                log_prob=float(logp[:n, b].sum()),
+                num_tokens=n,
+                num_unk=int(np.count_nonzero(encoded[i] == UNK_ID)),
+                num_eos=int(np.count_nonzero(encoded[i] == EOS_ID)),
+                token_log_probs=logp[:n, b].copy() if keep_tokens else None,
+            )
+    return results  # type: ignore[return-value]
+
+
+def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512) -> tuple[float, int]:
+    """Σ log P over a whole id stream (state carried across lines and chunks).
+
+    The stream starts from input <EOS> and the zero state; each line end in
+    `ids` is an <EOS> that is predicted too.  Returns (log_prob, num_tokens).
+    """
+    if len(ids) == 0:
+        return 0.0, 0
+    inputs, targets = inputs_targets(ids)
+    state = None
+    total = 0.0
+    for s in range(0, len(ids), chunk):
+        x = inputs[s:s + chunk].astype(np.intp)[:, None]
+        y = targets[s:s + chunk].astype(np.intp)[:, None]
+        logp, state = token_log_probs(params, arch, x, y, state)
+        total += float(logp.sum())
+    return total, len(ids)
+
+
+def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str) -> Score:
+    log_prob, n = document_log_prob(params, arch, ids)
+    return Score(text=text_label, log_prob=log_prob, num_tokens=n,
+                 num_unk=int(np.count_nonzero(ids == UNK_ID)), num_eos=int(np.count_nonzero(ids == EOS_ID)))

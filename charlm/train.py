@@ -1,0 +1,309 @@
+"""Training: the loop of truncated BPTT steps, as a library function.
+
+`train()` never prints: it reports through an `on_event(kind, info)` callback
+and writes checkpoints through a `save(checkpoint)` callback, so the CLI
+decides how things look and where they go.  It stops when the budget (steps,
+epochs, seconds) is spent or when `should_stop()` turns true, and always
+returns a resumable checkpoint.
+
+Everything a run depends on is in its checkpoint (weights, optimizer
+moments and step, random-generator state, data position and offset, carried
+hidden state, clock, best validation weights), so a resumed run continues
+exactly: N steps in one go and N steps with an interruption give
+bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from charlm import data as batches
+from charlm import model, optim
+from charlm.checkpoint import Checkpoint, arch_of
+from charlm.config import Config
+from charlm.corpus import count_corpus, encode_corpus
+from charlm.errors import CharlmError, ConfigError, CorpusError, TrainingDiverged
+from charlm.score import LN2, document_log_prob
+from charlm.vocab import Vocab, build_vocab
+
+# options that define the run; resuming with a different value is refused
+FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "seq_len", "batch_size",
+                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors")
+
+
+@dataclass
+class Corpus:
+    """A corpus encoded once: the id array split for training and validation."""
+
+    vocab: Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    info: dict  # name, characters, lines, fingerprint, line_items
+
+
+def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | None = None) -> Corpus:
+    """Read a corpus (path, "-" or bytes), build or apply the vocabulary, encode, split."""
+    stats = count_corpus(source, cfg.encoding, cfg.errors)
+    label = name or (source if isinstance(source, str) else "<stdin>")
+    if stats.num_chars == 0:
+        what = "only empty lines" if stats.num_lines else "no text"
+        raise CorpusError(f"corpus {label} is empty ({what}); it needs at least one character")
+    if vocab is None:
+        vocab = build_vocab(stats.counts, cfg.min_count, cfg.max_size)
+    ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors)
+    train_ids, val_ids = batches.split(ids, cfg.val_fraction)
+    info = {
+        "name": label,
+        "num_chars": stats.num_chars,
+        "num_lines": stats.num_lines,
+        "num_tokens": int(len(ids)),
+        "fingerprint": hashlib.sha256(ids.tobytes()).hexdigest()[:16] + f"-{ids.dtype.str}",
+        # a list of items (names, words): no blank lines; samples then stop at <EOS>
+        "line_items": stats.num_empty_lines == 0 and stats.num_lines > 1,
+    }
+    return Corpus(vocab, train_ids, val_ids, info)
+
+
+def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> list[str]:
+    """Refuse options that contradict the checkpoint; describe allowed changes."""
+    old = ckpt.config
+    for name in FIXED_OPTIONS:
+        if getattr(cfg, name) != getattr(old, name):
+            raise ConfigError(
+                f"cannot resume with --{name.replace('_', '-')} {getattr(cfg, name)}: the checkpoint was trained "
+                f"with {getattr(old, name)} (start a new run with another -c PATH)")
+    if corpus.vocab.tokens != ckpt.vocab.tokens:
+        raise ConfigError("cannot resume with another vocabulary: the corpus or --vocab differs from the checkpoint's")
+    old_fp = (ckpt.meta.get("corpus") or {}).get("fingerprint")
+    if old_fp and old_fp != corpus.info["fingerprint"]:
+        raise ConfigError("cannot resume on another corpus: its contents differ from the checkpoint's "
+                          f"({ckpt.meta['corpus'].get('name')})")
+    changes = []
+    for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
+                 "weight_decay", "dropout", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
+        if getattr(cfg, name) != getattr(old, name):
+            if name in given:
+                changes.append(f"{name.replace('_', '-')}: {getattr(old, name)} -> {getattr(cfg, name)}")
+            else:
+                setattr(cfg, name, getattr(old, name))
+    return changes
+
+
+@dataclass
+class RunState:
+    """Everything that changes during a run (and is saved to resume it)."""
+
+    params: dict
+    optim_state: dict
+    rng: np.random.Generator
+    carry: list
+    step: int = 0
+    epoch: int = 0
+    chunk: int = 0
+    offset: int = 0
+    train_seconds: float = 0.0
+    chars_seen: int = 0
+    skipped_steps: int = 0
+    bad_streak: int = 0
+    best_val: float | None = None   # nats per token
+    best_step: int | None = None
+    best_params: dict | None = None
+    last_loss: float | None = None
+    last_val: float | None = None
+    history: list | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "step": self.step, "epoch": self.epoch, "chunk": self.chunk, "offset": self.offset,
+            "train_seconds": self.train_seconds, "chars_seen": self.chars_seen,
+            "skipped_steps": self.skipped_steps, "bad_streak": self.bad_streak,
+            "best_val": self.best_val, "best_step": self.best_step,
+            "last_loss": self.last_loss, "last_val": self.last_val,
+            "rng": self.rng.bit_generator.state, "history": self.history or [],
+        }
+
+
+def new_run(cfg: Config, vocab_size: int, num_predictions: int, batch_size: int, seq_len: int) -> RunState:
+    rng = np.random.default_rng(cfg.seed)
+    arch = arch_of(cfg, vocab_size)
+    params = model.init_params(arch, rng, cfg.dtype)
+    plan = batches.epoch_plan(num_predictions, batch_size, seq_len, rng)
+    return RunState(params=params, optim_state=optim.init_state(cfg.optimizer, params), rng=rng,
+                    carry=model.zero_state(arch, batch_size, np.dtype(cfg.dtype)), offset=plan.offset, history=[])
+
+
+def resume_run(ckpt: Checkpoint, batch_size: int) -> RunState:
+    ts = ckpt.train_state
+    try:
+        rng = np.random.default_rng()
+        rng.bit_generator.state = ts["rng"]
+        st = RunState(
+            params=ckpt.params, optim_state=ckpt.optim_state, rng=rng,
+            carry=ckpt.carry or model.zero_state(ckpt.arch, batch_size, np.dtype(ckpt.config.dtype)),
+            step=int(ts["step"]), epoch=int(ts["epoch"]), chunk=int(ts["chunk"]), offset=int(ts["offset"]),
+            train_seconds=float(ts["train_seconds"]), chars_seen=int(ts["chars_seen"]),
+            skipped_steps=int(ts["skipped_steps"]), bad_streak=int(ts["bad_streak"]),
+            best_val=ts.get("best_val"), best_step=ts.get("best_step"), best_params=ckpt.best_params,
+            last_loss=ts.get("last_loss"), last_val=ts.get("last_val"), history=list(ts.get("history", [])),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise CharlmError(f"the checkpoint's resume state is damaged ({e}); start a new run") from None
+    if st.carry[0][0].shape[0] != batch_size:
+        raise CharlmError("the checkpoint's carried state does not match the batch size")
+    return st
+
+
+def make_checkpoint(cfg: Config, corpus: Corpus, st: RunState, extra_meta: dict | None = None) -> Checkpoint:
+    meta = {
+        "corpus": corpus.info,
+        "steps": st.step,
+        "train_seconds": round(st.train_seconds, 3),
+        "chars_seen": st.chars_seen,
+        "skipped_steps": st.skipped_steps,
+        "best_val_bpc": None if st.best_val is None else st.best_val / LN2,
+        "best_step": st.best_step,
+        "last_val_bpc": None if st.last_val is None else st.last_val / LN2,
+        "last_train_bpc": None if st.last_loss is None else st.last_loss / LN2,
+    }
+    meta.update(extra_meta or {})
+    return Checkpoint(cfg, corpus.vocab, st.params, st.to_json(), st.optim_state, st.carry,
+                      st.best_params, meta)
+
+
+@dataclass
+class Budget:
+    total_steps: int | None
+    max_time: float | None
+
+    def progress(self, st: RunState) -> float:
+        p = 0.0
+        if self.total_steps:
+            p = max(p, st.step / self.total_steps)
+        if self.max_time:
+            p = max(p, st.train_seconds / self.max_time)
+        return p
+
+    def done(self, st: RunState) -> bool:
+        return (self.total_steps is not None and st.step >= self.total_steps) or \
+            (self.max_time is not None and st.train_seconds >= self.max_time)
+
+
+def make_budget(cfg: Config, steps_per_epoch: int) -> Budget:
+    total = cfg.steps
+    if cfg.epochs is not None:
+        by_epochs = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        total = by_epochs if total is None else min(total, by_epochs)
+    return Budget(total, cfg.max_time)
+
+
+def evaluate(params, arch, val_ids: np.ndarray) -> float:
+    """Validation loss in nats per token: the `score --document` measure."""
+    log_prob, n = document_log_prob(params, arch, val_ids)
+    return -log_prob / n
+
+
+def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
+          save: Callable[[Checkpoint], None] = lambda c: None,
+          on_event: Callable[[str, dict], None] = lambda kind, info: None,
+          should_stop: Callable[[], bool] = lambda: False,
+          clock: Callable[[], float] = time.perf_counter) -> tuple[Checkpoint, str]:
+    """Train (or continue training) a model; returns (checkpoint, how it ended).
+
+    How it ended: "done" (budget spent) or "interrupted" (should_stop()).
+    Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
+    the weights are never updated with a non-finite gradient.
+    """
+    arch = arch_of(cfg, len(corpus.vocab))
+    inputs, targets = batches.inputs_targets(corpus.train_ids)
+    N = len(targets)
+    B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
+    if (B, T) != (cfg.batch_size, cfg.seq_len):
+        if resume is not None:
+            raise CharlmError("the corpus is too small for the checkpoint's batch size and sequence length")
+        on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
+        cfg.batch_size, cfg.seq_len = B, T
+    st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    plan = batches.BatchPlan(N, B, T, st.offset)
+    budget = make_budget(cfg, max(1, batches.BatchPlan(N, B, T, 0).steps))
+    dtype = np.dtype(cfg.dtype)
+    on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
+                       "params": model.num_params(st.params), "train_tokens": N,
+                       "val_tokens": len(corpus.val_ids)})
+
+    def run_eval():
+        t0 = clock()
+        val = evaluate(st.params, arch, corpus.val_ids)
+        st.last_val = val
+        improved = st.best_val is None or val < st.best_val
+        if improved:
+            st.best_val, st.best_step = val, st.step
+            st.best_params = {k: v.copy() for k, v in st.params.items()}
+        st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
+                           "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
+                           "val_bpc": val / LN2})
+        on_event("eval", {"step": st.step, "val_nats": val, "val_bpc": val / LN2, "best": improved,
+                          "seconds": clock() - t0})
+
+    ended = "done"
+    last_eval_step = None if resume is None else st.step
+    while not budget.done(st):
+        if should_stop():
+            ended = "interrupted"
+            break
+        if st.chunk >= plan.steps:  # a new epoch: new offset, zero state
+            st.epoch += 1
+            plan = batches.epoch_plan(N, B, T, st.rng)
+            st.offset, st.chunk = plan.offset, 0
+            st.carry = model.zero_state(arch, B, dtype)
+        t0 = clock()
+        x, y = batches.chunk(inputs, targets, plan, st.chunk)
+        masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
+        lr = optim.learning_rate(cfg, budget.progress(st), st.step)
+        loss, grads, final = model.loss_and_grads(st.params, arch, x, y, st.carry, masks=masks)
+        norm = optim.clip_by_global_norm(grads, cfg.clip)
+        if math.isfinite(loss) and math.isfinite(norm):
+            if cfg.clip_value:
+                optim.clip_by_value(grads, cfg.clip_value)
+            optim.apply_update(cfg, st.params, grads, st.optim_state, lr)
+            if not math.isfinite(optim.global_norm(st.params)):
+                raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
+                                       "the last saved checkpoint is intact")
+            st.carry = final
+            st.bad_streak = 0
+            st.last_loss = loss
+        else:
+            st.skipped_steps += 1
+            st.bad_streak += 1
+            st.carry = model.zero_state(arch, B, dtype)
+            on_event("skipped", {"step": st.step, "loss": loss, "grad_norm": norm, "streak": st.bad_streak})
+            if st.bad_streak >= cfg.max_bad_steps:
+                raise TrainingDiverged(
+                    f"training diverged: {st.bad_streak} steps in a row had a non-finite loss or gradient "
+                    f"(at step {st.step}); try a lower --lr or --clip. The last saved checkpoint is intact")
+        st.chunk += 1
+        st.step += 1
+        st.chars_seen += B * T
+        dt = clock() - t0
+        st.train_seconds += dt
+        on_event("step", {"step": st.step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": dt,
+                          "chars": B * T, "progress": budget.progress(st), "epoch": st.epoch,
+                          "train_seconds": st.train_seconds})
+        if len(corpus.val_ids) and cfg.eval_every and st.step % cfg.eval_every == 0:
+            run_eval()
+            last_eval_step = st.step
+        if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
+            save(make_checkpoint(cfg, corpus, st))
+            on_event("saved", {"step": st.step})
+    if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
+        run_eval()
+    ckpt = make_checkpoint(cfg, corpus, st)
+    save(ckpt)
+    on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
+                     "chars_seen": st.chars_seen, "checkpoint": ckpt})
+    return ckpt, ended

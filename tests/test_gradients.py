@@ -1,0 +1,162 @@
+"""Gradient checks: BPTT against centered finite differences, in float64.
+
+Every parameter and the initial state of every layer is checked for every
+cell (rnn with tanh and relu, gru, lstm), with 1 and 2 layers, through full
+BPTT over several steps, with and without dropout masks and a loss mask.
+A negative control shows that the check catches a wrong gradient.
+"""
+
+import numpy as np
+import pytest
+
+from charlm import cells
+from charlm.model import Arch, backward, cross_entropy, forward, init_params, zero_state
+
+TOL = 1e-6
+
+
+def rel_error(a, b):
+    """‖a − b‖ / (‖a‖ + ‖b‖), the gradient-check measure of the course notes."""
+    return np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-12)
+
+
+def loss_fn(params, arch, x, y, state, mask=None, masks=None):
+    """The summed (not mean) loss, so gradients are O(1) and the check is sharp."""
+    logits, _, _ = forward(params, arch, x, state, masks)
+    loss, _, count = cross_entropy(logits, y, mask)
+    return loss * count
+
+
+def summed_dlogits(logits, y, mask=None):
+    _, dlogits, count = cross_entropy(logits, y, mask)
+    return dlogits * count
+
+
+def random_state(arch, B, rng):
+    return [tuple(rng.standard_normal((B, arch.hidden_size)) * 0.5 for _ in s)
+            for s in zero_state(arch, B, np.float64)]
+
+
+def numeric_grad(f, array, h=1e-4):
+    """Centered finite differences, fourth order:
+    f'(x) ≈ (-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h,
+    whose truncation error (h⁴) and round-off (1e-16/h) are both ~1e-12."""
+    grad = np.zeros_like(array)
+    it = np.nditer(array, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = array[i]
+        values = []
+        for step in (2 * h, h, -h, -2 * h):
+            array[i] = old + step
+            values.append(f())
+        array[i] = old
+        # differences first, so an unaffected entry gives exactly 0
+        grad[i] = (8 * (values[1] - values[2]) - (values[0] - values[3])) / (12 * h)
+    return grad
+
+
+def setup(cell, layers, activation="tanh", T=5, B=3, V=7, H=4, seed=0):
+    rng = np.random.default_rng(seed)
+    arch = Arch(cell, V, H, layers, activation)
+    params = init_params(arch, rng, dtype="float64")
+    # random (not initial) weights, so every path carries gradient
+    for k in params:
+        params[k] = rng.standard_normal(params[k].shape) * 0.5
+    x = rng.integers(0, V, size=(T, B))
+    y = rng.integers(0, V, size=(T, B))
+    state = random_state(arch, B, rng)
+    return rng, arch, params, x, y, state
+
+
+CASES = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+
+
+@pytest.mark.parametrize("cell,activation", CASES)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bptt_gradients_match_finite_differences(cell, activation, layers):
+    rng, arch, params, x, y, state = setup(cell, layers, activation)
+    logits, _, cache = forward(params, arch, x, state)
+    dlogits = summed_dlogits(logits, y)
+    grads, dstate0 = backward(params, arch, dlogits, cache)
+    assert set(grads) == set(params)
+    f = lambda: loss_fn(params, arch, x, y, state)
+    for name in params:
+        num = numeric_grad(f, params[name])
+        assert rel_error(grads[name], num) < TOL, name
+    for l in range(layers):
+        for k, s in enumerate(state[l]):
+            num = numeric_grad(f, s)
+            assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
+
+
+@pytest.mark.parametrize("cell,activation", CASES)
+def test_gradients_with_dropout_and_loss_mask(cell, activation):
+    rng, arch, params, x, y, state = setup(cell, 2, activation, seed=1)
+    T, B = x.shape
+    masks = [(rng.random((T, B, arch.hidden_size)) < 0.7) / 0.7 for _ in range(2)]
+    mask = (rng.random((T, B)) < 0.8).astype(np.float64)
+    logits, _, cache = forward(params, arch, x, state, masks)
+    dlogits = summed_dlogits(logits, y, mask)
+    grads, _ = backward(params, arch, dlogits, cache)
+    f = lambda: loss_fn(params, arch, x, y, state, mask, masks)
+    for name in params:
+        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_gradient_of_the_final_state_flows_back(cell):
+    """backward() accepts an upstream gradient on the final state (a loss on h<T>)."""
+    rng = np.random.default_rng(3)
+    T, B, H = 4, 2, 3
+    G = cells.NUM_GATES[cell]
+    gx = rng.standard_normal((T, B, G * H))
+    W = rng.standard_normal((G * H, H)) * 0.5
+    s0 = tuple(rng.standard_normal((B, H)) for _ in cells.zero_state(cell, B, H, float))
+    w_final = [rng.standard_normal((B, H)) for _ in s0]
+    w_hs = rng.standard_normal((T, B, H))
+
+    def f():
+        hs, final, _ = cells.FORWARD[cell](gx, s0, W)
+        return float((hs * w_hs).sum() + sum((a * b).sum() for a, b in zip(final, w_final)))
+
+    _, _, cache = cells.FORWARD[cell](gx, s0, W)
+    dgx, ds0, dW = cells.BACKWARD[cell](w_hs, tuple(w_final), cache)
+    assert rel_error(dgx, numeric_grad(f, gx)) < TOL
+    assert rel_error(dW, numeric_grad(f, W)) < TOL
+    for k in range(len(s0)):
+        assert rel_error(ds0[k], numeric_grad(f, s0[k])) < TOL
+
+
+def test_negative_control_a_broken_gradient_fails_the_check():
+    """The check has teeth: dropping the recurrent path of BPTT must be caught."""
+    rng, arch, params, x, y, state = setup("lstm", 1)
+    original = cells.BACKWARD["lstm"]
+
+    def truncated_backward(dhs, dstate_final, cache):
+        # wrong on purpose: no gradient through time (each step treated alone)
+        gates, cs, tcs, hs, (h0, c0), W_hh = cache
+        da, ds0, dW = original(dhs, dstate_final, cache)
+        zero_W = np.zeros_like(W_hh)
+        da2, _, dW2 = original(dhs, dstate_final, (gates, cs, tcs, hs, (h0, c0), zero_W))
+        return da2, ds0, dW2
+
+    logits, _, cache = forward(params, arch, x, state)
+    dlogits = summed_dlogits(logits, y)
+    cells.BACKWARD["lstm"] = truncated_backward
+    try:
+        grads, _ = backward(params, arch, dlogits, cache)
+    finally:
+        cells.BACKWARD["lstm"] = original
+    num = numeric_grad(lambda: loss_fn(params, arch, x, y, state), params["layers.0.weight_hh"])
+    assert rel_error(grads["layers.0.weight_hh"], num) > 1e-3
+
+
+def test_negative_control_a_scaled_gradient_fails_the_check():
+    rng, arch, params, x, y, state = setup("gru", 2)
+    logits, _, cache = forward(params, arch, x, state)
+    dlogits = summed_dlogits(logits, y)
+    grads, _ = backward(params, arch, dlogits, cache)
+    num = numeric_grad(lambda: loss_fn(params, arch, x, y, state), params["head.weight"])
+    assert rel_error(grads["head.weight"], num) < TOL
+    assert rel_error(grads["head.weight"] * 1.01, num) > 1e-3
