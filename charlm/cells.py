@@ -13,7 +13,15 @@ Each cell is three functions:
 caller for the whole sequence at once (it does not depend on the recurrence),
 and `dgx` is the gradient with respect to it, from which the caller gets
 dW_ih, db and the gradient of the input.  Backward uses only the cache.
-The weight gradient dW_hh is one matmul over all time steps after the loop.
+
+How the time loops are kept cheap (the equations are unchanged):
+- per step, one recurrent matmul (two for the GRU, whose reset gate sits
+  before its matmul) into a preallocated buffer, then in-place ufuncs;
+- σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights and inputs,
+  so one tanh call activates all the gates of a step;
+- everything in backward that does not depend on the recurrence (the local
+  derivatives of the gates) is computed for all T steps at once before the
+  loop, and dW_hh is one matmul over all steps after it.
 
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
 """
@@ -42,6 +50,20 @@ def _matmul_over_time(da: np.ndarray, x: np.ndarray) -> np.ndarray:
     return da.reshape(-1, da.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
 
+def _sigmoid_scale(G: int, H: int, sigmoid_blocks, dtype) -> np.ndarray:
+    """(G·H,) factors: ½ on the blocks that go through σ, 1 on the others."""
+    s = np.ones(G * H, dtype=dtype)
+    for k in sigmoid_blocks:
+        s[k * H:(k + 1) * H] = 0.5
+    return s
+
+
+def _half_affine(x: np.ndarray) -> None:
+    """x <- ½·x + ½ in place (turns tanh(a/2) into σ(a))."""
+    x *= 0.5
+    x += 0.5
+
+
 # ----------------------------------------------------------------------------
 # Vanilla RNN:  h<t> = act(W_ih x<t> + W_hh h<t-1> + b)
 # ----------------------------------------------------------------------------
@@ -49,25 +71,29 @@ def _matmul_over_time(da: np.ndarray, x: np.ndarray) -> np.ndarray:
 def rnn_forward(gx, state0, W_hh, activation="tanh"):
     """Vanilla RNN over T steps; `activation` is "tanh" or "relu"."""
     T, B, H = gx.shape
+    WT = np.ascontiguousarray(W_hh.T)
     hs = np.empty((T, B, H), dtype=gx.dtype)
-    (h,) = state0
+    h = state0[0]
     for t in range(T):
-        a = gx[t] + h @ W_hh.T
-        h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0)
-        hs[t] = h
+        a = np.matmul(h, WT, out=hs[t])        # W_hh h<t-1>
+        a += gx[t]                             # + W_ih x<t> + b
+        if activation == "tanh":
+            h = np.tanh(a, out=a)
+        else:
+            h = np.maximum(a, 0, out=a)
     return hs, (h,), (hs, state0[0], W_hh, activation)
 
 
 def rnn_backward(dhs, dstate_final, cache):
     hs, h0, W_hh, activation = cache
     T, B, H = hs.shape
-    da = np.empty_like(hs)
-    dh_next = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0]
+    # local derivative of the activation, for all steps: tanh' = 1 - h², relu' = [h > 0]
+    da = (1.0 - hs * hs) if activation == "tanh" else (hs > 0).astype(hs.dtype)
+    dh_next = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0].copy()
     for t in reversed(range(T)):
-        dh = dhs[t] + dh_next
-        # tanh' = 1 - h², relu' = [h > 0]
-        da[t] = dh * (1.0 - hs[t] * hs[t]) if activation == "tanh" else dh * (hs[t] > 0)
-        dh_next = da[t] @ W_hh
+        dh_next += dhs[t]                      # dh<t> = dL/dh<t> + from step t+1
+        da[t] *= dh_next                       # da<t> = dh<t> · act'
+        np.matmul(da[t], W_hh, out=dh_next)    # to h<t-1>: W_hhᵀ da<t>
     dW_hh = _matmul_over_time(da, _previous(h0, hs))
     return da, (dh_next,), dW_hh
 
@@ -84,64 +110,75 @@ def rnn_step(gx_t, state, W_hh, activation="tanh"):
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def _lstm_gates(a, H):
-    """Activate the (B, 4H) pre-activations in place: σ on i, f, o; tanh on g."""
-    a[:, : 2 * H] = sigmoid(a[:, : 2 * H])
-    a[:, 2 * H: 3 * H] = np.tanh(a[:, 2 * H: 3 * H])
-    a[:, 3 * H:] = sigmoid(a[:, 3 * H:])
-    return a
-
-
 def lstm_forward(gx, state0, W_hh, activation=None):
     T, B, G = gx.shape
     H = G // 4
-    gates = np.empty((T, B, G), dtype=gx.dtype)  # activated i, f, g, o
+    scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
+    WT = np.ascontiguousarray(W_hh.T) * scale
+    gates = gx * scale                    # becomes the activated gates, step by step
+    g4 = gates.reshape(T, B, 4, H)
     cs = np.empty((T, B, H), dtype=gx.dtype)
-    tcs = np.empty((T, B, H), dtype=gx.dtype)     # tanh(c)
+    tcs = np.empty((T, B, H), dtype=gx.dtype)     # tanh(c<t>)
     hs = np.empty((T, B, H), dtype=gx.dtype)
+    buf = np.empty((B, G), dtype=gx.dtype)
+    tmp = np.empty((B, H), dtype=gx.dtype)
     h, c = state0
     for t in range(T):
-        g = _lstm_gates(gx[t] + h @ W_hh.T, H)
-        i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
-        c = f * c + i * gg
-        tc = np.tanh(c)
-        h = o * tc
-        gates[t], cs[t], tcs[t], hs[t] = g, c, tc, h
+        a = gates[t]
+        a += np.matmul(h, WT, out=buf)            # pre-activations (σ blocks halved)
+        np.tanh(a, out=a)                         # tanh(g); tanh(x/2) for i, f, o
+        i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
+        _half_affine(g4[t, :, :2])                # σ(i), σ(f)
+        _half_affine(o)                           # σ(o)
+        c_t = np.multiply(f, c, out=cs[t])        # c = σ(f)·c<t-1>
+        c_t += np.multiply(i, g, out=tmp)         #   + σ(i)·tanh(g)
+        tc = np.tanh(c_t, out=tcs[t])
+        h = np.multiply(o, tc, out=hs[t])         # h = σ(o)·tanh(c)
+        c = c_t
     return hs, (h, c), (gates, cs, tcs, hs, state0, W_hh)
 
 
 def lstm_backward(dhs, dstate_final, cache):
     gates, cs, tcs, hs, (h0, c0), W_hh = cache
     T, B, H = hs.shape
+    g4 = gates.reshape(T, B, 4, H)
+    I, F, Gg, O = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
+    c_prev = _previous(c0, cs)
+    # local derivatives for all steps at once:
+    #   da_i = dc·tanh(g)·σ(i)(1-σ(i))   da_f = dc·c<t-1>·σ(f)(1-σ(f))   da_g = dc·σ(i)·(1-tanh²(g))
+    #   da_o = dh·tanh(c)·σ(o)(1-σ(o))   dc  += dh·σ(o)·(1-tanh²(c))
+    K = np.empty((T, B, 3, H), dtype=hs.dtype)
+    K[:, :, 0] = Gg * I * (1.0 - I)
+    K[:, :, 1] = c_prev * F * (1.0 - F)
+    K[:, :, 2] = I * (1.0 - Gg * Gg)
+    Ko = tcs * O * (1.0 - O)
+    Kc = O * (1.0 - tcs * tcs)
     da = np.empty_like(gates)
+    da4 = da.reshape(T, B, 4, H)
     if dstate_final is None:
-        dh_next = np.zeros((B, H), dtype=hs.dtype)
-        dc_next = np.zeros((B, H), dtype=hs.dtype)
+        dh = np.zeros((B, H), dtype=hs.dtype)
+        dc = np.zeros((B, H), dtype=hs.dtype)
     else:
-        dh_next, dc_next = dstate_final
+        dh, dc = dstate_final[0].copy(), dstate_final[1].copy()
+    tmp = np.empty((B, H), dtype=hs.dtype)
     for t in reversed(range(T)):
-        g = gates[t]
-        i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
-        c_prev = cs[t - 1] if t > 0 else c0
-        dh = dhs[t] + dh_next
-        do = dh * tcs[t]
-        dc = dc_next + dh * o * (1.0 - tcs[t] * tcs[t])
-        da[t, :, :H] = dc * gg * i * (1.0 - i)              # through σ(i)
-        da[t, :, H:2 * H] = dc * c_prev * f * (1.0 - f)     # through σ(f)
-        da[t, :, 2 * H:3 * H] = dc * i * (1.0 - gg * gg)    # through tanh(g)
-        da[t, :, 3 * H:] = do * o * (1.0 - o)               # through σ(o)
-        dc_next = dc * f
-        dh_next = da[t] @ W_hh
+        dh += dhs[t]                                       # dh<t>
+        dc += np.multiply(dh, Kc[t], out=tmp)              # dc<t>
+        np.multiply(K[t], dc[:, None, :], out=da4[t, :, :3])
+        np.multiply(dh, Ko[t], out=da4[t, :, 3])
+        dc *= F[t]                                         # to c<t-1>: σ(f)·dc
+        np.matmul(da[t], W_hh, out=dh)                     # to h<t-1>: W_hhᵀ da<t>
     dW_hh = _matmul_over_time(da, _previous(h0, hs))
-    return da, (dh_next, dc_next), dW_hh
+    return da, (dh, dc), dW_hh
 
 
 def lstm_step(gx_t, state, W_hh, activation=None):
     h, c = state
     H = h.shape[-1]
-    g = _lstm_gates(gx_t + h @ W_hh.T, H)
-    c = g[:, H:2 * H] * c + g[:, :H] * g[:, 2 * H:3 * H]
-    return (g[:, 3 * H:] * np.tanh(c), c)
+    a = gx_t + h @ W_hh.T
+    i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 3 * H:])
+    c = f * c + i * np.tanh(a[:, 2 * H:3 * H])
+    return (o * np.tanh(c), c)
 
 
 # ----------------------------------------------------------------------------
@@ -156,45 +193,59 @@ def lstm_step(gx_t, state, W_hh, activation=None):
 def gru_forward(gx, state0, W_hh, activation=None):
     T, B, G = gx.shape
     H = G // 3
-    W_hrz, W_hn = W_hh[: 2 * H], W_hh[2 * H:]
-    rz = np.empty((T, B, 2 * H), dtype=gx.dtype)
-    ns = np.empty((T, B, H), dtype=gx.dtype)
-    rhs = np.empty((T, B, H), dtype=gx.dtype)   # r·h<t-1>
+    WrzT = np.ascontiguousarray(W_hh[: 2 * H].T) * 0.5    # σ via tanh(x/2)
+    WnT = np.ascontiguousarray(W_hh[2 * H:].T)
+    gates = gx * _sigmoid_scale(3, H, (0, 1), gx.dtype)   # becomes [σ(r) σ(z) n]
+    rhs = np.empty((T, B, H), dtype=gx.dtype)              # r·h<t-1>
     hs = np.empty((T, B, H), dtype=gx.dtype)
+    buf = np.empty((B, 2 * H), dtype=gx.dtype)
+    bufn = np.empty((B, H), dtype=gx.dtype)
     (h,) = state0
     for t in range(T):
-        rz[t] = sigmoid(gx[t, :, : 2 * H] + h @ W_hrz.T)
-        r, z = rz[t, :, :H], rz[t, :, H:]
-        rhs[t] = r * h
-        ns[t] = np.tanh(gx[t, :, 2 * H:] + rhs[t] @ W_hn.T)
-        h = (1.0 - z) * ns[t] + z * h
-        hs[t] = h
-    return hs, (h,), (rz, ns, rhs, hs, state0[0], W_hh)
+        rz = gates[t, :, : 2 * H]
+        rz += np.matmul(h, WrzT, out=buf)
+        np.tanh(rz, out=rz)
+        _half_affine(rz)                                   # σ(r), σ(z)
+        r, z, n = rz[:, :H], rz[:, H:], gates[t, :, 2 * H:]
+        rh = np.multiply(r, h, out=rhs[t])
+        n += np.matmul(rh, WnT, out=bufn)
+        np.tanh(n, out=n)
+        h_t = np.subtract(h, n, out=hs[t])                 # h = n + z·(h<t-1> - n)
+        h_t *= z
+        h_t += n
+        h = h_t
+    return hs, (h,), (gates, rhs, hs, state0[0], W_hh)
 
 
 def gru_backward(dhs, dstate_final, cache):
-    rz, ns, rhs, hs, h0, W_hh = cache
+    gates, rhs, hs, h0, W_hh = cache
     T, B, H = hs.shape
     W_hrz, W_hn = W_hh[: 2 * H], W_hh[2 * H:]
-    da = np.empty((T, B, 3 * H), dtype=hs.dtype)
-    dh_next = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0]
+    R, Z, N = gates[:, :, :H], gates[:, :, H:2 * H], gates[:, :, 2 * H:]
+    h_prev = _previous(h0, hs)
+    # local derivatives for all steps at once:
+    #   da_n = dh·(1-z)·(1-n²)     da_z = dh·(h<t-1> - n)·z(1-z)     da_r = d(r·h)·h<t-1>·r(1-r)
+    Kn = (1.0 - Z) * (1.0 - N * N)
+    Kz = (h_prev - N) * Z * (1.0 - Z)
+    Kr = h_prev * R * (1.0 - R)
+    da = np.empty_like(gates)
+    dh = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0].copy()
+    drh = np.empty((B, H), dtype=hs.dtype)
+    tmp = np.empty((B, H), dtype=hs.dtype)
     for t in reversed(range(T)):
-        r, z, n = rz[t, :, :H], rz[t, :, H:], ns[t]
-        h_prev = hs[t - 1] if t > 0 else h0
-        dh = dhs[t] + dh_next
-        dn = dh * (1.0 - z)
-        dz = dh * (h_prev - n)
-        dan = dn * (1.0 - n * n)                    # through tanh(n)
-        drh = dan @ W_hn                            # d(r·h<t-1>)
-        da[t, :, :H] = drh * h_prev * r * (1.0 - r)  # through σ(r)
-        da[t, :, H:2 * H] = dz * z * (1.0 - z)      # through σ(z)
-        da[t, :, 2 * H:] = dan
-        dh_next = dh * z + drh * r + da[t, :, : 2 * H] @ W_hrz
+        dh += dhs[t]                                       # dh<t>
+        dan = np.multiply(dh, Kn[t], out=da[t, :, 2 * H:])
+        np.multiply(dh, Kz[t], out=da[t, :, H:2 * H])
+        np.matmul(dan, W_hn, out=drh)                      # d(r·h<t-1>)
+        np.multiply(drh, Kr[t], out=da[t, :, :H])
+        dh *= Z[t]                                         # to h<t-1>: z·dh
+        dh += np.multiply(drh, R[t], out=tmp)              #   + r·d(r·h)
+        dh += np.matmul(da[t, :, : 2 * H], W_hrz, out=tmp)  #   + W_hrzᵀ [da_r da_z]
     dW_hh = np.concatenate((
-        _matmul_over_time(da[:, :, : 2 * H], _previous(h0, hs)),
+        _matmul_over_time(da[:, :, : 2 * H], h_prev),
         _matmul_over_time(da[:, :, 2 * H:], rhs),
     ))
-    return da, (dh_next,), dW_hh
+    return da, (dh,), dW_hh
 
 
 def gru_step(gx_t, state, W_hh, activation=None):

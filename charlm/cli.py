@@ -10,6 +10,7 @@ stderr and a non-zero exit code:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +29,6 @@ from charlm.errors import CharlmError
 
 app = typer.Typer(
     name="charlm",
-    help="Character-level language models (RNN, GRU, LSTM) in NumPy: build a vocabulary, train, sample, score.",
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -73,14 +73,17 @@ def main_options(
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ):
-    """Character-level language models (RNN, GRU, LSTM) in NumPy.
+    """Character-level language models (RNN, GRU, LSTM) in NumPy: build a vocabulary, train, sample, score.
 
     **Examples**
 
-        charlm train corpora/names.txt --max-time 60
-        charlm sample --num 5 --temperature 0.8
-        charlm score "Anna" "Xqzzt" --json
+    ```
+    charlm train corpora/names.txt --max-time 60
+    charlm sample --num 5 --temperature 0.8
+    charlm score "Anna" "Xqzzt" --json
+    ```
     """
+    _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
 
 
 CheckpointOpt = Annotated[Optional[str], typer.Option(
@@ -97,9 +100,11 @@ def checkpoint_path(path: Optional[str]) -> str:
 
 @app.command("build-vocab", epilog="""**Examples**
 
-    charlm build-vocab corpora/names.txt -o names.vocab.json
-    charlm build-vocab big.txt --min-count 5 --max-size 120
-    cat notes.txt | charlm build-vocab - -o notes.vocab.json
+```
+charlm build-vocab corpora/names.txt -o names.vocab.json
+charlm build-vocab big.txt --min-count 5 --max-size 120
+cat notes.txt | charlm build-vocab - -o notes.vocab.json
+```
 """)
 @handle_errors
 def build_vocab_cmd(
@@ -163,10 +168,12 @@ class _Stop:
 
 @app.command(epilog="""**Examples**
 
-    charlm train corpora/names.txt --max-time 60
-    charlm train input.txt --cell gru --hidden-size 512 --num-layers 3 --steps 5000
-    charlm train input.txt --config run.yaml --seed 3 -c run.npz
-    charlm train input.txt --steps 20000 --resume        # continue the same run
+```
+charlm train corpora/names.txt --max-time 60
+charlm train input.txt --cell gru --hidden-size 512 --steps 5000
+charlm train input.txt --config run.yaml --seed 3 -c run.npz
+charlm train input.txt --steps 20000 --resume        # continue the same run
+```
 """)
 @handle_errors
 def train(
@@ -227,7 +234,7 @@ def train(
         previous = ckpt_io.load(path)
         if not previous.resumable:
             fail(f"{path} holds no resume state (it was not saved by `charlm train`)")
-        cfg = previous.config
+        cfg = dataclasses.replace(previous.config)  # a copy: check_resume compares it with the saved one
         cfg.update({k: v for k, v in flags.items() if v is not None}, source="option")
         if config:
             from charlm.config import load_yaml
@@ -275,10 +282,12 @@ def train(
 
 @app.command(epilog="""**Examples**
 
-    charlm sample                                  # one sample from charlm.npz
-    charlm sample --num 10 --temperature 0.8
-    charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
-    charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+```
+charlm sample                                  # one sample from charlm.npz
+charlm sample --num 10 --temperature 0.8
+charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
+charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+```
 """)
 @handle_errors
 def sample(
@@ -374,10 +383,12 @@ def sample(
 
 @app.command(epilog="""**Examples**
 
-    charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
-    charlm score --file sentences.txt --json | jq .bits_per_char
-    charlm score --document --file val.txt         # a whole file as one sequence
-    echo "hello world" | charlm score -
+```
+charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
+charlm score --file sentences.txt --json | jq .bits_per_char
+charlm score --document --file val.txt         # a whole file as one sequence
+echo "hello world" | charlm score -
+```
 """)
 @handle_errors
 def score(
@@ -442,9 +453,11 @@ def score(
 
 @app.command(epilog="""**Examples**
 
-    charlm info
-    charlm info run.npz --json | jq .parameters.total
-    charlm info --curve
+```
+charlm info
+charlm info run.npz --json | jq .parameters.total
+charlm info --curve
+```
 """)
 @handle_errors
 def info(

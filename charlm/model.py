@@ -98,11 +98,34 @@ def zero_state(arch: Arch, batch: int, dtype) -> list[tuple]:
 
 
 def input_projection(params, l: int, x) -> np.ndarray:
-    """gx = W_ih x + b for all steps: a column lookup for token ids (layer 0)."""
+    """gx = W_ih x + b for all steps at once.
+
+    Layer 0: x holds token ids (..., ) and W_ih x is the column x of W_ih, a
+    lookup.  Above: x holds hidden states (..., H) and it is one matmul.
+    """
     W, b = params[f"layers.{l}.weight_ih"], params[f"layers.{l}.bias"]
     if l == 0:
-        return np.take(np.ascontiguousarray(W.T), x, axis=0) + b
-    return x @ W.T + b
+        gx = np.take(np.ascontiguousarray(W.T), x.reshape(-1), axis=0)
+    else:
+        gx = x.reshape(-1, x.shape[-1]) @ W.T
+    gx += b
+    return gx.reshape(*x.shape[: (x.ndim if l == 0 else x.ndim - 1)], -1)
+
+
+def lookup_gradient(ids: np.ndarray, dgx: np.ndarray, vocab_size: int) -> np.ndarray:
+    """dW_ih of a column lookup: column v gets the sum of dgx over the steps whose input is v.
+
+    Sorting the ids groups the rows of each token, and one `add.reduceat`
+    sums the groups: O(T·B·G) work whatever the vocabulary size.
+    """
+    ids = ids.reshape(-1)
+    rows = dgx.reshape(len(ids), -1)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    dWT = np.zeros((vocab_size, rows.shape[1]), dtype=dgx.dtype)
+    dWT[sorted_ids[starts]] = np.add.reduceat(rows[order], starts, axis=0)
+    return dWT.T
 
 
 def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | None:
@@ -130,35 +153,42 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
         caches.append((inp, cache))
         final.append(state_l)
         inp = out
-    logits = inp @ params["head.weight"].T + params["head.bias"]
+    logits = _head(params, inp)
     return logits, final, (caches, inp, masks)
+
+
+def _head(params, h: np.ndarray) -> np.ndarray:
+    """logits = head.weight · h + head.bias, for h of shape (..., H)."""
+    logits = h.reshape(-1, h.shape[-1]) @ params["head.weight"].T
+    logits += params["head.bias"]
+    return logits.reshape(*h.shape[:-1], -1)
 
 
 def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     """BPTT: the gradient of every parameter (same keys), and of the initial state."""
     caches, top, masks = cache
     backward_cell = cells.BACKWARD[arch.cell]
-    V = arch.vocab_size
+    V, H = arch.vocab_size, arch.hidden_size
+    dlogits2 = dlogits.reshape(-1, V)
     grads = {
-        "head.weight": cells._matmul_over_time(dlogits, top),
-        "head.bias": dlogits.reshape(-1, V).sum(axis=0),
+        "head.weight": dlogits2.T @ top.reshape(-1, H),
+        "head.bias": dlogits2.sum(axis=0),
     }
-    dout = dlogits @ params["head.weight"]
+    dout = (dlogits2 @ params["head.weight"]).reshape(top.shape)
     dstate0 = [None] * arch.num_layers
     for l in reversed(range(arch.num_layers)):
         inp, cache_l = caches[l]
         dhs = dout if masks is None else dout * masks[l]
         dgx, dstate0[l], grads[f"layers.{l}.weight_hh"] = backward_cell(
             dhs, None if dstate_final is None else dstate_final[l], cache_l)
-        grads[f"layers.{l}.bias"] = dgx.reshape(-1, dgx.shape[-1]).sum(axis=0)
+        dgx2 = dgx.reshape(-1, dgx.shape[-1])
+        grads[f"layers.{l}.bias"] = dgx2.sum(axis=0)
         W = params[f"layers.{l}.weight_ih"]
         if l == 0:
-            dWT = np.zeros((W.shape[1], W.shape[0]), dtype=W.dtype)
-            np.add.at(dWT, inp.reshape(-1), dgx.reshape(-1, dgx.shape[-1]))
-            grads[f"layers.{l}.weight_ih"] = dWT.T.copy()
+            grads[f"layers.{l}.weight_ih"] = lookup_gradient(inp, dgx2, V)
         else:
-            grads[f"layers.{l}.weight_ih"] = cells._matmul_over_time(dgx, inp)
-            dout = dgx @ W
+            grads[f"layers.{l}.weight_ih"] = dgx2.T @ inp.reshape(-1, H)
+            dout = (dgx2 @ W).reshape(inp.shape)
     return grads, dstate0
 
 
@@ -210,7 +240,7 @@ def step(params, arch: Arch, ids: np.ndarray, state):
         s = step_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation)
         new_state.append(s)
         inp = s[0]
-    return inp @ params["head.weight"].T + params["head.bias"], new_state
+    return _head(params, inp), new_state
 
 
 def num_params(params) -> int:
