@@ -36,7 +36,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
@@ -50,6 +50,9 @@ def handle_errors(command):
             return command(*args, **kwargs)
         except CharlmError as e:
             fail(str(e))
+        except BrokenPipeError:  # the reader went away (`charlm sample | head`): not an error
+            _quiet_broken_pipe()
+            raise typer.Exit(0)
     return wrapper
 
 
@@ -269,7 +272,9 @@ def train(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    reporter.summary(result, ended)
+    from charlm.baselines import baselines
+
+    reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab)))
     if ended == "interrupted":
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
                   f"Resume with: charlm train {corpus} --resume" + (f" -c {path}" if checkpoint else ""))
@@ -397,6 +402,7 @@ def score(
     file: Annotated[Optional[str], typer.Option("-f", "--file", help="Score each line of this file (- for stdin).", show_default=False)] = None,
     document: Annotated[bool, typer.Option("--document", help="Score the whole --file as one sequence (state carried over lines) and report totals.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
+    show: Annotated[bool, typer.Option("--show", help="Show each sentence coloured by surprisal, with the least expected characters and the model's alternatives.")] = False,
     weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
 ):
@@ -437,9 +443,17 @@ def score(
         for r in results:
             print(json.dumps(r.to_json(), ensure_ascii=False))
         return
-    from charlm.render import score_table
+    from charlm.render import heat_legend, heat_map, score_table
 
     out.print(score_table(results))
+    if show:
+        from charlm.score import explain
+
+        if document:
+            fail("--show explains sentences; it does not combine with --document")
+        out.print(heat_legend())
+        for r in results:
+            out.print(heat_map(explain(params, ck.arch, ck.vocab, r.text)))
     if document:
         r = results[0]
         err.print(f"{r.num_tokens:,} tokens ({r.num_eos:,} <EOS>, {r.num_unk:,} <UNK>) scored as one sequence")
@@ -477,6 +491,37 @@ def info(
     render_info(out, d, ck, curve)
 
 
+@app.command(epilog="""**Examples**
+
+```
+charlm bench                                     # about 3 minutes
+charlm bench --quick --seconds 5
+charlm bench --peer-python /path/to/torch-venv/bin/python --json > bench.json
+```
+""")
+@handle_errors
+def bench(
+    seconds: Annotated[float, typer.Option(help="Seconds of training per configuration.")] = 15.0,
+    quick: Annotated[bool, typer.Option("--quick", help="Only the first training configuration.")] = False,
+    data: Annotated[Optional[str], typer.Option(help="Text to train on (default: tinyshakespeare if found, else synthetic).", show_default=False)] = None,
+    peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: shared/peers/torch_charlm.py if found).", show_default=False)] = None,
+    sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: shared/peers/torch_sample.py if found).", show_default=False)] = None,
+    peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+):
+    """Measure training, sampling and scoring speed, beside the peers when they can run."""
+    from charlm.bench import render, run_bench
+
+    if seconds <= 0:
+        fail("--seconds must be positive")
+    result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
+                       progress=lambda msg: err.print(f"[dim]… {msg}[/]"))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(render(result))
+
+
 def _interrupted(signum, frame):
     """Ctrl-C outside training: stop at once with the conventional code 130."""
     try:
@@ -507,6 +552,9 @@ def main():
 
 
 def _quiet_broken_pipe():
-    """The reader went away (e.g. `charlm sample | head -1`): not an error."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    """The reader went away (e.g. `charlm sample | head -1`): send the rest of stdout nowhere."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. under a test runner)
+        pass

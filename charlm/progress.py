@@ -146,7 +146,7 @@ class TrainReporter:
         return self.chars_timed / self.step_seconds if self.step_seconds else 0.0
 
     # -- the end -----------------------------------------------------------------
-    def summary(self, ckpt, ended: str):
+    def summary(self, ckpt, ended: str, baselines: dict | None = None):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -163,6 +163,9 @@ class TrainReporter:
         if m.get("best_val_bpc") is not None:
             t.add_row("validation", f"{m['last_val_bpc']:.4f} bits/char at the end; best {m['best_val_bpc']:.4f} "
                       f"at step {m['best_step']:,} (the weights `sample` and `score` use)")
+        if baselines:
+            t.add_row("baselines", ", ".join(f"{name} {bits:.4f}" for name, bits in baselines.items())
+                      + " bits/char on the same validation split")
         t.add_row("checkpoint", self.path)
         self.console.print(t)
         hist = (ckpt.train_state or {}).get("history") or []

@@ -105,3 +105,50 @@ def curve(points: list[tuple[float, float]], other: list[tuple[float, float]] | 
     legend = f"        • {labels[0]}" + (f"   × {labels[1]}" if other else "")
     lines.append(legend)
     return "\n".join(lines)
+
+
+# surprisal (bits) → colour; the digit under each character is min(9, int(bits))
+HEAT = [(1.0, "green"), (2.0, "bright_green"), (4.0, "yellow"), (6.0, "dark_orange"), (8.0, "red"),
+        (float("inf"), "bold magenta")]
+
+
+def heat_colour(bits: float) -> str:
+    for limit, colour in HEAT:
+        if bits < limit:
+            return colour
+    return HEAT[-1][1]
+
+
+def heat_legend():
+    from rich.text import Text
+
+    t = Text("surprisal (bits): ")
+    lower = 0.0
+    for limit, colour in HEAT:
+        label = f"{lower:g}–{limit:g}" if limit != float("inf") else f"≥{lower:g}"
+        t.append(f" {label} ", style=f"reverse {colour}")
+        t.append(" ")
+        lower = limit
+    t.append("  digit under a character = its surprisal in whole bits (9 = 9 or more)")
+    return t
+
+
+def heat_map(surprise, worst: int = 3):
+    """A sentence coloured by surprisal, a line of digits under it, and the least expected characters."""
+    from rich.console import Group
+    from rich.text import Text
+
+    line = Text()
+    digits = Text(style="dim")
+    for tok, b in zip(surprise.tokens, surprise.bits):
+        shown = tok if tok.isprintable() and tok != " " or tok == " " else "·"
+        line.append(shown, style=heat_colour(float(b)))
+        digits.append(str(min(9, int(b))))
+    rows = [line, digits]
+    order = sorted(range(len(surprise.tokens)), key=lambda i: -surprise.bits[i])[:worst]
+    for i in order:
+        alts = ", ".join(f"{c!r} {p:.1%}" for c, p in surprise.top[i])
+        p = 2.0 ** -float(surprise.bits[i])
+        rows.append(Text(f"  position {i + 1}: {surprise.tokens[i]!r} P = {p:.2%} "
+                         f"({surprise.bits[i]:.2f} bits); the model expected {alts}"))
+    return Group(*rows)

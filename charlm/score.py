@@ -129,3 +129,31 @@ def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label
     log_prob, n = document_log_prob(params, arch, ids)
     return Score(text=text_label, log_prob=log_prob, num_tokens=n,
                  num_unk=int(np.count_nonzero(ids == UNK_ID)), num_eos=int(np.count_nonzero(ids == EOS_ID)))
+
+
+@dataclass
+class Surprise:
+    """Why a sentence is (un)likely: per-token surprisal and the model's alternatives."""
+
+    tokens: list[str]            # display form of each scored token ("⏎" for <EOS>)
+    bits: np.ndarray             # surprisal −log2 P of each token
+    top: list[list[tuple[str, float]]]  # per token, the model's most likely tokens and their probabilities
+
+
+def explain(params, arch: Arch, vocab: Vocab, sentence: str, k: int = 3) -> Surprise:
+    """Surprisal of every token of `sentence` (and its <EOS>) with the top-k alternatives."""
+    ids = np.append(vocab.encode(sentence).astype(np.intp), EOS_ID)
+    inputs, targets = inputs_targets(ids)
+    state = model.zero_state(arch, 1, params["head.weight"].dtype)
+    logits, _, _ = model.forward(params, arch, inputs[:, None], state)
+    logp = model.log_softmax(logits[:, 0].astype(np.float64))
+    picked = logp[np.arange(len(ids)), ids]
+    top_ids = np.argsort(-logp, axis=-1, kind="stable")[:, :k]
+    # one id per code point, a newline being <EOS>: the tokens are the characters, then <EOS>
+    tokens = ["⏎" if ch == "\n" else ch for ch in sentence] + ["⏎"]
+    top = [[(_display(vocab, int(j)), float(np.exp(logp[t, j]))) for j in top_ids[t]] for t in range(len(ids))]
+    return Surprise(tokens, -picked / LN2, top)
+
+
+def _display(vocab: Vocab, i: int) -> str:
+    return "⏎" if i == EOS_ID else vocab.token_text(i)
