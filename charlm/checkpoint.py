@@ -122,8 +122,13 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {}
             for name in z.files:
-                arrays[name] = z[name]
+                value = z[name]
+                if not isinstance(value, np.ndarray):  # numpy hands back a non-.npy member as raw bytes
+                    raise CheckpointError(f"{path} is not a charlm checkpoint (member {name[:60]!r} is not an array)")
+                arrays[name] = value
             return arrays
+    except CheckpointError:
+        raise
     except ValueError as e:
         if "pickle" in str(e).lower() or "object arrays" in str(e).lower():
             raise CheckpointError(f"{path} holds a pickled object array; refusing to load it (pickles can run code)") from None
@@ -152,7 +157,7 @@ def _scalar_str(arrays, key) -> str:
 def _json(arrays, key) -> dict:
     try:
         value = json.loads(_scalar_str(arrays, key))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, or nesting too deep to parse
         raise CheckpointError(f"key {key!r} is not valid JSON") from None
     if not isinstance(value, dict):
         raise CheckpointError(f"key {key!r} must hold a JSON object")
@@ -178,10 +183,15 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
     counts = arrays.get("vocab.counts")
     if counts is None or counts.shape != tokens.shape or counts.dtype.kind not in "iu":
         raise CheckpointError("missing or malformed key 'vocab.counts'")
+    # numpy string arrays drop trailing NULs, so the token U+0000 reads back as "": restore it
+    # (every token after the two specials is exactly one character)
+    chars = tuple(str(t) if i < 2 or str(t) else "\x00" for i, t in enumerate(tokens))
     try:
-        vocab = Vocab(tuple(str(t) for t in tokens), tuple(int(c) for c in counts))
+        vocab = Vocab(chars, tuple(int(c) for c in counts))
     except CharlmError as e:
         raise CheckpointError(f"invalid vocabulary: {e}") from None
+    if 3 * cfg.num_layers > len(arrays):  # cannot all be there; and never loop over a huge layer count
+        raise CheckpointError(f"the config has {cfg.num_layers} layers, but the file has too few arrays for them")
     arch = arch_of(cfg, len(vocab))
     shapes = param_shapes(arch)
     dtype = np.dtype(cfg.dtype)

@@ -11,6 +11,7 @@ Every line ends with `<EOS>`; a last line without a newline gets one.
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ CHUNK_BYTES = 1 << 22
 ERRORS_CHOICES = ("strict", "replace", "ignore", "surrogateescape")
 
 
-def _open_binary(path: str):
+def _open_binary(path):
+    if isinstance(path, (bytes, bytearray, memoryview)):  # the bytes of stdin, read by the caller
+        return io.BytesIO(bytes(path)), True
     if path == "-":
         return sys.stdin.buffer, False
     if not os.path.exists(path):
@@ -38,6 +41,15 @@ def _open_binary(path: str):
         raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
 
 
+def _line_ends(data: bytes, after_cr: bool) -> int:
+    """Universal line ends (\\n, \\r\\n, \\r) in `data`; `after_cr`: the bytes before
+    it ended with \\r, so a leading \\n completes that \\r\\n (already counted)."""
+    n = data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+    if after_cr and data.startswith(b"\n"):
+        n -= 1
+    return n
+
+
 def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
               chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Yield the decoded text of `path` in chunks, with universal newlines."""
@@ -48,9 +60,10 @@ def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
     except LookupError:
         raise CorpusError(f"unknown encoding {encoding!r}") from None
     f, close = _open_binary(path)
-    name = "standard input" if path == "-" else path
+    name = "standard input" if isinstance(path, (bytes, bytearray, memoryview)) or path == "-" else path
     consumed = 0  # bytes handed to the decoder before this chunk
     lines_before = 0
+    raw_ended_cr = False  # the bytes read so far end with \r
     carry_cr = False
     try:
         while True:
@@ -65,13 +78,14 @@ def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
                 pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
                 offset = consumed - pending + e.start
                 bad = e.object[e.start:e.start + 1]
-                line = lines_before + e.object[:e.start].count(b"\n") + 1
+                line = lines_before + _line_ends(e.object[:e.start], raw_ended_cr) + 1
                 raise CorpusError(
                     f"{name} is not valid {encoding}: byte 0x{bad.hex()} at offset {offset} (line {line}); "
                     f"use --encoding to name the right encoding, or --errors replace"
                 ) from None
             consumed += len(raw)
-            lines_before += raw.count(b"\n")
+            lines_before += _line_ends(raw, raw_ended_cr)
+            raw_ended_cr = raw.endswith(b"\r") if raw else raw_ended_cr
             if carry_cr:
                 text = "\r" + text
                 carry_cr = False

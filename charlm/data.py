@@ -27,6 +27,7 @@ def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]
     if val_fraction <= 0 or len(ids) < 4:
         return ids, ids[:0]
     n_val = max(1, int(round(len(ids) * val_fraction)))
+    n_val = min(n_val, len(ids) - 1)  # never leave the training split empty
     return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
 
 

@@ -70,10 +70,10 @@ def init_state(optimizer: str, params: dict) -> dict:
 def sgd(params, grads, state, lr, momentum=0.9, **_):
     """SGD with momentum: v = μ·v + g;  p -= lr·v."""
     for name, p in params.items():
-        v = state[f"v.{name}"]
+        g, v = grads[name], state[f"v.{name}"]
         v *= momentum
-        v += grads[name]
-        p -= p.dtype.type(lr) * v
+        v += g
+        p -= np.multiply(v, lr, out=g)  # g is free now: reuse it for lr·v
 
 
 def adagrad(params, grads, state, lr, eps=1e-8, **_):
@@ -81,12 +81,21 @@ def adagrad(params, grads, state, lr, eps=1e-8, **_):
     for name, p in params.items():
         g, g2 = grads[name], state[f"g2.{name}"]
         g2 += g * g
-        p -= p.dtype.type(lr) * g / (np.sqrt(g2) + eps)
+        denom = np.sqrt(g2)
+        denom += eps
+        g /= denom
+        g *= lr
+        p -= g
 
 
 def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, **_):
     """Adam: m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
-    p -= lr·m̂ / (√v̂ + ε) with the bias-corrected m̂, v̂."""
+    p -= lr·m̂ / (√v̂ + ε) with the bias-corrected m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ).
+
+    The update is written as lr·√(1-β2ᵗ)/(1-β1ᵗ) · m / (√v + ε·√(1-β2ᵗ)), which
+    is the same number, and the gradient arrays serve as scratch space (no
+    temporary arrays: a few in-place passes per parameter).
+    """
     t = state["step"]
     c1 = 1.0 - beta1 ** t
     c2 = 1.0 - beta2 ** t
@@ -95,17 +104,22 @@ def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, **_):
     for name, p in params.items():
         g, m, v = grads[name], state[f"m.{name}"], state[f"v.{name}"]
         m *= beta1
-        m += (1.0 - beta1) * g
+        m += np.multiply(g, 1.0 - beta1, out=g)           # g <- (1-β1)·g
         v *= beta2
-        v += (1.0 - beta2) * (g * g)
-        p -= p.dtype.type(step_size) * m / (np.sqrt(v) + p.dtype.type(eps_hat))
+        v += np.multiply(np.square(g, out=g), (1.0 - beta2) / (1.0 - beta1) ** 2, out=g)  # (1-β2)·g²
+        denom = np.sqrt(v, out=g)
+        denom += eps_hat
+        p -= np.multiply(np.divide(m, denom, out=g), step_size, out=g)
 
 
 UPDATES = {"sgd": sgd, "adagrad": adagrad, "adam": adam}
 
 
 def apply_update(cfg, params: dict, grads: dict, state: dict, lr: float) -> None:
-    """One optimizer step (in place), with decoupled weight decay."""
+    """One optimizer step (in place), with decoupled weight decay.
+
+    The gradients are consumed: their arrays are used as scratch space.
+    """
     state["step"] += 1
     if cfg.weight_decay:
         for name, p in params.items():

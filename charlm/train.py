@@ -80,10 +80,12 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
                 f"with {getattr(old, name)} (start a new run with another -c PATH)")
     if corpus.vocab.tokens != ckpt.vocab.tokens:
         raise ConfigError("cannot resume with another vocabulary: the corpus or --vocab differs from the checkpoint's")
-    old_fp = (ckpt.meta.get("corpus") or {}).get("fingerprint")
+    old_corpus = ckpt.meta.get("corpus")
+    old_corpus = old_corpus if isinstance(old_corpus, dict) else {}  # meta is free-form JSON in the file
+    old_fp = old_corpus.get("fingerprint")
     if old_fp and old_fp != corpus.info["fingerprint"]:
         raise ConfigError("cannot resume on another corpus: its contents differ from the checkpoint's "
-                          f"({ckpt.meta['corpus'].get('name')})")
+                          f"({old_corpus.get('name')})")
     changes = []
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
                  "weight_decay", "dropout", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
@@ -156,6 +158,12 @@ def resume_run(ckpt: Checkpoint, batch_size: int) -> RunState:
         raise CharlmError(f"the checkpoint's resume state is damaged ({e}); start a new run") from None
     if st.carry[0][0].shape[0] != batch_size:
         raise CharlmError("the checkpoint's carried state does not match the batch size")
+    counters = {"step": st.step, "epoch": st.epoch, "chunk": st.chunk, "offset": st.offset,
+                "chars_seen": st.chars_seen, "skipped_steps": st.skipped_steps, "bad_streak": st.bad_streak}
+    bad = [k for k, v in counters.items() if v < 0] + (["offset"] if st.offset >= ckpt.config.seq_len else [])
+    if bad or not math.isfinite(st.train_seconds) or st.train_seconds < 0:
+        raise CharlmError(f"the checkpoint's resume state is damaged ({(bad or ['train_seconds'])[0]} out of range); "
+                          "start a new run")
     return st
 
 

@@ -1,0 +1,145 @@
+"""Sentence and document log-likelihoods, against stepping the model by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from charlm import model
+from charlm.model import Arch, param_shapes
+from charlm.score import Score, document_log_prob, score_document, score_sentences
+from charlm.vocab import EOS_ID, UNK_ID, Vocab
+
+
+def log_softmax_row(z):
+    z = np.asarray(z, dtype=np.float64)
+    m = z.max()
+    return z - m - math.log(np.exp(z - m).sum())
+
+
+VOCAB = Vocab(("<EOS>", "<UNK>", " ", "a", "b", "c", "é", "🙂"))
+
+
+def make_model(cell="lstm", layers=2, H=6, seed=0):
+    rng = np.random.default_rng(seed)
+    arch = Arch(cell, len(VOCAB), H, layers)
+    params = {k: rng.standard_normal(s) * 0.7 for k, s in param_shapes(arch).items()}
+    return params, arch
+
+
+def reference_log_probs(params, arch, ids, state=None, first_input=EOS_ID):
+    """Step the model one token at a time, from the zero state and input <EOS>."""
+    if state is None:
+        state = model.zero_state(arch, 1, np.float64)
+    x = first_input
+    out = []
+    for y in ids:
+        logits, state = model.step(params, arch, np.array([x]), state)
+        out.append(log_softmax_row(logits[0])[y])
+        x = y
+    return out, state
+
+
+def ids_of(text):
+    """Ids written out from the vocabulary's token list (not via encode)."""
+    return [EOS_ID if ch == "\n" else VOCAB.tokens.index(ch) if ch in VOCAB.tokens[2:] else UNK_ID for ch in text]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_sentence_log_prob_is_the_sum_over_characters_and_final_eos(cell):
+    params, arch = make_model(cell)
+    sentence = "abc é🙂 a"
+    (s,) = score_sentences(params, arch, VOCAB, [sentence], keep_tokens=True)
+    steps, _ = reference_log_probs(params, arch, ids_of(sentence) + [EOS_ID])
+    assert len(steps) == len(sentence) + 1
+    assert s.log_prob == pytest.approx(sum(steps), abs=1e-10)
+    np.testing.assert_allclose(s.token_log_probs, steps, atol=1e-10)
+    assert s.num_tokens == len(sentence) + 1
+    assert s.num_unk == 0 and s.num_eos == 1
+    assert s.text == sentence
+    assert s.nats_per_token == pytest.approx(-sum(steps) / (len(sentence) + 1))
+    assert s.bits_per_char == pytest.approx(s.nats_per_token / math.log(2))
+    assert s.perplexity == pytest.approx(math.exp(s.nats_per_token))
+
+
+def test_unknown_characters_are_scored_as_unk_and_counted():
+    params, arch = make_model()
+    sentence = "xa?bz"  # x, ?, z are not in the vocabulary
+    (s,) = score_sentences(params, arch, VOCAB, [sentence])
+    assert s.num_unk == 3
+    steps, _ = reference_log_probs(params, arch, [UNK_ID, 3, UNK_ID, 4, UNK_ID, EOS_ID])
+    assert s.log_prob == pytest.approx(sum(steps), abs=1e-10)
+    assert s.to_json()["num_chars"] == 5 and s.to_json()["num_unk"] == 3
+
+
+def test_empty_sentence_scores_only_eos():
+    params, arch = make_model()
+    (s,) = score_sentences(params, arch, VOCAB, [""])
+    logits, _ = model.step(params, arch, np.array([EOS_ID]), model.zero_state(arch, 1, np.float64))
+    assert s.num_tokens == 1
+    assert s.log_prob == pytest.approx(log_softmax_row(logits[0])[EOS_ID], abs=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_batched_scoring_equals_scoring_one_by_one(cell):
+    params, arch = make_model(cell, seed=3)
+    rng = np.random.default_rng(1)
+    alphabet = list(" abcé🙂x")
+    sentences = ["".join(rng.choice(alphabet, size=n)) for n in rng.integers(0, 25, size=23)]
+    sentences += ["", "a", "a"]  # duplicates and the empty sentence
+    batched = score_sentences(params, arch, VOCAB, sentences, batch_size=4)
+    single = [score_sentences(params, arch, VOCAB, [s], batch_size=1)[0] for s in sentences]
+    big = score_sentences(params, arch, VOCAB, sentences, batch_size=1000)
+    assert [b.text for b in batched] == sentences  # results in the input order
+    for b, s, g, text in zip(batched, single, big, sentences):
+        assert b.log_prob == pytest.approx(s.log_prob, abs=1e-9)
+        assert g.log_prob == pytest.approx(s.log_prob, abs=1e-9)
+        assert b.num_tokens == s.num_tokens == len(text) + 1
+        assert b.num_unk == text.count("x")
+    # and each one equals the hand-stepped reference
+    for text, s in zip(sentences[:6], single):
+        steps, _ = reference_log_probs(params, arch, ids_of(text) + [EOS_ID])
+        assert s.log_prob == pytest.approx(sum(steps), abs=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("chunk", [1, 5, 512])
+def test_document_log_prob_carries_state_across_lines_and_chunks(cell, chunk):
+    params, arch = make_model(cell, seed=4)
+    text = "ab c\n\nbé🙂a\nca b\nzz\n"
+    ids = np.array(ids_of(text), dtype=VOCAB.dtype)
+    total, n = document_log_prob(params, arch, ids, chunk=chunk)
+    steps, _ = reference_log_probs(params, arch, ids.tolist())  # one stream, never reset
+    assert n == len(ids) == len(text)
+    assert total == pytest.approx(sum(steps), abs=1e-9)
+    # carrying the state matters: resetting at each line gives another number
+    per_line = sum(s.log_prob for s in score_sentences(params, arch, VOCAB, text.split("\n")[:-1]))
+    assert abs(per_line - total) > 1e-6
+    doc = score_document(params, arch, VOCAB, ids, "doc")
+    assert doc.log_prob == pytest.approx(total, abs=1e-12)
+    assert doc.num_eos == text.count("\n") and doc.num_unk == 2 and doc.num_tokens == len(ids)
+
+
+def test_document_of_nothing():
+    params, arch = make_model()
+    assert document_log_prob(params, arch, np.zeros(0, dtype=np.uint8)) == (0.0, 0)
+
+
+def test_float32_scoring_is_close_to_float64():
+    params, arch = make_model("gru", seed=6)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    sentences = ["abc", "é🙂 b a", ""]
+    s64 = score_sentences(params, arch, VOCAB, sentences)
+    s32 = score_sentences(p32, arch, VOCAB, sentences)
+    for a, b in zip(s64, s32):
+        assert isinstance(b.log_prob, float)
+        assert b.log_prob == pytest.approx(a.log_prob, abs=1e-3)
+
+
+def test_score_json_fields():
+    s = Score(text="ab", log_prob=-3.0, num_tokens=3, num_unk=1)
+    j = s.to_json()
+    assert j["log2_prob"] == pytest.approx(-3.0 / math.log(2))
+    assert j["nats_per_char"] == pytest.approx(1.0)
+    assert j["num_chars"] == 2
+    assert math.isnan(Score("", 0.0, 0, 0, 0).nats_per_token)
