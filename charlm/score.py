@@ -111,6 +111,7 @@ def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512) -> 
 
     The stream starts from input <EOS> and the zero state; each line end in
     `ids` is an <EOS> that is predicted too.  Returns (log_prob, num_tokens).
+    This is exact: one sequence, read in order.
     """
     if len(ids) == 0:
         return 0.0, 0
@@ -123,6 +124,39 @@ def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512) -> 
         logp, state = token_log_probs(params, arch, x, y, state)
         total += float(logp.sum())
     return total, len(ids)
+
+
+def document_log_prob_streams(params, arch: Arch, ids: np.ndarray, streams: int = 16, burn_in: int = 256,
+                              chunk: int = 256) -> tuple[float, int]:
+    """The document measure, read as `streams` pieces side by side (a batch).
+
+    Piece k scores its own stretch of the stream but starts reading
+    `burn_in` tokens earlier (from the zero state, with the true previous
+    token as input), so its state has context when scoring begins; the first
+    piece starts at the beginning with input <EOS>, as the exact measure
+    does.  With a few hundred tokens of burn-in this agrees with
+    `document_log_prob` to a fraction of a percent, many times faster.
+    """
+    n = len(ids)
+    if n == 0:
+        return 0.0, 0
+    streams = max(1, min(streams, n))
+    if streams == 1:
+        return document_log_prob(params, arch, ids, chunk=max(chunk, 512))
+    inputs, targets = inputs_targets(ids)
+    bounds = np.linspace(0, n, streams + 1).astype(np.int64)
+    begin = np.maximum(bounds[:-1] - burn_in, 0)       # where each piece starts reading
+    length = int((bounds[1:] - begin).max())
+    pos = begin[None, :] + np.arange(length)[:, None]  # (L, S) positions read
+    scored = (pos >= bounds[:-1][None, :]) & (pos < bounds[1:][None, :])
+    pos = np.minimum(pos, n - 1)
+    state = None
+    total = 0.0
+    for s in range(0, length, chunk):
+        p = pos[s:s + chunk]
+        logp, state = token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
+        total += float(logp[scored[s:s + chunk]].sum())
+    return total, n
 
 
 def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str) -> Score:
