@@ -9,8 +9,9 @@
   where h' drops the oldest token of h and T(h) is the number of distinct
   tokens seen after h (P_n = P_{n-1} for a history never seen).
 
-Both report bits per token on the validation ids, `<EOS>` included, the
-same measure as validation. Counting is vectorised (np.unique on integer
+Both report bits per token on (at most the first million) validation ids,
+`<EOS>` included, the same measure as validation, and count at most the
+last million training tokens (bounded time and memory on any corpus). Counting is vectorised (np.unique on integer
 keys of the histories).
 """
 
@@ -20,10 +21,12 @@ import math
 
 import numpy as np
 
-MAX_TRAIN = 20_000_000  # tokens counted, at most (the first ones)
+MAX_TRAIN = 1_000_000  # training tokens counted, at most (the last ones, nearest the validation split)
+MAX_VAL = 1_000_000    # validation tokens scored, at most (the first ones, as validation does)
 
 
 def unigram_bits(train: np.ndarray, val: np.ndarray, V: int) -> float:
+    train, val = train[-MAX_TRAIN:], val[:MAX_VAL]
     counts = np.bincount(train, minlength=V).astype(np.float64)
     p = (counts + 1.0) / (counts.sum() + V)
     return float(-np.log2(p[val]).mean())
@@ -49,8 +52,8 @@ def ngram_bits(train: np.ndarray, val: np.ndarray, V: int, order: int = 5) -> fl
     """Bits per token of an interpolated Witten–Bell n-gram (order lowered if keys would overflow)."""
     while order > 1 and V ** order >= 2 ** 62:
         order -= 1
-    train = train[:MAX_TRAIN].astype(np.int64)
-    val = val.astype(np.int64)
+    train = train[-MAX_TRAIN:].astype(np.int64)
+    val = val[:MAX_VAL].astype(np.int64)
     counts = np.bincount(train, minlength=V).astype(np.float64)
     p = ((counts + 1.0) / (counts.sum() + V))[val]
     for n in range(2, order + 1):

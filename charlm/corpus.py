@@ -22,7 +22,7 @@ import numpy as np
 from charlm.errors import CorpusError
 from charlm.vocab import EOS_ID, Vocab, code_points, count_code_points
 
-CHUNK_BYTES = 1 << 22
+CHUNK_BYTES = 1 << 20
 ERRORS_CHOICES = ("strict", "replace", "ignore", "surrogateescape")
 
 
@@ -134,20 +134,36 @@ def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> 
     return CorpusStats(counts, num_chars, num_lines, num_empty)
 
 
-def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict") -> np.ndarray:
-    """The whole corpus as one compact id array, each line ending in `<EOS>`."""
+def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict",
+                  num_tokens: int | None = None) -> np.ndarray:
+    """The whole corpus as one compact id array, each line ending in `<EOS>`.
+
+    With `num_tokens` (characters + lines, as `count_corpus` found them) the
+    array is allocated once and filled chunk by chunk, so encoding needs the
+    id array plus one chunk of memory.
+    """
+    out = np.empty(num_tokens, dtype=vocab.dtype) if num_tokens is not None else None
     parts = []
+    filled = 0
     last_is_eos = True
     for text in iter_text(path, encoding, errors):
         ids = vocab.encode(text)
-        parts.append(ids)
+        if out is not None and filled + len(ids) <= len(out):
+            out[filled:filled + len(ids)] = ids
+        else:  # no size hint (or the source changed under us): collect the pieces
+            parts.append(ids)
+        filled += len(ids)
         last_is_eos = text.endswith("\n")
-    if parts and not last_is_eos:
-        parts.append(np.array([EOS_ID], dtype=vocab.dtype))
-    if not parts:
-        return np.zeros(0, dtype=vocab.dtype)
-    ids = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return ids
+    if filled and not last_is_eos:  # the last line ends without a newline: still an <EOS>
+        if out is not None and not parts and filled < len(out):
+            out[filled] = EOS_ID
+        else:
+            parts.append(np.array([EOS_ID], dtype=vocab.dtype))
+        filled += 1
+    if out is not None and not parts and filled == len(out):
+        return out
+    pieces = ([out[:min(filled, len(out))]] if out is not None else []) + parts
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=vocab.dtype)
 
 
 def read_lines(path: str, encoding: str = "utf-8", errors: str = "strict") -> list[str]:

@@ -84,7 +84,14 @@ def epoch_plan(num_predictions: int, batch_size: int, seq_len: int, rng: np.rand
     return BatchPlan(num_predictions, batch_size, seq_len, offset)
 
 
-def chunk(inputs: np.ndarray, targets: np.ndarray, plan: BatchPlan, k: int):
-    """The (T, B) inputs and targets of chunk k, as intp arrays."""
+def chunk(ids: np.ndarray, plan: BatchPlan, k: int):
+    """The (T, B) inputs and targets of chunk k, as intp arrays.
+
+    Read straight from the id array (no shifted copy of the corpus): the
+    target at position p is ids[p], its input ids[p-1], or <EOS> at p = 0.
+    """
     pos = plan.positions(k)
-    return inputs[pos].astype(np.intp), targets[pos].astype(np.intp)
+    targets = ids[pos].astype(np.intp)
+    inputs = ids[np.maximum(pos - 1, 0)].astype(np.intp)
+    inputs[pos == 0] = EOS_ID
+    return inputs, targets

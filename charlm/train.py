@@ -56,14 +56,14 @@ def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | Non
         raise CorpusError(f"corpus {label} is empty ({what}); it needs at least one character")
     if vocab is None:
         vocab = build_vocab(stats.counts, cfg.min_count, cfg.max_size)
-    ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors)
+    ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
     train_ids, val_ids = batches.split(ids, cfg.val_fraction)
     info = {
         "name": label,
         "num_chars": stats.num_chars,
         "num_lines": stats.num_lines,
         "num_tokens": int(len(ids)),
-        "fingerprint": hashlib.sha256(ids.tobytes()).hexdigest()[:16] + f"-{ids.dtype.str}",
+        "fingerprint": hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}",
         # a list of items (names, words): no blank lines; samples then stop at <EOS>
         "line_items": stats.num_empty_lines == 0 and stats.num_lines > 1,
     }
@@ -239,8 +239,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     the weights are never updated with a non-finite gradient.
     """
     arch = arch_of(cfg, len(corpus.vocab))
-    inputs, targets = batches.inputs_targets(corpus.train_ids)
-    N = len(targets)
+    N = len(corpus.train_ids)
     B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
     if (B, T) != (cfg.batch_size, cfg.seq_len):
         if resume is not None:
@@ -281,7 +280,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             st.offset, st.chunk = plan.offset, 0
             st.carry = model.zero_state(arch, B, dtype)
         t0 = clock()
-        x, y = batches.chunk(inputs, targets, plan, st.chunk)
+        x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
         lr = optim.learning_rate(cfg, budget.progress(st), st.step)
         loss, grads, final = model.loss_and_grads(st.params, arch, x, y, st.carry, masks=masks)

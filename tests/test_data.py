@@ -99,13 +99,14 @@ def test_chunk_pairs_each_input_with_the_next_target():
     x, y = inputs_targets(ids)
     plan = BatchPlan(len(ids), 3, 4, 2)
     for k in range(plan.steps):
-        xc, yc = chunk(x, y, plan, k)
+        xc, yc = chunk(ids, plan, k)
+        assert np.array_equal(xc, x[plan.positions(k)]) and np.array_equal(yc, y[plan.positions(k)])
         assert xc.shape == yc.shape == (4, 3)
         assert xc.dtype == np.intp
         # the input of every position is the target of the position before it
         assert np.array_equal(xc, yc - 1)
     # with offset 0 the very first input is <EOS>
-    xc, yc = chunk(x, y, BatchPlan(len(ids), 3, 4, 0), 0)
+    xc, yc = chunk(ids, BatchPlan(len(ids), 3, 4, 0), 0)
     assert xc[0, 0] == EOS_ID and yc[0, 0] == 1
 
 
