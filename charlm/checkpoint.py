@@ -116,7 +116,7 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
             data = f.read()
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
-    if not data.startswith(b"PK"):
+    if not data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an .npz), or an empty one
         raise CheckpointError(f"{path} is not a charlm checkpoint (not an .npz archive)")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:

@@ -10,7 +10,9 @@ stderr and a non-zero exit code:
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import io
 import json
 import math
 import os
@@ -87,6 +89,39 @@ def main_options(
     ```
     """
     _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
+    _safe_stdout()
+
+
+def _output_errors(e: UnicodeEncodeError):
+    """Encoding errors on stdout: undecodable input bytes (lone surrogates U+DC80..U+DCFF, as read with
+    --errors surrogateescape or from argv) go out as the same bytes; anything else unencodable as '?'."""
+    bad = e.object[e.start:e.end]
+    if all(0xDC80 <= ord(c) <= 0xDCFF for c in bad):
+        return bytes(ord(c) - 0xDC00 for c in bad), e.end
+    return "?" * len(bad), e.end
+
+
+codecs.register_error("charlm.stdout", _output_errors)
+
+
+def _safe_stdout():
+    """Never crash writing text to stdout (a strict UTF-8 stdout refuses lone surrogates)."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        try:
+            reconfigure(errors="charlm.stdout")
+        except (ValueError, OSError, io.UnsupportedOperation):
+            pass
+
+
+def _json_line(obj) -> str:
+    """One JSON object on one line; escaped as ASCII if stdout cannot encode it as is (lone surrogates)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        text = json.dumps(obj, ensure_ascii=True)
+    return text
 
 
 CheckpointOpt = Annotated[Optional[str], typer.Option(
@@ -151,6 +186,17 @@ def read_source(path: str):
 # ---------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------
+
+def _check_writable(path: str) -> None:
+    """Fail now if the checkpoint could not be written at the end of training."""
+    if os.path.isdir(path):
+        fail(f"cannot write {path}: it is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} is not writable")
+
 
 class _Stop:
     """SIGINT/SIGTERM: the first asks the loop to stop and save; a second quits at once."""
@@ -232,6 +278,7 @@ def train(
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
     path = checkpoint_path(checkpoint)
+    _check_writable(path)  # before training, not after it: a run must not be lost for want of a directory
     previous = None
     if resume:
         previous = ckpt_io.load(path)
@@ -441,7 +488,7 @@ def score(
         results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size)
     if as_json:
         for r in results:
-            print(json.dumps(r.to_json(), ensure_ascii=False))
+            print(_json_line(r.to_json()))
         return
     from charlm.render import heat_legend, heat_map, score_table
 
@@ -486,7 +533,7 @@ def info(
     ck = ckpt_io.load(p)
     d = describe(ck, p)
     if as_json:
-        print(json.dumps(d, ensure_ascii=False))
+        print(_json_line(d))
         return
     render_info(out, d, ck, curve)
 

@@ -291,7 +291,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             optim.apply_update(cfg, st.params, grads, st.optim_state, lr)
             if not math.isfinite(optim.global_norm(st.params)):
                 raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
-                                       "the last saved checkpoint is intact")
+                                       "nothing was saved from this step on")
             st.carry = final
             st.bad_streak = 0
             st.last_loss = loss
@@ -303,7 +303,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             if st.bad_streak >= cfg.max_bad_steps:
                 raise TrainingDiverged(
                     f"training diverged: {st.bad_streak} steps in a row had a non-finite loss or gradient "
-                    f"(at step {st.step}); try a lower --lr or --clip. The last saved checkpoint is intact")
+                    f"(at step {st.step}); try a lower --lr or --clip. Nothing non-finite was saved")
         st.chunk += 1
         st.step += 1
         st.chars_seen += B * T
