@@ -45,6 +45,14 @@ def _previous(state0_h: np.ndarray, hs: np.ndarray) -> np.ndarray:
     return np.concatenate((state0_h[None], hs[:-1]), axis=0)
 
 
+def _matmul_with_previous(da: np.ndarray, h0: np.ndarray, hs: np.ndarray) -> np.ndarray:
+    """Σ_t da[t]ᵀ h<t-1> without building the shifted copy of hs: two matmuls."""
+    out = da[0].T @ h0
+    if len(hs) > 1:
+        out += _matmul_over_time(da[1:], hs[:-1])
+    return out
+
+
 def _matmul_over_time(da: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Σ_t da[t]ᵀ x[t] as one matmul: (T, B, K), (T, B, N) -> (K, N)."""
     return da.reshape(-1, da.shape[-1]).T @ x.reshape(-1, x.shape[-1])
@@ -75,7 +83,7 @@ def rnn_forward(gx, state0, W_hh, activation="tanh"):
     hs = np.empty((T, B, H), dtype=gx.dtype)
     h = state0[0]
     for t in range(T):
-        a = np.matmul(h, WT, out=hs[t])        # W_hh h<t-1>
+        a = np.dot(h, WT, out=hs[t])           # W_hh h<t-1>
         a += gx[t]                             # + W_ih x<t> + b
         if activation == "tanh":
             h = np.tanh(a, out=a)
@@ -94,7 +102,7 @@ def rnn_backward(dhs, dstate_final, cache):
         dh_next += dhs[t]                      # dh<t> = dL/dh<t> + from step t+1
         da[t] *= dh_next                       # da<t> = dh<t> · act'
         np.matmul(da[t], W_hh, out=dh_next)    # to h<t-1>: W_hhᵀ da<t>
-    dW_hh = _matmul_over_time(da, _previous(h0, hs))
+    dW_hh = _matmul_with_previous(da, h0, hs)
     return da, (dh_next,), dW_hh
 
 
@@ -115,7 +123,7 @@ def lstm_forward(gx, state0, W_hh, activation=None):
     H = G // 4
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
     WT = np.ascontiguousarray(W_hh.T) * scale
-    gates = gx * scale                    # becomes the activated gates, step by step
+    gates = np.empty_like(gx)             # the activated gates of every step
     g4 = gates.reshape(T, B, 4, H)
     cs = np.empty((T, B, H), dtype=gx.dtype)
     tcs = np.empty((T, B, H), dtype=gx.dtype)     # tanh(c<t>)
@@ -124,8 +132,8 @@ def lstm_forward(gx, state0, W_hh, activation=None):
     tmp = np.empty((B, H), dtype=gx.dtype)
     h, c = state0
     for t in range(T):
-        a = gates[t]
-        a += np.matmul(h, WT, out=buf)            # pre-activations (σ blocks halved)
+        a = np.multiply(gx[t], scale, out=gates[t])
+        a += np.dot(h, WT, out=buf)               # pre-activations (σ blocks halved)
         np.tanh(a, out=a)                         # tanh(g); tanh(x/2) for i, f, o
         i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
         _half_affine(g4[t, :, :2])                # σ(i), σ(f)
@@ -142,17 +150,6 @@ def lstm_backward(dhs, dstate_final, cache):
     gates, cs, tcs, hs, (h0, c0), W_hh = cache
     T, B, H = hs.shape
     g4 = gates.reshape(T, B, 4, H)
-    I, F, Gg, O = g4[:, :, 0], g4[:, :, 1], g4[:, :, 2], g4[:, :, 3]
-    c_prev = _previous(c0, cs)
-    # local derivatives for all steps at once:
-    #   da_i = dc·tanh(g)·σ(i)(1-σ(i))   da_f = dc·c<t-1>·σ(f)(1-σ(f))   da_g = dc·σ(i)·(1-tanh²(g))
-    #   da_o = dh·tanh(c)·σ(o)(1-σ(o))   dc  += dh·σ(o)·(1-tanh²(c))
-    K = np.empty((T, B, 3, H), dtype=hs.dtype)
-    K[:, :, 0] = Gg * I * (1.0 - I)
-    K[:, :, 1] = c_prev * F * (1.0 - F)
-    K[:, :, 2] = I * (1.0 - Gg * Gg)
-    Ko = tcs * O * (1.0 - O)
-    Kc = O * (1.0 - tcs * tcs)
     da = np.empty_like(gates)
     da4 = da.reshape(T, B, 4, H)
     if dstate_final is None:
@@ -161,14 +158,28 @@ def lstm_backward(dhs, dstate_final, cache):
     else:
         dh, dc = dstate_final[0].copy(), dstate_final[1].copy()
     tmp = np.empty((B, H), dtype=hs.dtype)
+    # Each step's arrays are small and stay in cache, so the local derivatives
+    # are computed here, step by step, with in-place ufuncs.
     for t in reversed(range(T)):
-        dh += dhs[t]                                       # dh<t>
-        dc += np.multiply(dh, Kc[t], out=tmp)              # dc<t>
-        np.multiply(K[t], dc[:, None, :], out=da4[t, :, :3])
-        np.multiply(dh, Ko[t], out=da4[t, :, 3])
-        dc *= F[t]                                         # to c<t-1>: σ(f)·dc
-        np.matmul(da[t], W_hh, out=dh)                     # to h<t-1>: W_hhᵀ da<t>
-    dW_hh = _matmul_over_time(da, _previous(h0, hs))
+        i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
+        tc = tcs[t]
+        c_prev = cs[t - 1] if t > 0 else c0
+        da_i, da_f, da_g, da_o = da4[t, :, 0], da4[t, :, 1], da4[t, :, 2], da4[t, :, 3]
+        dh += dhs[t]                                                  # dh<t>
+        # dc<t> = dc from step t+1 + dh·σ(o)·(1 - tanh²(c))
+        np.multiply(tc, tc, out=tmp); np.subtract(1.0, tmp, out=tmp); tmp *= o; tmp *= dh
+        dc += tmp
+        # da_o = dh·tanh(c)·σ(o)(1 - σ(o))
+        np.subtract(1.0, o, out=da_o); da_o *= o; da_o *= tc; da_o *= dh
+        # da_i = dc·tanh(g)·σ(i)(1 - σ(i))
+        np.subtract(1.0, i, out=da_i); da_i *= i; da_i *= g; da_i *= dc
+        # da_f = dc·c<t-1>·σ(f)(1 - σ(f))
+        np.subtract(1.0, f, out=da_f); da_f *= f; da_f *= c_prev; da_f *= dc
+        # da_g = dc·σ(i)·(1 - tanh²(g))
+        np.multiply(g, g, out=da_g); np.subtract(1.0, da_g, out=da_g); da_g *= i; da_g *= dc
+        dc *= f                                                       # to c<t-1>: σ(f)·dc
+        np.matmul(da[t], W_hh, out=dh)                                # to h<t-1>: W_hhᵀ da<t>
+    dW_hh = _matmul_with_previous(da, h0, hs)
     return da, (dh, dc), dW_hh
 
 
@@ -195,20 +206,22 @@ def gru_forward(gx, state0, W_hh, activation=None):
     H = G // 3
     WrzT = np.ascontiguousarray(W_hh[: 2 * H].T) * 0.5    # σ via tanh(x/2)
     WnT = np.ascontiguousarray(W_hh[2 * H:].T)
-    gates = gx * _sigmoid_scale(3, H, (0, 1), gx.dtype)   # becomes [σ(r) σ(z) n]
+    scale = _sigmoid_scale(3, H, (0, 1), gx.dtype)
+    gates = np.empty_like(gx)                               # [σ(r) σ(z) n] of every step
     rhs = np.empty((T, B, H), dtype=gx.dtype)              # r·h<t-1>
     hs = np.empty((T, B, H), dtype=gx.dtype)
     buf = np.empty((B, 2 * H), dtype=gx.dtype)
     bufn = np.empty((B, H), dtype=gx.dtype)
     (h,) = state0
     for t in range(T):
+        np.multiply(gx[t], scale, out=gates[t])
         rz = gates[t, :, : 2 * H]
-        rz += np.matmul(h, WrzT, out=buf)
+        rz += np.dot(h, WrzT, out=buf)
         np.tanh(rz, out=rz)
         _half_affine(rz)                                   # σ(r), σ(z)
         r, z, n = rz[:, :H], rz[:, H:], gates[t, :, 2 * H:]
         rh = np.multiply(r, h, out=rhs[t])
-        n += np.matmul(rh, WnT, out=bufn)
+        n += np.dot(rh, WnT, out=bufn)
         np.tanh(n, out=n)
         h_t = np.subtract(h, n, out=hs[t])                 # h = n + z·(h<t-1> - n)
         h_t *= z
@@ -221,28 +234,28 @@ def gru_backward(dhs, dstate_final, cache):
     gates, rhs, hs, h0, W_hh = cache
     T, B, H = hs.shape
     W_hrz, W_hn = W_hh[: 2 * H], W_hh[2 * H:]
-    R, Z, N = gates[:, :, :H], gates[:, :, H:2 * H], gates[:, :, 2 * H:]
-    h_prev = _previous(h0, hs)
-    # local derivatives for all steps at once:
-    #   da_n = dh·(1-z)·(1-n²)     da_z = dh·(h<t-1> - n)·z(1-z)     da_r = d(r·h)·h<t-1>·r(1-r)
-    Kn = (1.0 - Z) * (1.0 - N * N)
-    Kz = (h_prev - N) * Z * (1.0 - Z)
-    Kr = h_prev * R * (1.0 - R)
     da = np.empty_like(gates)
     dh = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0].copy()
     drh = np.empty((B, H), dtype=hs.dtype)
     tmp = np.empty((B, H), dtype=hs.dtype)
     for t in reversed(range(T)):
-        dh += dhs[t]                                       # dh<t>
-        dan = np.multiply(dh, Kn[t], out=da[t, :, 2 * H:])
-        np.multiply(dh, Kz[t], out=da[t, :, H:2 * H])
-        np.matmul(dan, W_hn, out=drh)                      # d(r·h<t-1>)
-        np.multiply(drh, Kr[t], out=da[t, :, :H])
-        dh *= Z[t]                                         # to h<t-1>: z·dh
-        dh += np.multiply(drh, R[t], out=tmp)              #   + r·d(r·h)
-        dh += np.matmul(da[t, :, : 2 * H], W_hrz, out=tmp)  #   + W_hrzᵀ [da_r da_z]
+        r, z, n = gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:]
+        h_prev = hs[t - 1] if t > 0 else h0
+        da_r, da_z, da_n = da[t, :, :H], da[t, :, H:2 * H], da[t, :, 2 * H:]
+        dh += dhs[t]                                                  # dh<t>
+        # da_n = dh·(1 - z)·(1 - n²)
+        np.multiply(n, n, out=da_n); np.subtract(1.0, da_n, out=da_n)
+        np.subtract(1.0, z, out=tmp); da_n *= tmp; da_n *= dh
+        # da_z = dh·(h<t-1> - n)·z(1 - z)
+        np.subtract(h_prev, n, out=da_z); da_z *= z; da_z *= tmp; da_z *= dh
+        np.matmul(da_n, W_hn, out=drh)                                # d(r·h<t-1>)
+        # da_r = d(r·h)·h<t-1>·r(1 - r)
+        np.subtract(1.0, r, out=da_r); da_r *= r; da_r *= h_prev; da_r *= drh
+        dh *= z                                                       # to h<t-1>: z·dh
+        dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
+        dh += np.matmul(da[t, :, : 2 * H], W_hrz, out=tmp)            #   + W_hrzᵀ [da_r da_z]
     dW_hh = np.concatenate((
-        _matmul_over_time(da[:, :, : 2 * H], h_prev),
+        _matmul_with_previous(da[:, :, : 2 * H], h0, hs),
         _matmul_over_time(da[:, :, 2 * H:], rhs),
     ))
     return da, (dh,), dW_hh

@@ -115,11 +115,17 @@ def input_projection(params, l: int, x) -> np.ndarray:
 def lookup_gradient(ids: np.ndarray, dgx: np.ndarray, vocab_size: int) -> np.ndarray:
     """dW_ih of a column lookup: column v gets the sum of dgx over the steps whose input is v.
 
-    Sorting the ids groups the rows of each token, and one `add.reduceat`
-    sums the groups: O(T·B·G) work whatever the vocabulary size.
+    That sum is a product with the (V, T·B) one-hot matrix of the inputs;
+    for a small vocabulary BLAS does it fastest.  For a large one, sorting
+    the ids groups the rows of each token and one `add.reduceat` sums the
+    groups: O(T·B·G) work whatever the vocabulary size.
     """
     ids = ids.reshape(-1)
     rows = dgx.reshape(len(ids), -1)
+    if vocab_size <= 256:
+        onehot = np.zeros((vocab_size, len(ids)), dtype=dgx.dtype)
+        onehot[ids, np.arange(len(ids))] = 1.0
+        return (onehot @ rows).T
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
     starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])

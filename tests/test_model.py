@@ -234,3 +234,18 @@ def test_training_on_a_tiny_corpus_drives_the_loss_down(cell):
     nats = -log_prob / n
     assert nats < 0.3 * math.log(V), (nats, math.log(V))
     assert elapsed < 10
+
+
+@pytest.mark.parametrize("V", [7, 300])
+def test_lookup_gradient_is_the_scatter_add_of_the_rows(V):
+    """Both ways of computing dW_ih (one-hot product for small V, sort + reduceat for large V)."""
+    from charlm.model import lookup_gradient
+
+    rng = np.random.default_rng(V)
+    ids = rng.integers(0, V, size=(6, 5))
+    ids[0, 0] = V - 1
+    dgx = rng.standard_normal((6, 5, 8))
+    expected = np.zeros((8, V))
+    for (t, b), v in np.ndenumerate(ids):
+        expected[:, v] += dgx[t, b]
+    np.testing.assert_allclose(lookup_gradient(ids, dgx, V), expected, rtol=1e-12, atol=1e-12)
