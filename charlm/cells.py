@@ -7,7 +7,7 @@ Each cell is three functions:
 
     forward(gx, state0, W_hh)          -> hs (T, B, H), final state, cache
     backward(dhs, dstate_final, cache) -> dgx (T, B, G*H), dstate0, dW_hh
-    step(gx_t, state, W_hh)            -> state          (inference, one step)
+    step(gx_t, state, W_hhT)           -> state          (inference, one step; W_hhT = W_hhᵀ)
 
 `gx = W_ih x + b` is the input projection of every step, computed by the
 caller for the whole sequence at once (it does not depend on the recurrence),
@@ -106,9 +106,11 @@ def rnn_backward(dhs, dstate_final, cache):
     return da, (dh_next,), dW_hh
 
 
-def rnn_step(gx_t, state, W_hh, activation="tanh"):
-    a = gx_t + state[0] @ W_hh.T
-    return (np.tanh(a) if activation == "tanh" else np.maximum(a, 0),)
+def rnn_step(gx_t, state, W_hhT, activation="tanh"):
+    """One step for inference; W_hhT is W_hhᵀ (H, H), contiguous."""
+    a = np.dot(state[0], W_hhT)
+    a += gx_t
+    return (np.tanh(a, out=a) if activation == "tanh" else np.maximum(a, 0, out=a),)
 
 
 # ----------------------------------------------------------------------------
@@ -183,13 +185,20 @@ def lstm_backward(dhs, dstate_final, cache):
     return da, (dh, dc), dW_hh
 
 
-def lstm_step(gx_t, state, W_hh, activation=None):
+def lstm_step(gx_t, state, W_hhT, activation=None):
+    """One step for inference; W_hhT is W_hhᵀ (H, 4H), contiguous."""
     h, c = state
     H = h.shape[-1]
-    a = gx_t + h @ W_hh.T
-    i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 3 * H:])
-    c = f * c + i * np.tanh(a[:, 2 * H:3 * H])
-    return (o * np.tanh(c), c)
+    a = np.dot(h, W_hhT)
+    a += gx_t
+    a[:, 2 * H:3 * H] *= 2.0                 # so that one tanh(a/2) call serves all gates:
+    a *= 0.5
+    np.tanh(a, out=a)                        # tanh(g) = tanh(2g/2); tanh(x/2) for i, f, o
+    g = a[:, 2 * H:3 * H].copy()
+    a += 1.0
+    a *= 0.5                                 # σ(x) = ½·tanh(x/2) + ½ (the g block is unused)
+    c = a[:, H:2 * H] * c + a[:, :H] * g
+    return (a[:, 3 * H:] * np.tanh(c), c)
 
 
 # ----------------------------------------------------------------------------
@@ -261,13 +270,14 @@ def gru_backward(dhs, dstate_final, cache):
     return da, (dh,), dW_hh
 
 
-def gru_step(gx_t, state, W_hh, activation=None):
+def gru_step(gx_t, state, W_hhT, activation=None):
+    """One step for inference; W_hhT is W_hhᵀ (H, 3H), contiguous."""
     (h,) = state
     H = h.shape[-1]
-    rz = sigmoid(gx_t[:, : 2 * H] + h @ W_hh[: 2 * H].T)
+    rz = sigmoid(gx_t[:, : 2 * H] + np.dot(h, W_hhT[:, : 2 * H]))
     r, z = rz[:, :H], rz[:, H:]
-    n = np.tanh(gx_t[:, 2 * H:] + (r * h) @ W_hh[2 * H:].T)
-    return ((1.0 - z) * n + z * h,)
+    n = np.tanh(gx_t[:, 2 * H:] + np.dot(r * h, W_hhT[:, 2 * H:]))
+    return (n + z * (h - n),)
 
 
 FORWARD = {"rnn": rnn_forward, "gru": gru_forward, "lstm": lstm_forward}

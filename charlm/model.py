@@ -236,17 +236,36 @@ def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None):
     return loss, grads, final
 
 
-def step(params, arch: Arch, ids: np.ndarray, state):
-    """One time step for a batch of token ids (B,): (logits (B, V), new state)."""
+def step_weights(params) -> dict:
+    """The weights inference steps read, laid out for them: transposed and contiguous.
+
+    Computed once per generation (not once per character).
+    """
+    w = {}
+    for name, p in params.items():
+        w[name] = np.ascontiguousarray(p.T) if p.ndim == 2 else p
+    return w
+
+
+def step(params, arch: Arch, ids: np.ndarray, state, weights: dict | None = None):
+    """One time step for a batch of token ids (B,): (logits (B, V), new state).
+
+    `weights` is `step_weights(params)`, if the caller has it already.
+    """
+    w = weights if weights is not None else step_weights(params)
     step_cell = cells.STEP[arch.cell]
     inp = ids
     new_state = []
     for l in range(arch.num_layers):
-        gx = input_projection(params, l, inp)
-        s = step_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation)
+        W_ihT, b = w[f"layers.{l}.weight_ih"], w[f"layers.{l}.bias"]
+        gx = W_ihT[inp] if l == 0 else np.dot(inp, W_ihT)   # a column lookup for token ids
+        gx += b
+        s = step_cell(gx, state[l], w[f"layers.{l}.weight_hh"], arch.activation)
         new_state.append(s)
         inp = s[0]
-    return _head(params, inp), new_state
+    logits = np.dot(inp, w["head.weight"])
+    logits += w["head.bias"]
+    return logits, new_state
 
 
 def num_params(params) -> int:

@@ -28,14 +28,15 @@ def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, t
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     if temperature <= 0:
-        probs = (z == 0).astype(np.float64)  # greedy: all mass on the argmax (ties share)
-        first = np.argmax(probs, axis=-1)
-        probs[:] = 0.0
-        probs[np.arange(len(first)), first] = 1.0
+        probs = np.zeros_like(z)  # greedy: all mass on the (first) argmax
+        probs[np.arange(len(z)), np.argmax(z, axis=-1)] = 1.0
         return probs
-    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
-        z = z / temperature
-    z[~np.isfinite(z)] = -np.inf
+    if temperature != 1.0:
+        if temperature < 1e-3:  # z/T may overflow to -inf: that is the right limit, say nothing
+            with np.errstate(over="ignore", under="ignore"):
+                z = z / temperature
+        else:
+            z /= temperature
     if top_k and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
@@ -81,13 +82,17 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     x = np.repeat(history[:, None], num, axis=1)
     logits, state, _ = model.forward(params, arch, x, state)
     logits = logits[-1]
+    weights = model.step_weights(params)
+    rows = np.arange(num)
     active = np.ones(num, dtype=bool)
     for _ in range(length):
         ids = choose(logits, rng, temperature, top_k, top_p)
-        logp = model.log_softmax(logits.astype(np.float64))[np.arange(num), ids]
+        z = logits.astype(np.float64)
+        m = z.max(axis=-1)
+        logp = z[rows, ids] - m - np.log(np.exp(z - m[:, None]).sum(axis=-1))  # log softmax, chosen entries
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID
             if not active.any():
                 return
-        logits, state = model.step(params, arch, ids, state)
+        logits, state = model.step(params, arch, ids, state, weights)
