@@ -17,7 +17,6 @@ keys of the histories).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -271,7 +271,7 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
         frac = cps * flops_per_char(cell, H, L, V) / 1e9 / peak
         figures.append(Figure(label, cps, pcs, "PyTorch", note=f"{frac:.0%} of matmul peak"))
     cell, H, L, B, T, opt = MINCHAR
-    label = f"train rnn 1×100, batch 1×25, adagrad"
+    label = "train rnn 1×100, batch 1×25, adagrad"
     progress(label)
     cps = train_speed(train_ids, V, cell, H, L, B, T, opt, seconds / 2)
     progress(label + " (min-char-rnn loop)")

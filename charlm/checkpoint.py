@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from charlm.atomic import atomic_write
+from charlm.files import atomic_write, open_user_file
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
 from charlm.model import Arch, param_shapes
@@ -107,15 +107,12 @@ def save(ckpt: Checkpoint, path: str) -> None:
 
 def read_arrays(path: str) -> dict[str, np.ndarray]:
     """Every array of an .npz file, read with allow_pickle=False."""
-    if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint not found: {path} (train one with `charlm train CORPUS`, or pass -c PATH)")
-    if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint path is a directory: {path}")
-    try:
-        with open(path, "rb") as f:
+    with open_user_file(path, "checkpoint", CheckpointError,
+                        hint=" (train one with `charlm train CORPUS`, or pass -c PATH)") as f:
+        try:
             data = f.read()
-    except OSError as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
+        except OSError as e:
+            raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
     if not data.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip archive (an .npz), or an empty one
         raise CheckpointError(f"{path} is not a charlm checkpoint (not an .npz archive)")
     try:

@@ -18,7 +18,6 @@ import math
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, fields
 
 from charlm.cells import ACTIVATIONS, CELLS
@@ -137,10 +136,10 @@ def load_yaml(path: str) -> dict:
     """Read a YAML mapping of options with yaml.safe_load."""
     import yaml
 
-    if not os.path.exists(path):
-        raise ConfigError(f"config file not found: {path}")
+    from charlm.files import open_user_file
+
     try:
-        with open(path, "rb") as f:
+        with open_user_file(path, "config file", ConfigError) as f:
             data = yaml.safe_load(f)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

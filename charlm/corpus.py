@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import sys
 from dataclasses import dataclass
 from typing import Iterator
@@ -20,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from charlm.errors import CorpusError
+from charlm.files import open_user_file
 from charlm.vocab import EOS_ID, Vocab, code_points, count_code_points
 
 CHUNK_BYTES = 1 << 20
@@ -31,14 +31,7 @@ def _open_binary(path):
         return io.BytesIO(bytes(path)), True
     if path == "-":
         return sys.stdin.buffer, False
-    if not os.path.exists(path):
-        raise CorpusError(f"corpus not found: {path}")
-    if os.path.isdir(path):
-        raise CorpusError(f"corpus is a directory, not a file: {path}")
-    try:
-        return open(path, "rb"), True
-    except OSError as e:
-        raise CorpusError(f"cannot read corpus {path}: {e.strerror}") from None
+    return open_user_file(path, "corpus", CorpusError), True
 
 
 def _line_ends(data: bytes, after_cr: bool) -> int:

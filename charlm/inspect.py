@@ -70,7 +70,8 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     console.print(t)
     if show_curve:
         hist = (ck.train_state or {}).get("history") or []
-        train = [(h["step"], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
-        val = [(h["step"], h["val_bpc"]) for h in hist]
-        console.print("bits/char against step")
-        console.print(curve(train, val), markup=False, highlight=False)
+        for axis, key in (("step", "step"), ("training seconds", "seconds")):
+            train = [(h[key], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
+            val = [(h[key], h["val_bpc"]) for h in hist]
+            console.print(f"bits/char against {axis}")
+            console.print(curve(train, val), markup=False, highlight=False)

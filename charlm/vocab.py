@@ -17,7 +17,6 @@ and a binary search in the sorted kept code points gives each id.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +175,7 @@ def build_vocab(counts: np.ndarray, min_count: int = 1, max_size: int | None = N
 
 def save_vocab(vocab: Vocab, path: str) -> None:
     """Write the vocabulary as JSON, atomically."""
-    from charlm.atomic import atomic_write_bytes
+    from charlm.files import atomic_write_bytes
 
     text = json.dumps(vocab.to_json(), ensure_ascii=True, indent=1)
     atomic_write_bytes(path, (text + "\n").encode("ascii"))
@@ -202,12 +201,10 @@ def vocab_from_json(data) -> Vocab:
 
 def load_vocab(path: str) -> Vocab:
     """Read and validate a vocabulary JSON file."""
-    if not os.path.exists(path):
-        raise VocabError(f"vocabulary file not found: {path}")
-    if os.path.isdir(path):
-        raise VocabError(f"vocabulary path is a directory: {path}")
+    from charlm.files import open_user_file
+
     try:
-        with open(path, "rb") as f:
+        with open_user_file(path, "vocabulary file", VocabError) as f:
             data = json.loads(f.read().decode("utf-8"))
     except UnicodeDecodeError as e:
         raise VocabError(f"vocabulary file {path} is not UTF-8 text (byte {e.start})") from None

@@ -12,7 +12,6 @@ import select
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from charlm import checkpoint

@@ -1,17 +1,41 @@
-"""Atomic file writes: a temporary file beside the target, fsync, rename.
+"""Files at the edge: opening what the user names, and atomic writes.
 
-A reader (or a crash at any moment) sees either the old file or the new one,
-never a partial write.  A failed write leaves the old file untouched and
-raises a one-line :class:`CharlmError`.
+Opening: a missing path, a directory, or an unreadable file is a one-line
+error of the caller's kind (CorpusError, VocabError, ...), naming the path.
+
+Writing: a temporary file beside the target, fsync, rename.  A reader (or a
+crash at any moment) sees either the old file or the new one, never a
+partial write.  A failed write leaves the old file untouched and raises a
+one-line :class:`CharlmError`.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 import tempfile
-from typing import Callable, BinaryIO
+from typing import BinaryIO, Callable
 
 from charlm.errors import CharlmError
+
+
+def open_user_file(path: str, what: str, error: type[CharlmError] = CharlmError, hint: str = "") -> BinaryIO:
+    """Open a file the user named, for reading bytes; refuse clearly what cannot be read.
+
+    `what` names the file in messages ("corpus", "checkpoint", ...); `hint`
+    is appended to the not-found message.  "-" is standard input.
+    """
+    if path == "-":
+        return io.BytesIO(sys.stdin.buffer.read())
+    if not os.path.exists(path):
+        raise error(f"{what} not found: {path}{hint}")
+    if os.path.isdir(path):
+        raise error(f"{what} is a directory, not a file: {path}")
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
 
 
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:

@@ -1,0 +1,59 @@
+"""`-` reads standard input wherever a file is accepted: corpus, --file, --prime-file, checkpoint, --vocab, --config."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from charlm import checkpoint
+from charlm.cli import app
+from charlm.config import Config
+from charlm.train import load_corpus, train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("stdin")
+    corpus = d / "c.txt"
+    corpus.write_text("abc abd\nabe\n" * 40)
+    cfg = Config(hidden_size=8, num_layers=1, batch_size=2, seq_len=8, steps=12, eval_every=6).validate()
+    ck, _ = train(cfg, load_corpus(str(corpus), cfg))
+    path = d / "m.npz"
+    checkpoint.save(ck, str(path))
+    return d, str(path), str(corpus)
+
+
+def test_checkpoint_from_stdin(trained):
+    _, path, _ = trained
+    with open(path, "rb") as f:
+        data = f.read()
+    r = runner.invoke(app, ["info", "-", "--json"], input=data)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["cell"] == "lstm"
+    r = runner.invoke(app, ["score", "-c", "-", "--json", "abc"], input=data)
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["num_tokens"] == 4
+
+
+def test_vocab_and_config_from_stdin(trained, tmp_path):
+    d, _, corpus = trained
+    vocab_path = tmp_path / "v.json"
+    assert runner.invoke(app, ["build-vocab", corpus, "-o", str(vocab_path)]).exit_code == 0
+    out = tmp_path / "m.npz"
+    r = runner.invoke(app, ["train", corpus, "--vocab", "-", "--steps", "2", "--hidden-size", "4", "--num-layers", "1",
+                            "-c", str(out)], input=vocab_path.read_bytes())
+    assert r.exit_code == 0, r.stderr
+    assert checkpoint.load(str(out)).vocab.tokens[2:] == tuple(" abcde")
+    r = runner.invoke(app, ["train", corpus, "--config", "-", "-c", str(out)],
+                      input=b"steps: 2\nhidden_size: 4\nnum_layers: 1\ncell: gru\n")
+    assert r.exit_code == 0, r.stderr
+    assert checkpoint.load(str(out)).config.cell == "gru"
+
+
+def test_info_curve_against_step_and_time(trained):
+    _, path, _ = trained
+    r = runner.invoke(app, ["info", path, "--curve"])
+    assert r.exit_code == 0, r.stderr
+    assert "bits/char against step" in r.stdout and "bits/char against training seconds" in r.stdout
