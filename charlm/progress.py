@@ -79,7 +79,7 @@ class TrainReporter:
         if self.budget.total_steps:
             parts.append(f"{self.budget.total_steps:,} steps")
         if self.budget.max_time:
-            parts.append(f"{fmt_seconds(self.budget.max_time)}")
+            parts.append(f"{fmt_seconds(self.budget.max_time)} of training steps (validation adds a little)")
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
         self.console.print(
             f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
