@@ -283,14 +283,15 @@ def train(
         previous = ckpt_io.load(path)
         if not previous.resumable:
             fail(f"{path} holds no resume state (it was not saved by `charlm train`)")
+        from charlm.config import load_yaml
+
         cfg = dataclasses.replace(previous.config)  # a copy: check_resume compares it with the saved one
-        cfg.update({k: v for k, v in flags.items() if v is not None}, source="option")
-        if config:
-            from charlm.config import load_yaml
-            cfg.update(load_yaml(config), source=config)
-            cfg.update({k: v for k, v in flags.items() if v is not None}, source="option")
+        from_yaml = load_yaml(config) if config else {}
+        from_flags = {k: v for k, v in flags.items() if v is not None}
+        cfg.update(from_yaml, source=config or "config")
+        cfg.update(from_flags, source="option")  # flags override the file
         cfg.validate()
-        given = {k for k, v in flags.items() if v is not None}
+        given = {str(k).replace("-", "_") for k in from_yaml} | set(from_flags)
     else:
         cfg = build_config(config, flags)
         given = set()

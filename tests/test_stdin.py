@@ -57,3 +57,17 @@ def test_info_curve_against_step_and_time(trained):
     r = runner.invoke(app, ["info", path, "--curve"])
     assert r.exit_code == 0, r.stderr
     assert "bits/char against step" in r.stdout and "bits/char against training seconds" in r.stdout
+
+
+def test_resume_takes_an_option_changed_in_the_yaml_file(trained, tmp_path):
+    """On --resume, a learning rate set in --config counts as asked for explicitly (and is reported)."""
+    _, _, corpus = trained
+    out = tmp_path / "r.npz"
+    base = ["--hidden-size", "4", "--num-layers", "1", "--batch-size", "2", "--seq-len", "8", "-c", str(out)]
+    assert runner.invoke(app, ["train", corpus, "--steps", "3", *base]).exit_code == 0
+    cfg = tmp_path / "more.yaml"
+    cfg.write_text("lr: 0.0005\n")
+    r = runner.invoke(app, ["train", corpus, "--steps", "5", "--resume", "--config", str(cfg), *base])
+    assert r.exit_code == 0, r.stderr
+    assert "lr: 0.002 -> 0.0005" in r.stderr
+    assert checkpoint.load(str(out)).config.lr == 0.0005
