@@ -24,6 +24,10 @@ How the time loops are kept cheap (the equations are unchanged):
   loop, and dW_hh is one matmul over all steps after it.
 
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
+
+`keep` (optional, (T, B, 1) of 0/1) resets the state: at a step where
+keep[t] is 0 the previous state of that row is taken as zero (a new
+sequence starts there; its gradient stops there too).
 """
 
 from __future__ import annotations
@@ -76,24 +80,26 @@ def _half_affine(x: np.ndarray) -> None:
 # Vanilla RNN:  h<t> = act(W_ih x<t> + W_hh h<t-1> + b)
 # ----------------------------------------------------------------------------
 
-def rnn_forward(gx, state0, W_hh, activation="tanh"):
+def rnn_forward(gx, state0, W_hh, activation="tanh", keep=None):
     """Vanilla RNN over T steps; `activation` is "tanh" or "relu"."""
     T, B, H = gx.shape
     WT = np.ascontiguousarray(W_hh.T)
     hs = np.empty((T, B, H), dtype=gx.dtype)
     h = state0[0]
     for t in range(T):
+        if keep is not None:
+            h = h * keep[t]                    # a new sequence starts from zero
         a = np.dot(h, WT, out=hs[t])           # W_hh h<t-1>
         a += gx[t]                             # + W_ih x<t> + b
         if activation == "tanh":
             h = np.tanh(a, out=a)
         else:
             h = np.maximum(a, 0, out=a)
-    return hs, (h,), (hs, state0[0], W_hh, activation)
+    return hs, (h,), (hs, state0[0], W_hh, activation, keep)
 
 
 def rnn_backward(dhs, dstate_final, cache):
-    hs, h0, W_hh, activation = cache
+    hs, h0, W_hh, activation, keep = cache
     T, B, H = hs.shape
     # local derivative of the activation, for all steps: tanh' = 1 - h², relu' = [h > 0]
     da = (1.0 - hs * hs) if activation == "tanh" else (hs > 0).astype(hs.dtype)
@@ -102,7 +108,9 @@ def rnn_backward(dhs, dstate_final, cache):
         dh_next += dhs[t]                      # dh<t> = dL/dh<t> + from step t+1
         da[t] *= dh_next                       # da<t> = dh<t> · act'
         np.matmul(da[t], W_hh, out=dh_next)    # to h<t-1>: W_hhᵀ da<t>
-    dW_hh = _matmul_with_previous(da, h0, hs)
+        if keep is not None:
+            dh_next *= keep[t]
+    dW_hh = _matmul_with_previous(da if keep is None else da * keep, h0, hs)
     return da, (dh_next,), dW_hh
 
 
@@ -120,7 +128,7 @@ def rnn_step(gx_t, state, W_hhT, activation="tanh"):
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(gx, state0, W_hh, activation=None):
+def lstm_forward(gx, state0, W_hh, activation=None, keep=None):
     T, B, G = gx.shape
     H = G // 4
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
@@ -134,6 +142,8 @@ def lstm_forward(gx, state0, W_hh, activation=None):
     tmp = np.empty((B, H), dtype=gx.dtype)
     h, c = state0
     for t in range(T):
+        if keep is not None:
+            h, c = h * keep[t], c * keep[t]       # a new sequence starts from zero
         a = np.multiply(gx[t], scale, out=gates[t])
         a += np.dot(h, WT, out=buf)               # pre-activations (σ blocks halved)
         np.tanh(a, out=a)                         # tanh(g); tanh(x/2) for i, f, o
@@ -145,11 +155,11 @@ def lstm_forward(gx, state0, W_hh, activation=None):
         tc = np.tanh(c_t, out=tcs[t])
         h = np.multiply(o, tc, out=hs[t])         # h = σ(o)·tanh(c)
         c = c_t
-    return hs, (h, c), (gates, cs, tcs, hs, state0, W_hh)
+    return hs, (h, c), (gates, cs, tcs, hs, state0, W_hh, keep)
 
 
 def lstm_backward(dhs, dstate_final, cache):
-    gates, cs, tcs, hs, (h0, c0), W_hh = cache
+    gates, cs, tcs, hs, (h0, c0), W_hh, keep = cache
     T, B, H = hs.shape
     g4 = gates.reshape(T, B, 4, H)
     da = np.empty_like(gates)
@@ -166,6 +176,8 @@ def lstm_backward(dhs, dstate_final, cache):
         i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
         tc = tcs[t]
         c_prev = cs[t - 1] if t > 0 else c0
+        if keep is not None:
+            c_prev = c_prev * keep[t]
         da_i, da_f, da_g, da_o = da4[t, :, 0], da4[t, :, 1], da4[t, :, 2], da4[t, :, 3]
         dh += dhs[t]                                                  # dh<t>
         # dc<t> = dc from step t+1 + dh·σ(o)·(1 - tanh²(c))
@@ -181,7 +193,10 @@ def lstm_backward(dhs, dstate_final, cache):
         np.multiply(g, g, out=da_g); np.subtract(1.0, da_g, out=da_g); da_g *= i; da_g *= dc
         dc *= f                                                       # to c<t-1>: σ(f)·dc
         np.matmul(da[t], W_hh, out=dh)                                # to h<t-1>: W_hhᵀ da<t>
-    dW_hh = _matmul_with_previous(da, h0, hs)
+        if keep is not None:
+            dh *= keep[t]
+            dc *= keep[t]
+    dW_hh = _matmul_with_previous(da if keep is None else da * keep, h0, hs)
     return da, (dh, dc), dW_hh
 
 
@@ -210,7 +225,7 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 #   h<t> = (1 - z)·n + z·h<t-1>
 # ----------------------------------------------------------------------------
 
-def gru_forward(gx, state0, W_hh, activation=None):
+def gru_forward(gx, state0, W_hh, activation=None, keep=None):
     T, B, G = gx.shape
     H = G // 3
     WrzT = np.ascontiguousarray(W_hh[: 2 * H].T) * 0.5    # σ via tanh(x/2)
@@ -223,6 +238,8 @@ def gru_forward(gx, state0, W_hh, activation=None):
     bufn = np.empty((B, H), dtype=gx.dtype)
     (h,) = state0
     for t in range(T):
+        if keep is not None:
+            h = h * keep[t]                                # a new sequence starts from zero
         np.multiply(gx[t], scale, out=gates[t])
         rz = gates[t, :, : 2 * H]
         rz += np.dot(h, WrzT, out=buf)
@@ -236,11 +253,11 @@ def gru_forward(gx, state0, W_hh, activation=None):
         h_t *= z
         h_t += n
         h = h_t
-    return hs, (h,), (gates, rhs, hs, state0[0], W_hh)
+    return hs, (h,), (gates, rhs, hs, state0[0], W_hh, keep)
 
 
 def gru_backward(dhs, dstate_final, cache):
-    gates, rhs, hs, h0, W_hh = cache
+    gates, rhs, hs, h0, W_hh, keep = cache
     T, B, H = hs.shape
     W_hrz, W_hn = W_hh[: 2 * H], W_hh[2 * H:]
     da = np.empty_like(gates)
@@ -250,6 +267,8 @@ def gru_backward(dhs, dstate_final, cache):
     for t in reversed(range(T)):
         r, z, n = gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:]
         h_prev = hs[t - 1] if t > 0 else h0
+        if keep is not None:
+            h_prev = h_prev * keep[t]
         da_r, da_z, da_n = da[t, :, :H], da[t, :, H:2 * H], da[t, :, 2 * H:]
         dh += dhs[t]                                                  # dh<t>
         # da_n = dh·(1 - z)·(1 - n²)
@@ -263,8 +282,11 @@ def gru_backward(dhs, dstate_final, cache):
         dh *= z                                                       # to h<t-1>: z·dh
         dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
         dh += np.matmul(da[t, :, : 2 * H], W_hrz, out=tmp)            #   + W_hrzᵀ [da_r da_z]
+        if keep is not None:
+            dh *= keep[t]
+    da_rz = da[:, :, : 2 * H] if keep is None else da[:, :, : 2 * H] * keep
     dW_hh = np.concatenate((
-        _matmul_with_previous(da[:, :, : 2 * H], h0, hs),
+        _matmul_with_previous(da_rz, h0, hs),
         _matmul_over_time(da[:, :, 2 * H:], rhs),
     ))
     return da, (dh,), dW_hh

@@ -62,7 +62,8 @@ class Checkpoint:
 
 
 def arch_of(cfg: Config, vocab_size: int) -> Arch:
-    return Arch(cfg.cell, vocab_size, cfg.hidden_size, cfg.num_layers, cfg.activation)
+    return Arch(cfg.cell, vocab_size, cfg.hidden_size, cfg.num_layers, cfg.activation,
+                reset_at_eos=cfg.line_state == "reset")
 
 
 def default_path() -> str:

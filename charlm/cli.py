@@ -236,6 +236,7 @@ def train(
     activation: Annotated[Optional[str], typer.Option(help="rnn activation: tanh or relu. [default: tanh]", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. [default: 0]", show_default=False)] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 or float64. [default: float32]", show_default=False)] = None,
+    line_state: Annotated[Optional[str], typer.Option(help="reset: each line is its own sequence (state restarts after <EOS>); carry: the state flows across lines; auto: reset for a list of items (no blank lines), else carry. [default: auto]", show_default=False)] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Time steps of truncated BPTT. [default: 64]", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per batch. [default: 32]", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: 0.002]", show_default=False)] = None,
@@ -271,7 +272,7 @@ def train(
     from charlm.vocab import load_vocab
 
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout,
-                 dtype=dtype, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                 dtype=dtype, line_state=line_state, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                  weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
                  clip=clip, clip_value=clip_value, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,

@@ -17,6 +17,7 @@ from charlm.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "adagrad")
 SCHEDULES = ("cosine", "constant")
+LINE_STATES = ("auto", "reset", "carry")
 DTYPES = ("float32", "float64")
 DEFAULT_MAX_TIME = 180.0  # seconds, used when no --steps/--epochs/--max-time is given
 
@@ -30,6 +31,7 @@ class Config:
     activation: str = "tanh"        # rnn only: tanh | relu
     dropout: float = 0.0            # between layers and before the head (training only)
     dtype: str = "float32"          # float32 | float64
+    line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
     # data
     seq_len: int = 64               # T, steps of truncated BPTT
     batch_size: int = 32            # B, parallel streams through the corpus
@@ -84,6 +86,7 @@ class Config:
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")
+        need(self.line_state in LINE_STATES, "line_state", f"must be one of {', '.join(LINE_STATES)}")
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")

@@ -24,6 +24,7 @@ import numpy as np
 
 from charlm import cells
 from charlm.cells import NUM_GATES
+from charlm.vocab import EOS_ID
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Arch:
     hidden_size: int
     num_layers: int
     activation: str = "tanh"
+    reset_at_eos: bool = False  # each line its own sequence: the state restarts from zero after <EOS>
 
     @property
     def gates(self) -> int:
@@ -143,6 +145,13 @@ def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | No
             for _ in range(arch.num_layers)]
 
 
+def state_keep(arch: Arch, x: np.ndarray, dtype) -> np.ndarray | None:
+    """(T, B, 1): 0 where the input is <EOS> and lines are independent sequences, else 1."""
+    if not arch.reset_at_eos:
+        return None
+    return (x != EOS_ID)[..., None].astype(dtype)
+
+
 def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     """Run the stack over token ids `x` (T, B).
 
@@ -150,11 +159,12 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     for `backward`.  `masks[l]` (optional) multiplies the output of layer l.
     """
     forward_cell = cells.FORWARD[arch.cell]
+    keep = state_keep(arch, x, params["head.weight"].dtype)
     inp = x
     caches, final = [], []
     for l in range(arch.num_layers):
         gx = input_projection(params, l, inp)
-        hs, state_l, cache = forward_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation)
+        hs, state_l, cache = forward_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation, keep)
         out = hs if masks is None else hs * masks[l]
         caches.append((inp, cache))
         final.append(state_l)
@@ -254,6 +264,9 @@ def step(params, arch: Arch, ids: np.ndarray, state, weights: dict | None = None
     """
     w = weights if weights is not None else step_weights(params)
     step_cell = cells.STEP[arch.cell]
+    if arch.reset_at_eos:  # a row whose input is <EOS> starts a new sequence from the zero state
+        keep = (ids != EOS_ID)[:, None].astype(w["head.weight"].dtype)
+        state = [tuple(s * keep for s in layer) for layer in state]
     inp = ids
     new_state = []
     for l in range(arch.num_layers):

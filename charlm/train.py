@@ -33,7 +33,7 @@ from charlm.score import LN2, document_log_prob_streams
 from charlm.vocab import Vocab, build_vocab
 
 # options that define the run; resuming with a different value is refused
-FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "seq_len", "batch_size",
+FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "line_state", "seq_len", "batch_size",
                  "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors")
 
 
@@ -238,6 +238,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
     the weights are never updated with a non-finite gradient.
     """
+    if cfg.line_state == "auto":  # a list of items (no blank lines): each line is its own sequence
+        cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
     arch = arch_of(cfg, len(corpus.vocab))
     N = len(corpus.train_ids)
     B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)

@@ -135,10 +135,10 @@ def test_negative_control_a_broken_gradient_fails_the_check():
 
     def truncated_backward(dhs, dstate_final, cache):
         # wrong on purpose: no gradient through time (each step treated alone)
-        gates, cs, tcs, hs, (h0, c0), W_hh = cache
+        gates, cs, tcs, hs, (h0, c0), W_hh, keep = cache
         da, ds0, dW = original(dhs, dstate_final, cache)
         zero_W = np.zeros_like(W_hh)
-        da2, _, dW2 = original(dhs, dstate_final, (gates, cs, tcs, hs, (h0, c0), zero_W))
+        da2, _, dW2 = original(dhs, dstate_final, (gates, cs, tcs, hs, (h0, c0), zero_W, keep))
         return da2, ds0, dW2
 
     logits, _, cache = forward(params, arch, x, state)
@@ -160,3 +160,21 @@ def test_negative_control_a_scaled_gradient_fails_the_check():
     num = numeric_grad(lambda: loss_fn(params, arch, x, y, state), params["head.weight"])
     assert rel_error(grads["head.weight"], num) < TOL
     assert rel_error(grads["head.weight"] * 1.01, num) > 1e-3
+
+
+@pytest.mark.parametrize("cell,activation", CASES)
+def test_gradients_with_the_state_reset_at_eos(cell, activation):
+    """Lines as independent sequences: the state restarts at every <EOS> input; BPTT must agree."""
+    rng, arch, params, x, y, state = setup(cell, 2, activation, T=7, seed=2)
+    arch = Arch(cell, arch.vocab_size, arch.hidden_size, 2, activation, reset_at_eos=True)
+    x[2, 0] = x[5, 1] = x[0, 2] = 0  # <EOS> inputs at various places, including the first step
+    logits, _, cache = forward(params, arch, x, state)
+    grads, dstate0 = backward(params, arch, summed_dlogits(logits, y), cache)
+    f = lambda: loss_fn(params, arch, x, y, state)
+    for name in params:
+        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
+    for l in range(2):
+        for k, s in enumerate(state[l]):
+            num = numeric_grad(f, s)
+            assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
+            assert np.all(num[2] == 0) and np.all(dstate0[l][k][2] == 0)  # batch row 2 restarts at t = 0

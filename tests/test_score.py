@@ -172,3 +172,33 @@ def test_document_streams_with_short_burn_in_are_close_and_count_every_token_onc
     # a piece without burn-in scores with less context: a different (here worse or equal) total
     cold, _ = document_log_prob_streams(params, arch, ids, streams=7, burn_in=0, chunk=50)
     assert abs(cold - exact) > abs(approx - exact)
+
+
+def test_with_lines_as_sequences_a_document_is_the_sum_of_its_lines():
+    """reset_at_eos: the state restarts after every <EOS>, so each line is scored as `score` scores a sentence."""
+    vocab = Vocab(("<EOS>", "<UNK>", "a", "b", "c"))
+    arch = Arch("gru", len(vocab), 5, 2, reset_at_eos=True)
+    params = init_params(arch, np.random.default_rng(8), "float64")
+    lines = ["ab", "c", "abca", "b"]
+    doc, n = document_log_prob(params, arch, vocab.encode("\n".join(lines) + "\n"))
+    parts = score_sentences(params, arch, vocab, lines)
+    assert n == sum(p.num_tokens for p in parts)
+    assert abs(doc - sum(p.log_prob for p in parts)) < 1e-9 * abs(doc)
+    carried = Arch("gru", len(vocab), 5, 2)  # the same weights with the state carried across lines
+    other, _ = document_log_prob(params, carried, vocab.encode("\n".join(lines) + "\n"))
+    assert abs(other - doc) > 1e-6
+
+
+def test_training_chooses_line_state_from_the_corpus(tmp_path):
+    from charlm.config import Config
+    from charlm.train import load_corpus, train
+
+    items = tmp_path / "items.txt"
+    items.write_text("Anna\nBob\nCarl\n" * 30)
+    prose = tmp_path / "prose.txt"
+    prose.write_text("It was a dark night.\n\nThe end came soon.\n" * 30)
+    for path, expected in ((items, "reset"), (prose, "carry")):
+        cfg = Config(hidden_size=4, num_layers=1, batch_size=2, seq_len=8, steps=1).validate()
+        ck, _ = train(cfg, load_corpus(str(path), cfg))
+        assert ck.config.line_state == expected
+        assert ck.arch.reset_at_eos == (expected == "reset")
