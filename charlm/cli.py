@@ -466,6 +466,10 @@ def score(
         fail("--weights must be best or last")
     if batch_size < 1:
         fail("--batch-size must be at least 1")
+    if show and as_json:
+        fail("give --show (a picture) or --json (for scripts), not both")
+    if show and document:
+        fail("--show explains sentences; it does not combine with --document")
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.best_params if (weights == "best" and ck.best_params is not None) else ck.params
     sentences = list(sentences or [])
@@ -497,8 +501,6 @@ def score(
     if show:
         from charlm.score import explain
 
-        if document:
-            fail("--show explains sentences; it does not combine with --document")
         out.print(heat_legend())
         for r in results:
             out.print(heat_map(explain(params, ck.arch, ck.vocab, r.text)))

@@ -71,3 +71,22 @@ def test_resume_takes_an_option_changed_in_the_yaml_file(trained, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "lr: 0.002 -> 0.0005" in r.stderr
     assert checkpoint.load(str(out)).config.lr == 0.0005
+
+
+def test_score_show_draws_a_heat_map_readable_without_colour(trained, tmp_path):
+    _, path, _ = trained
+    r = runner.invoke(app, ["score", "-c", path, "--show", "abc", "zzz"], env={"NO_COLOR": "1"})
+    assert r.exit_code == 0, r.stderr
+    out = r.stdout
+    assert "surprisal (bits)" in out                      # the legend
+    lines = out.splitlines()
+    i = lines.index("abc⏎")                               # the sentence, then one digit per token
+    assert len(lines[i + 1]) == 4 and lines[i + 1].isdigit()
+    assert "the model expected" in out and "%" in out     # least expected characters with alternatives
+    f = tmp_path / "s.txt"
+    f.write_text("ab\nabd\n")
+    r = runner.invoke(app, ["score", "-c", path, "--show", "--file", str(f)])
+    assert r.exit_code == 0 and "abd⏎" in r.stdout
+    for bad in (["--json"], ["--document", "--file", str(f)]):
+        r = runner.invoke(app, ["score", "-c", path, "--show", *bad] + ([] if "--file" in bad else ["abc"]))
+        assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1
