@@ -10,7 +10,9 @@ and runs, so every comparison is a ratio measured in the same run:
 - the fraction of this machine's float32 matmul rate that training reaches;
 - sampling chars/s (batch 1) beside the PyTorch sampling peer;
 - scoring chars/s for 10,000 sentences, and the time of `score --document`
-  on 1 M characters.
+  on 1 M characters;
+- on the shipped names, the share of sampled names that are not copies of a
+  training line.
 """
 
 from __future__ import annotations
@@ -200,6 +202,27 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = 10_00
     return chars / dt, time.perf_counter() - t0, len(doc)
 
 
+def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
+    """Train on the shipped names for `seconds`, sample `num` names; (fraction not in the corpus, val bits/char)."""
+    from charlm.sample import generate
+    from charlm.train import load_corpus, train
+
+    path = Path(__file__).resolve().parents[1] / "corpora" / "names.txt"
+    if not path.exists():
+        return float("nan"), float("nan")
+    cfg = Config(max_time=seconds).validate()
+    corpus = load_corpus(str(path), cfg)
+    ck, _ = train(cfg, corpus)
+    names = set(path.read_text(encoding="utf-8").split("\n"))
+    rows = [[] for _ in range(num)]
+    for ids, active, _ in generate(ck.best_params or ck.params, ck.arch, np.random.default_rng(0), num, 40, 1.0):
+        for n in np.flatnonzero(active & (ids != 0)):
+            rows[n].append(int(ids[n]))
+    samples = [ck.vocab.decode(r) for r in rows]
+    new = sum(1 for x in samples if x and x not in names)
+    return new / num, ck.meta["best_val_bpc"]
+
+
 def run_peer(python: str, script: str, args: list[str], timeout: float = 600) -> float | None:
     """chars/s reported by a peer script (its RESULT line or JSON), None if it failed."""
     try:
@@ -289,6 +312,10 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
     figures.append(Figure("score --file, 10,000 lines, lstm 2×256", scs, train_lstm, "charlm training"))
     figures.append(Figure(f"score --document, {doc_n:,} chars, lstm 2×256", doc_n / doc_s, None,
                           note=f"{doc_s:.1f} s"))
+    progress("names: train for a while, sample 500, count the new ones")
+    new, bpc = names_novelty(seconds * 2)
+    figures.append(Figure(f"names ({seconds * 2:.0f} s of training): sampled names not in the corpus", 100 * new,
+                          unit="%", note=f"validation {bpc:.3f} bits/char"))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": f"{os.cpu_count()} cores, numpy {np.__version__}",
@@ -311,7 +338,8 @@ def render(result: dict):
     for f in result["figures"]:
         peer = f"{f['peer']:,.0f} ({f['peer_name']})" if f["peer"] else "–"
         ratio = f"{f['ratio']:.2f}×" if f["ratio"] else "–"
-        t.add_row(f["label"], f"{f['charlm']:,.0f} {f['unit']}", peer, ratio, f["note"])
+        value = f"{f['charlm']:.1f} %" if f["unit"] == "%" else f"{f['charlm']:,.0f} {f['unit']}"
+        t.add_row(f["label"], value, peer, ratio, f["note"])
     rates = result["matmul_gflops"]
     caption = (f"float32 matmul: {rates['2048x2048x2048']:.0f} GFLOP/s (2048²), "
                f"{rates['32x512x1024']:.0f} GFLOP/s ((32×512)·(512×1024)); data: {result['data']}")
