@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from charlm import __version__
 from charlm import checkpoint as ckpt_io
 from charlm.cli import app
+from charlm.config import Config
 
 runner = CliRunner()
 
@@ -547,11 +548,12 @@ def test_score_nothing_to_score(trained):
 
 def test_info(trained):
     _, _, ck = trained
+    default_cell = Config().cell  # `trained` used the default cell
     r = ok(invoke("info", ck))
-    assert "lstm" in r.stdout and "16" in r.stdout
+    assert default_cell in r.stdout and "16" in r.stdout
     r = ok(invoke("info", ck, "--json"))
     d = json.loads(r.stdout)
-    assert d["cell"] == "lstm" and d["hidden_size"] == 16 and d["num_layers"] == 1
+    assert d["cell"] == default_cell and d["hidden_size"] == 16 and d["num_layers"] == 1
     assert d["steps"] == 20 and d["resumable"] is True
     assert d["vocab_size"] == 2 + len(set("".join(NAMES)))
     r = ok(invoke("info", ck, "--curve"))
