@@ -44,11 +44,6 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * np.tanh(0.5 * x) + 0.5
 
 
-def _previous(state0_h: np.ndarray, hs: np.ndarray) -> np.ndarray:
-    """h<t-1> for every t: the initial state followed by hs[:-1]."""
-    return np.concatenate((state0_h[None], hs[:-1]), axis=0)
-
-
 def _matmul_with_previous(da: np.ndarray, h0: np.ndarray, hs: np.ndarray) -> np.ndarray:
     """Σ_t da[t]ᵀ h<t-1> without building the shifted copy of hs: two matmuls."""
     out = da[0].T @ h0
