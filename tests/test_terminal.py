@@ -157,3 +157,15 @@ def test_sample_into_a_closed_pipe_is_quiet(ckpt_path):
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert proc.returncode == 0
+
+
+def test_the_installed_console_script_pipes_cleanly(ckpt_path):
+    """The `charlm` script that `pip install` put beside this Python, as a user runs it."""
+    script = os.path.join(os.path.dirname(sys.executable), "charlm")
+    assert os.path.exists(script), "charlm is not installed in this environment"
+    r = subprocess.run([script, "score", "-c", ckpt_path, "--json", "Anna"], capture_output=True, text=True,
+                       timeout=60, env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["text"] == "Anna" and not ANSI.search(r.stdout)
+    r = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("charlm ")
