@@ -215,7 +215,7 @@ def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
     ck, _ = train(cfg, corpus)
     names = set(path.read_text(encoding="utf-8").split("\n"))
     rows = [[] for _ in range(num)]
-    for ids, active, _ in generate(ck.best_params or ck.params, ck.arch, np.random.default_rng(0), num, 40, 1.0):
+    for ids, active, _ in generate(ck.weights("best"), ck.arch, np.random.default_rng(0), num, 40, 1.0):
         for n in np.flatnonzero(active & (ids != 0)):
             rows[n].append(int(ids[n]))
     samples = [ck.vocab.decode(r) for r in rows]

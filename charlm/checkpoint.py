@@ -56,6 +56,12 @@ class Checkpoint:
     def arch(self) -> Arch:
         return arch_of(self.config, len(self.vocab))
 
+    def weights(self, which: str = "best") -> dict:
+        """The parameters to use: "best" (best validation, if kept) or "last" (end of training)."""
+        if which not in ("best", "last"):
+            raise CharlmError(f"--weights must be best or last, not {which!r}")
+        return self.best_params if which == "best" and self.best_params is not None else self.params
+
     @property
     def resumable(self) -> bool:
         return self.train_state is not None and self.optim_state is not None

@@ -374,8 +374,6 @@ def sample(
         fail("--top-p must be in (0, 1]")
     if seed is not None and seed < 0:
         fail("--seed must be non-negative")
-    if weights not in ("best", "last"):
-        fail("--weights must be best or last")
     if prime is not None and prime_file is not None:
         fail("give --prime or --prime-file, not both")
     ck = ckpt_io.load(checkpoint_path(checkpoint))
@@ -385,7 +383,7 @@ def sample(
     if prime_file is not None:
         from charlm.corpus import iter_text
         prime = "".join(iter_text(read_source(prime_file)))
-    params = ck.best_params if (weights == "best" and ck.best_params is not None) else ck.params
+    params = ck.weights(weights)
     prime_ids = None
     if prime:
         prime_ids = ck.vocab.encode(prime)
@@ -462,8 +460,6 @@ def score(
     from charlm.corpus import encode_corpus, read_lines
     from charlm.score import score_document, score_sentences
 
-    if weights not in ("best", "last"):
-        fail("--weights must be best or last")
     if batch_size < 1:
         fail("--batch-size must be at least 1")
     if show and as_json:
@@ -471,7 +467,7 @@ def score(
     if show and document:
         fail("--show explains sentences; it does not combine with --document")
     ck = ckpt_io.load(checkpoint_path(checkpoint))
-    params = ck.best_params if (weights == "best" and ck.best_params is not None) else ck.params
+    params = ck.weights(weights)
     sentences = list(sentences or [])
     if document:
         if file is None:

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from charlm.checkpoint import VERSION, Checkpoint
 from charlm.model import num_params
-from charlm.render import curve, fmt_count, fmt_seconds
+from charlm.render import fmt_count, fmt_seconds, history_curve
 
 
 def describe(ck: Checkpoint, path: str) -> dict:
@@ -71,7 +71,5 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     if show_curve:
         hist = (ck.train_state or {}).get("history") or []
         for axis, key in (("step", "step"), ("training seconds", "seconds")):
-            train = [(h[key], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
-            val = [(h[key], h["val_bpc"]) for h in hist]
             console.print(f"bits/char against {axis}")
-            console.print(curve(train, val), markup=False, highlight=False)
+            console.print(history_curve(hist, key), markup=False, highlight=False)

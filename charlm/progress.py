@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from charlm.render import curve, fmt_count, fmt_seconds
+from charlm.render import fmt_count, fmt_seconds, history_curve
 from charlm.score import LN2
 
 
@@ -170,7 +170,5 @@ class TrainReporter:
         self.console.print(t)
         hist = (ckpt.train_state or {}).get("history") or []
         if len(hist) >= 2:
-            train = [(h["step"], h["train_bpc"]) for h in hist if h.get("train_bpc") is not None]
-            val = [(h["step"], h["val_bpc"]) for h in hist]
             self.console.print("bits/char against step")
-            self.console.print(curve(train, val), markup=False, highlight=False)
+            self.console.print(history_curve(hist), markup=False, highlight=False)

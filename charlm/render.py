@@ -68,6 +68,13 @@ def score_table(scores, show_text_width: int = 40) -> Table:
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
 
+def history_curve(history: list[dict], x: str = "step") -> str:
+    """Training and validation bits/char of a run's evaluation history, against `x` ("step" or "seconds")."""
+    train = [(h[x], h["train_bpc"]) for h in history if h.get("train_bpc") is not None]
+    val = [(h[x], h["val_bpc"]) for h in history]
+    return curve(train, val)
+
+
 def curve(points: list[tuple[float, float]], other: list[tuple[float, float]] | None = None,
           width: int = 60, height: int = 12, labels=("train", "val")) -> str:
     """A line chart of y against x drawn with Unicode characters.

@@ -87,9 +87,7 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     active = np.ones(num, dtype=bool)
     for _ in range(length):
         ids = choose(logits, rng, temperature, top_k, top_p)
-        z = logits.astype(np.float64)
-        m = z.max(axis=-1)
-        logp = z[rows, ids] - m - np.log(np.exp(z - m[:, None]).sum(axis=-1))  # log softmax, chosen entries
+        logp = model.log_softmax(logits.astype(np.float64))[rows, ids]
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID
