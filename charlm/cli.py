@@ -447,6 +447,7 @@ def score(
     checkpoint: CheckpointOpt = None,
     file: Annotated[Optional[str], typer.Option("-f", "--file", help="Score each line of this file (- for stdin).", show_default=False)] = None,
     document: Annotated[bool, typer.Option("--document", help="Score the whole --file as one sequence (state carried over lines) and report totals.")] = False,
+    exact: Annotated[bool, typer.Option("--exact", help="With --document: read the file strictly in order, one character at a time (slower; the default reads it in checked pieces and gives the same number).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Show each sentence coloured by surprisal, with the least expected characters and the model's alternatives.")] = False,
     weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
@@ -466,6 +467,8 @@ def score(
         fail("give --show (a picture) or --json (for scripts), not both")
     if show and document:
         fail("--show explains sentences; it does not combine with --document")
+    if exact and not document:
+        fail("--exact applies to --document only (sentences are always scored exactly)")
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.weights(weights)
     sentences = list(sentences or [])
@@ -477,7 +480,7 @@ def score(
         ids = encode_corpus(read_source(file), ck.vocab)
         if len(ids) == 0:
             fail(f"{file} is empty")
-        results = [score_document(params, ck.arch, ck.vocab, ids, file)]
+        results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact)]
     else:
         if sentences == ["-"]:
             sentences = []

@@ -106,15 +106,40 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
     return results  # type: ignore[return-value]
 
 
-def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512) -> tuple[float, int]:
+def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exact: bool = False) -> tuple[float, int]:
     """Σ log P over a whole id stream (state carried across lines and chunks).
 
     The stream starts from input <EOS> and the zero state; each line end in
     `ids` is an <EOS> that is predicted too.  Returns (log_prob, num_tokens).
-    This is exact: one sequence, read in order.
+
+    With `exact` (or a short stream) the stream is read in order, one token
+    after another.  Otherwise it is read as pieces side by side, each piece
+    first re-reading the tokens before it (see `read_in_pieces`); the state
+    every piece starts from is checked against the state the piece before it
+    arrives with, and the result is used only if they agree everywhere
+    (within `JOINT_TOLERANCE`) — so both ways give the same number.
     """
     if len(ids) == 0:
         return 0.0, 0
+    pieces = min(MAX_PIECES, len(ids) // PIECE_TOKENS)
+    if not exact and pieces >= 2:
+        burn_in = BURN_IN
+        while burn_in <= MAX_BURN_IN:
+            log_prob, gap = read_in_pieces(params, arch, ids, pieces, burn_in)
+            if gap <= JOINT_TOLERANCE:
+                return log_prob, len(ids)
+            burn_in *= 2
+    return _read_in_order(params, arch, ids, chunk), len(ids)
+
+
+MAX_PIECES = 64          # read side by side
+PIECE_TOKENS = 4096      # at least this many tokens per piece
+BURN_IN = 512            # tokens each piece re-reads before its own stretch (doubled until the joints agree)
+MAX_BURN_IN = 4096
+JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at a joint
+
+
+def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int) -> float:
     inputs, targets = inputs_targets(ids)
     state = None
     total = 0.0
@@ -123,7 +148,52 @@ def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512) -> 
         y = targets[s:s + chunk].astype(np.intp)[:, None]
         logp, state = token_log_probs(params, arch, x, y, state)
         total += float(logp.sum())
-    return total, len(ids)
+    return total
+
+
+def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: int,
+                   chunk: int = 256) -> tuple[float, float]:
+    """The document log-likelihood read as `pieces` equal stretches side by side (a batch).
+
+    Piece 0 starts at the beginning, from the zero state and input <EOS>,
+    as the in-order reading does.  Piece k > 0 first reads the `burn_in`
+    tokens before its stretch, from the zero state, unscored.  A recurrent
+    state forgets where it started, so by the joint that state is the one
+    piece k-1 arrives with after reading everything before.  Returns
+    (log_prob, gap): gap is the largest difference between those two
+    states over all joints, layers and state tensors — the check that the
+    burn-in was long enough.
+    """
+    n = len(ids)
+    inputs, targets = inputs_targets(ids)
+    length = -(-n // pieces)
+    pieces = -(-n // length)                         # no empty piece
+    starts = np.arange(pieces) * length
+    dtype = params["head.weight"].dtype
+    start_state = model.zero_state(arch, pieces, dtype)
+    if pieces > 1:
+        warm = min(burn_in, length)
+        pos = starts[1:][None, :] - warm + np.arange(warm)[:, None]
+        state = model.zero_state(arch, pieces - 1, dtype)
+        for s in range(0, warm, chunk):
+            _, state, _ = model.forward(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
+        start_state = [tuple(np.concatenate([z[:1], w]) for z, w in zip(zl, wl))
+                       for zl, wl in zip(start_state, state)]
+    pos = starts[None, :] + np.arange(length)[:, None]   # (length, pieces)
+    scored = pos < n
+    pos = np.minimum(pos, n - 1)
+    state = start_state
+    total = 0.0
+    for s in range(0, length, chunk):
+        p = pos[s:s + chunk]
+        logp, state = token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
+        total += float(logp[scored[s:s + chunk]].sum())
+    gap = 0.0
+    for arrived, started in zip(state, start_state):    # piece k-1's final state vs piece k's start
+        for a, b in zip(arrived, started):
+            if pieces > 1:
+                gap = max(gap, float(np.abs(a[:-1] - b[1:]).max()))
+    return total, gap
 
 
 def document_log_prob_streams(params, arch: Arch, ids: np.ndarray, streams: int = 16, burn_in: int = 256,
@@ -159,8 +229,9 @@ def document_log_prob_streams(params, arch: Arch, ids: np.ndarray, streams: int 
     return total, n
 
 
-def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str) -> Score:
-    log_prob, n = document_log_prob(params, arch, ids)
+def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str,
+                   exact: bool = False) -> Score:
+    log_prob, n = document_log_prob(params, arch, ids, exact=exact)
     return Score(text=text_label, log_prob=log_prob, num_tokens=n,
                  num_unk=int(np.count_nonzero(ids == UNK_ID)), num_eos=int(np.count_nonzero(ids == EOS_ID)))
 

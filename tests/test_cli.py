@@ -502,6 +502,17 @@ def test_score_document(trained, tmp_path):
     assert "scored as one sequence" in r2.stderr
 
 
+def test_score_document_exact_reads_in_order_and_gives_the_same_number(trained, tmp_path):
+    _, _, ck = trained
+    f = tmp_path / "doc.txt"
+    f.write_text("anna\nbob\ncarla\n" * 1500, encoding="utf-8")     # 22,500 tokens: read in pieces by default
+    pieces = json.loads(ok(invoke("score", "-c", ck, "--document", "--file", f, "--json")).stdout)
+    in_order = json.loads(ok(invoke("score", "-c", ck, "--document", "--exact", "--file", f, "--json")).stdout)
+    assert pieces["num_tokens"] == in_order["num_tokens"] == 22_500
+    assert math.isclose(pieces["log_prob"], in_order["log_prob"], rel_tol=1e-6)
+    one_line_error(invoke("score", "-c", ck, "--exact", "anna"), "--exact applies to --document")
+
+
 def test_score_table(trained):
     _, _, ck = trained
     r = ok(invoke("score", "-c", ck, "anna", "bo☃"))

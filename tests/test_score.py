@@ -202,3 +202,44 @@ def test_training_chooses_line_state_from_the_corpus(tmp_path):
         ck, _ = train(cfg, load_corpus(str(path), cfg))
         assert ck.config.line_state == expected
         assert ck.arch.reset_at_eos == (expected == "reset")
+
+
+def test_a_long_document_read_in_checked_pieces_gives_the_in_order_number(monkeypatch):
+    """The default reading of a long document: pieces side by side, joints checked, same total."""
+    from charlm import score
+
+    arch = Arch("gru", 9, 8, 2)
+    params = init_params(arch, np.random.default_rng(11), "float64")
+    params["layers.0.weight_hh"] *= 0.5     # a model that forgets its starting state, as trained ones do
+    params["layers.1.weight_hh"] *= 0.5
+    ids = np.random.default_rng(12).integers(0, 9, size=3 * score.PIECE_TOKENS + 77).astype(np.uint8)
+    gaps = []
+    real = score.read_in_pieces
+    monkeypatch.setattr(score, "read_in_pieces", lambda *a, **k: gaps.append(real(*a, **k)[1]) or real(*a, **k))
+    total, n = document_log_prob(params, arch, ids)
+    in_order, m = document_log_prob(params, arch, ids, exact=True)
+    assert n == m == len(ids)
+    assert len(gaps) == 1 and gaps[0] <= score.JOINT_TOLERANCE   # read in pieces, joints agreed
+    assert total != in_order                                       # really another reading...
+    assert abs(total - in_order) < 1e-9 * abs(in_order)           # ...of the same number
+
+
+def test_pieces_that_do_not_agree_at_their_joints_fall_back_to_reading_in_order(monkeypatch):
+    """A model that never forgets (h<t> = relu(h<t-1> + x)): no burn-in is long enough."""
+    from charlm import score
+
+    arch = Arch("rnn", 5, 3, 1, activation="relu")
+    params = {
+        "layers.0.weight_ih": np.full((3, 5), 0.01),
+        "layers.0.weight_hh": np.eye(3),
+        "layers.0.bias": np.zeros(3),
+        "head.weight": np.random.default_rng(1).standard_normal((5, 3)),
+        "head.bias": np.zeros(5),
+    }
+    ids = np.random.default_rng(2).integers(0, 5, size=3 * score.PIECE_TOKENS + 300).astype(np.uint8)
+    gaps = []
+    real = score.read_in_pieces
+    monkeypatch.setattr(score, "read_in_pieces", lambda *a, **k: gaps.append(real(*a, **k)[1]) or real(*a, **k))
+    total, _ = document_log_prob(params, arch, ids)
+    assert len(gaps) == 4 and min(gaps) > score.JOINT_TOLERANCE   # burn-in 512 … 4096, none enough
+    assert total == document_log_prob(params, arch, ids, exact=True)[0]
