@@ -29,7 +29,7 @@ class Config:
     hidden_size: int = 256          # H, units per layer
     num_layers: int = 2             # stacked layers
     activation: str = "tanh"        # rnn only: tanh | relu
-    dropout: float = 0.0            # between layers and before the head (training only)
+    dropout: float | None = None    # between layers and before the head (training only); None = auto (see auto_dropout)
     dtype: str = "float32"          # float32 | float64
     line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
     # data
@@ -66,6 +66,9 @@ class Config:
             if not cond:
                 raise ConfigError(f"--{option.replace('_', '-')} {msg}")
 
+        if self.dropout == "auto":
+            self.dropout = None
+
         for f in fields(self):
             v = getattr(self, f.name)
             if v is None:
@@ -90,7 +93,7 @@ class Config:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
-        need(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1) or auto")
         need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         need(self.lr > 0, "lr", "must be positive")
         need(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
@@ -128,6 +131,24 @@ class Config:
                 raise ConfigError(f"{source}: unknown option {key!r}")
             setattr(self, name, value)
         return self
+
+
+# Dropout chosen from the budget: how many times training will read the training split.
+AUTO_DROPOUT = ((3.0, 0.0), (6.0, 0.1), (12.0, 0.2))  # (fewer passes than, dropout); more: AUTO_DROPOUT_MAX
+AUTO_DROPOUT_MAX = 0.3
+
+
+def auto_dropout(passes: float) -> float:
+    """The dropout for a budget of `passes` over the training split.
+
+    Within a few passes a model of the default size cannot memorise the
+    text and dropout only slows learning; over many passes it overfits
+    without it (measurements in the README).
+    """
+    for limit, p in AUTO_DROPOUT:
+        if passes < limit:
+            return p
+    return AUTO_DROPOUT_MAX
 
 
 def _kind(f) -> type:

@@ -71,6 +71,12 @@ class TrainReporter:
         self.console.print(f"[yellow]warning:[/] the training split has only {info['N']} characters, less than one "
                            f"batch of {rb}×{rt}: using --batch-size {B} --seq-len {T}")
 
+    def _on_auto(self, info):
+        passes = info["passes"]
+        about = "many" if not math.isfinite(passes) else f"about {passes:.1f}"
+        self.console.print(f"Dropout {info['dropout']:g}: chosen for a budget of {about} passes over the training "
+                           "split (--dropout sets it).")
+
     def _on_start(self, info):
         self.budget = info["budget"]
         arch = info["arch"]

@@ -26,7 +26,7 @@ import numpy as np
 from charlm import data as batches
 from charlm import model, optim
 from charlm.checkpoint import Checkpoint, arch_of
-from charlm.config import Config
+from charlm.config import Config, auto_dropout
 from charlm.corpus import count_corpus, encode_corpus
 from charlm.errors import CharlmError, ConfigError, CorpusError, TrainingDiverged
 from charlm.score import LN2, document_log_prob_streams
@@ -210,6 +210,27 @@ def make_budget(cfg: Config, steps_per_epoch: int) -> Budget:
     return Budget(total, cfg.max_time)
 
 
+def measure_speed(params, arch, x, y, state, clock) -> float:
+    """Training characters per second, from the faster of two timed steps (after one untimed)."""
+    model.loss_and_grads(params, arch, x, y, state)
+    best = math.inf
+    for _ in range(2):
+        t0 = clock()
+        model.loss_and_grads(params, arch, x, y, state)
+        best = min(best, clock() - t0)
+    return x.size / max(best, 1e-9)
+
+
+def expected_passes(budget: Budget, N: int, chars_per_step: int, speed: Callable[[], float] | None) -> float:
+    """How many times the budget will read the N training tokens (the smaller of its limits)."""
+    passes = math.inf
+    if budget.total_steps:
+        passes = budget.total_steps * chars_per_step / N
+    if budget.max_time and speed is not None:
+        passes = min(passes, speed() * budget.max_time / N)
+    return passes
+
+
 VAL_MAX_TOKENS = 1_000_000  # validation reads at most this many held-out tokens (the first ones)
 
 
@@ -252,6 +273,12 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     plan = batches.BatchPlan(N, B, T, st.offset)
     budget = make_budget(cfg, max(1, batches.BatchPlan(N, B, T, 0).steps))
     dtype = np.dtype(cfg.dtype)
+    if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
+        x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
+        speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None
+        passes = expected_passes(budget, N, B * T, speed)
+        cfg.dropout = auto_dropout(passes)
+        on_event("auto", {"dropout": cfg.dropout, "passes": passes})
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})

@@ -346,3 +346,47 @@ def test_epochs_budget():
     N = len(TEXT)
     per_epoch = (N // 2) // 16
     assert ck.train_state["step"] == math.ceil(2.0 * per_epoch)
+
+
+def test_auto_dropout_follows_the_passes_the_budget_allows():
+    from charlm.config import AUTO_DROPOUT_MAX, auto_dropout
+
+    assert auto_dropout(0.5) == 0.0 == auto_dropout(2.9)
+    choices = [auto_dropout(p) for p in (1, 3, 5, 8, 15, 100, math.inf)]
+    assert choices == sorted(choices) and choices[-1] == AUTO_DROPOUT_MAX
+    assert Config.from_dict({"dropout": "auto"}).dropout is None
+    with pytest.raises(ConfigError, match="--dropout must be in"):
+        Config(dropout=1.5).validate()
+
+
+@pytest.mark.parametrize("steps, expected", [(2, 0.0), (200, None)])
+def test_training_resolves_auto_dropout_from_a_steps_budget_and_says_so(steps, expected):
+    from charlm.config import AUTO_DROPOUT_MAX
+
+    events = []
+    cfg = config(steps=steps, dropout=None)
+    corpus = corpus_for(cfg)
+    ck, _ = train(cfg, corpus, on_event=lambda kind, info: events.append((kind, info)))
+    passes = steps * cfg.batch_size * cfg.seq_len / len(corpus.train_ids)
+    auto = [info for kind, info in events if kind == "auto"]
+    assert len(auto) == 1 and auto[0]["passes"] == pytest.approx(passes)
+    assert ck.config.dropout == auto[0]["dropout"] == (AUTO_DROPOUT_MAX if expected is None else expected)
+    # the resolved number is what the checkpoint keeps, and what a resume goes on with
+    assert checkpoint.from_arrays(checkpoint.to_arrays(ck)).config.dropout == ck.config.dropout
+
+
+def test_a_time_budget_measures_the_speed_to_choose_dropout():
+    ticks = iter(range(10**6))
+    events = []
+    cfg = config(steps=None, max_time=1e9, dropout=None)
+    # a fake clock advancing one second per reading: the timed step takes 1 s, so B·T chars/s
+    ck, _ = train(cfg, corpus_for(cfg), clock=lambda: float(next(ticks)), should_stop=lambda: len(events) > 40,
+                  on_event=lambda kind, info: events.append((kind, info)))
+    auto = [info for kind, info in events if kind == "auto"]
+    N = len(corpus_for(cfg).train_ids)
+    assert auto[0]["passes"] == pytest.approx(cfg.batch_size * cfg.seq_len * 1e9 / N)
+    assert ck.config.dropout == auto[0]["dropout"]
+    explicit = config(steps=3, dropout=0.05)
+    events.clear()
+    ck, _ = train(explicit, corpus_for(explicit), on_event=lambda kind, info: events.append((kind, info)))
+    assert ck.config.dropout == 0.05 and not [1 for kind, _ in events if kind == "auto"]
