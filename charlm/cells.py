@@ -15,6 +15,11 @@ and `dgx` is the gradient with respect to it, from which the caller gets
 dW_ih, db and the gradient of the input.  Backward uses only the cache.
 
 How the time loops are kept cheap (the equations are unchanged):
+- inside the GRU and LSTM loops the arrays are feature-major, (T, F, B):
+  a step's gates are one contiguous (G·H, B) matrix and the recurrent
+  product is computed as written, W_hh (G·H × H) · h (H × B) — at batch
+  32 BLAS does that about 1.5× faster here than h (B × H) · W_hhᵀ.  One
+  transposing copy at each end keeps the interface time- and batch-major;
 - per step, one recurrent matmul (two for the GRU, whose reset gate sits
   before its matmul) into a preallocated buffer, then in-place ufuncs;
 - σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights and inputs,
@@ -63,6 +68,21 @@ def _sigmoid_scale(G: int, H: int, sigmoid_blocks, dtype) -> np.ndarray:
     for k in sigmoid_blocks:
         s[k * H:(k + 1) * H] = 0.5
     return s
+
+
+def _feature_major(x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """(T, B, F) -> a new contiguous (T, F, B) array, times `scale` (F,) if given: one pass."""
+    out = np.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype)
+    if scale is None:
+        out[...] = x.transpose(0, 2, 1)
+    else:
+        np.multiply(x.transpose(0, 2, 1), scale[:, None], out=out)
+    return out
+
+
+def _batch_major(x: np.ndarray) -> np.ndarray:
+    """(T, F, B) or (F, B) -> a new contiguous (T, B, F) or (B, F) array."""
+    return np.ascontiguousarray(np.swapaxes(x, -1, -2))
 
 
 def _half_affine(x: np.ndarray) -> None:
@@ -127,53 +147,59 @@ def lstm_forward(gx, state0, W_hh, activation=None, keep=None):
     T, B, G = gx.shape
     H = G // 4
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
-    WT = np.ascontiguousarray(W_hh.T) * scale
-    gates = np.empty_like(gx)             # the activated gates of every step
-    g4 = gates.reshape(T, B, 4, H)
-    cs = np.empty((T, B, H), dtype=gx.dtype)
-    tcs = np.empty((T, B, H), dtype=gx.dtype)     # tanh(c<t>)
-    hs = np.empty((T, B, H), dtype=gx.dtype)
-    buf = np.empty((B, G), dtype=gx.dtype)
-    tmp = np.empty((B, H), dtype=gx.dtype)
-    h, c = state0
+    W = W_hh * scale[:, None]                            # (G, H), σ rows halved
+    gates = _feature_major(gx, scale)     # (T, G, B): pre-activations, then the activated gates of every step
+    g4 = gates.reshape(T, 4, H, B)
+    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)   # (T, 1, B)
+    cs = np.empty((T, H, B), dtype=gx.dtype)
+    tcs = np.empty((T, H, B), dtype=gx.dtype)     # tanh(c<t>)
+    hs = np.empty((T, H, B), dtype=gx.dtype)
+    buf = np.empty((G, B), dtype=gx.dtype)
+    tmp = np.empty((H, B), dtype=gx.dtype)
+    h0, c0 = (_batch_major(s) for s in state0)    # (H, B)
+    h, c = h0, c0
     for t in range(T):
         if keep is not None:
-            h, c = h * keep[t], c * keep[t]       # a new sequence starts from zero
-        a = np.multiply(gx[t], scale, out=gates[t])
-        a += np.dot(h, WT, out=buf)               # pre-activations (σ blocks halved)
+            h, c = h * keep_fm[t], c * keep_fm[t]  # a new sequence starts from zero
+        a = gates[t]
+        a += np.matmul(W, h, out=buf)             # pre-activations (σ blocks halved)
         np.tanh(a, out=a)                         # tanh(g); tanh(x/2) for i, f, o
-        i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
-        _half_affine(g4[t, :, :2])                # σ(i), σ(f)
+        i, f, g, o = g4[t, 0], g4[t, 1], g4[t, 2], g4[t, 3]
+        _half_affine(g4[t, :2])                   # σ(i), σ(f)
         _half_affine(o)                           # σ(o)
         c_t = np.multiply(f, c, out=cs[t])        # c = σ(f)·c<t-1>
         c_t += np.multiply(i, g, out=tmp)         #   + σ(i)·tanh(g)
         tc = np.tanh(c_t, out=tcs[t])
         h = np.multiply(o, tc, out=hs[t])         # h = σ(o)·tanh(c)
         c = c_t
-    return hs, (h, c), (gates, cs, tcs, hs, state0, W_hh, keep)
+    hs_out = _batch_major(hs)
+    return hs_out, (_batch_major(h), _batch_major(c)), (gates, cs, tcs, hs, hs_out, state0, (h0, c0), W_hh, keep)
 
 
 def lstm_backward(dhs, dstate_final, cache):
-    gates, cs, tcs, hs, (h0, c0), W_hh, keep = cache
-    T, B, H = hs.shape
-    g4 = gates.reshape(T, B, 4, H)
+    gates, cs, tcs, hs, hs_out, (h0, _), (h0_fm, c0_fm), W_hh, keep = cache
+    T, H, B = hs.shape
+    g4 = gates.reshape(T, 4, H, B)
     da = np.empty_like(gates)
-    da4 = da.reshape(T, B, 4, H)
+    da4 = da.reshape(T, 4, H, B)
+    WT = np.ascontiguousarray(W_hh.T)                                # (H, G)
+    dhs = _feature_major(dhs)
+    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)
     if dstate_final is None:
-        dh = np.zeros((B, H), dtype=hs.dtype)
-        dc = np.zeros((B, H), dtype=hs.dtype)
+        dh = np.zeros((H, B), dtype=hs.dtype)
+        dc = np.zeros((H, B), dtype=hs.dtype)
     else:
-        dh, dc = dstate_final[0].copy(), dstate_final[1].copy()
-    tmp = np.empty((B, H), dtype=hs.dtype)
+        dh, dc = (_batch_major(d) for d in dstate_final)
+    tmp = np.empty((H, B), dtype=hs.dtype)
     # Each step's arrays are small and stay in cache, so the local derivatives
     # are computed here, step by step, with in-place ufuncs.
     for t in reversed(range(T)):
-        i, f, g, o = g4[t, :, 0], g4[t, :, 1], g4[t, :, 2], g4[t, :, 3]
+        i, f, g, o = g4[t, 0], g4[t, 1], g4[t, 2], g4[t, 3]
         tc = tcs[t]
-        c_prev = cs[t - 1] if t > 0 else c0
+        c_prev = cs[t - 1] if t > 0 else c0_fm
         if keep is not None:
-            c_prev = c_prev * keep[t]
-        da_i, da_f, da_g, da_o = da4[t, :, 0], da4[t, :, 1], da4[t, :, 2], da4[t, :, 3]
+            c_prev = c_prev * keep_fm[t]
+        da_i, da_f, da_g, da_o = da4[t, 0], da4[t, 1], da4[t, 2], da4[t, 3]
         dh += dhs[t]                                                  # dh<t>
         # dc<t> = dc from step t+1 + dh·σ(o)·(1 - tanh²(c))
         np.multiply(tc, tc, out=tmp); np.subtract(1.0, tmp, out=tmp); tmp *= o; tmp *= dh
@@ -187,12 +213,13 @@ def lstm_backward(dhs, dstate_final, cache):
         # da_g = dc·σ(i)·(1 - tanh²(g))
         np.multiply(g, g, out=da_g); np.subtract(1.0, da_g, out=da_g); da_g *= i; da_g *= dc
         dc *= f                                                       # to c<t-1>: σ(f)·dc
-        np.matmul(da[t], W_hh, out=dh)                                # to h<t-1>: W_hhᵀ da<t>
+        np.matmul(WT, da[t], out=dh)                                  # to h<t-1>: W_hhᵀ da<t>
         if keep is not None:
-            dh *= keep[t]
-            dc *= keep[t]
-    dW_hh = _matmul_with_previous(da if keep is None else da * keep, h0, hs)
-    return da, (dh, dc), dW_hh
+            dh *= keep_fm[t]
+            dc *= keep_fm[t]
+    da = _batch_major(da)
+    dW_hh = _matmul_with_previous(da if keep is None else da * keep, h0, hs_out)
+    return da, (_batch_major(dh), _batch_major(dc)), dW_hh
 
 
 def lstm_step(gx_t, state, W_hhT, activation=None):
@@ -223,68 +250,73 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 def gru_forward(gx, state0, W_hh, activation=None, keep=None):
     T, B, G = gx.shape
     H = G // 3
-    WrzT = np.ascontiguousarray(W_hh[: 2 * H].T) * 0.5    # σ via tanh(x/2)
-    WnT = np.ascontiguousarray(W_hh[2 * H:].T)
-    scale = _sigmoid_scale(3, H, (0, 1), gx.dtype)
-    gates = np.empty_like(gx)                               # [σ(r) σ(z) n] of every step
-    rhs = np.empty((T, B, H), dtype=gx.dtype)              # r·h<t-1>
-    hs = np.empty((T, B, H), dtype=gx.dtype)
-    buf = np.empty((B, 2 * H), dtype=gx.dtype)
-    bufn = np.empty((B, H), dtype=gx.dtype)
-    (h,) = state0
+    W_rz = W_hh[: 2 * H] * 0.5                              # σ via tanh(x/2)
+    W_n = np.ascontiguousarray(W_hh[2 * H:])
+    gates = _feature_major(gx, _sigmoid_scale(3, H, (0, 1), gx.dtype))   # (T, G, B): [σ(r) σ(z) n] of every step
+    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)         # (T, 1, B)
+    rhs = np.empty((T, H, B), dtype=gx.dtype)              # r·h<t-1>
+    hs = np.empty((T, H, B), dtype=gx.dtype)
+    buf = np.empty((2 * H, B), dtype=gx.dtype)
+    bufn = np.empty((H, B), dtype=gx.dtype)
+    h0 = _batch_major(state0[0])                            # (H, B)
+    h = h0
     for t in range(T):
         if keep is not None:
-            h = h * keep[t]                                # a new sequence starts from zero
-        np.multiply(gx[t], scale, out=gates[t])
-        rz = gates[t, :, : 2 * H]
-        rz += np.dot(h, WrzT, out=buf)
+            h = h * keep_fm[t]                             # a new sequence starts from zero
+        rz = gates[t, : 2 * H]
+        rz += np.matmul(W_rz, h, out=buf)
         np.tanh(rz, out=rz)
         _half_affine(rz)                                   # σ(r), σ(z)
-        r, z, n = rz[:, :H], rz[:, H:], gates[t, :, 2 * H:]
+        r, z, n = rz[:H], rz[H:], gates[t, 2 * H:]
         rh = np.multiply(r, h, out=rhs[t])
-        n += np.dot(rh, WnT, out=bufn)
+        n += np.matmul(W_n, rh, out=bufn)
         np.tanh(n, out=n)
         h_t = np.subtract(h, n, out=hs[t])                 # h = n + z·(h<t-1> - n)
         h_t *= z
         h_t += n
         h = h_t
-    return hs, (h,), (gates, rhs, hs, state0[0], W_hh, keep)
+    hs_out = _batch_major(hs)
+    return hs_out, (_batch_major(h),), (gates, rhs, hs, hs_out, state0[0], h0, W_hh, keep)
 
 
 def gru_backward(dhs, dstate_final, cache):
-    gates, rhs, hs, h0, W_hh, keep = cache
-    T, B, H = hs.shape
-    W_hrz, W_hn = W_hh[: 2 * H], W_hh[2 * H:]
+    gates, rhs, hs, hs_out, h0, h0_fm, W_hh, keep = cache
+    T, H, B = hs.shape
+    W_rzT = np.ascontiguousarray(W_hh[: 2 * H].T)          # (H, 2H)
+    W_nT = np.ascontiguousarray(W_hh[2 * H:].T)
     da = np.empty_like(gates)
-    dh = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0].copy()
-    drh = np.empty((B, H), dtype=hs.dtype)
-    tmp = np.empty((B, H), dtype=hs.dtype)
+    dhs = _feature_major(dhs)
+    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)
+    dh = np.zeros((H, B), dtype=hs.dtype) if dstate_final is None else _batch_major(dstate_final[0])
+    drh = np.empty((H, B), dtype=hs.dtype)
+    tmp = np.empty((H, B), dtype=hs.dtype)
     for t in reversed(range(T)):
-        r, z, n = gates[t, :, :H], gates[t, :, H:2 * H], gates[t, :, 2 * H:]
-        h_prev = hs[t - 1] if t > 0 else h0
+        r, z, n = gates[t, :H], gates[t, H:2 * H], gates[t, 2 * H:]
+        h_prev = hs[t - 1] if t > 0 else h0_fm
         if keep is not None:
-            h_prev = h_prev * keep[t]
-        da_r, da_z, da_n = da[t, :, :H], da[t, :, H:2 * H], da[t, :, 2 * H:]
+            h_prev = h_prev * keep_fm[t]
+        da_r, da_z, da_n = da[t, :H], da[t, H:2 * H], da[t, 2 * H:]
         dh += dhs[t]                                                  # dh<t>
         # da_n = dh·(1 - z)·(1 - n²)
         np.multiply(n, n, out=da_n); np.subtract(1.0, da_n, out=da_n)
         np.subtract(1.0, z, out=tmp); da_n *= tmp; da_n *= dh
         # da_z = dh·(h<t-1> - n)·z(1 - z)
         np.subtract(h_prev, n, out=da_z); da_z *= z; da_z *= tmp; da_z *= dh
-        np.matmul(da_n, W_hn, out=drh)                                # d(r·h<t-1>)
+        np.matmul(W_nT, da_n, out=drh)                                # d(r·h<t-1>) = W_hnᵀ da_n
         # da_r = d(r·h)·h<t-1>·r(1 - r)
         np.subtract(1.0, r, out=da_r); da_r *= r; da_r *= h_prev; da_r *= drh
         dh *= z                                                       # to h<t-1>: z·dh
         dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
-        dh += np.matmul(da[t, :, : 2 * H], W_hrz, out=tmp)            #   + W_hrzᵀ [da_r da_z]
+        dh += np.matmul(W_rzT, da[t, : 2 * H], out=tmp)               #   + W_hrzᵀ [da_r da_z]
         if keep is not None:
-            dh *= keep[t]
+            dh *= keep_fm[t]
+    da = _batch_major(da)
     da_rz = da[:, :, : 2 * H] if keep is None else da[:, :, : 2 * H] * keep
     dW_hh = np.concatenate((
-        _matmul_with_previous(da_rz, h0, hs),
-        _matmul_over_time(da[:, :, 2 * H:], rhs),
+        _matmul_with_previous(da_rz, h0, hs_out),
+        _matmul_over_time(da[:, :, 2 * H:], _batch_major(rhs)),
     ))
-    return da, (dh,), dW_hh
+    return da, (_batch_major(dh),), dW_hh
 
 
 def gru_step(gx_t, state, W_hhT, activation=None):
