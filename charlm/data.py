@@ -5,6 +5,10 @@ starts with the input `<EOS>` (as a sentence does), so the prediction
 targets are the ids themselves and the inputs are the ids shifted right by
 one: `inputs = [<EOS>] + ids[:-1]`, `targets = ids`.
 
+Validation: ten held-out stretches spread through the corpus (`split`),
+so that the model trains on every part of the text, its end included, and
+validation samples all of it.
+
 Training batches: the N predictions of the training split are cut into B
 contiguous stretches (one per batch row), each walked T steps at a time,
 so the hidden state at the end of one chunk is the right initial state of
@@ -22,13 +26,66 @@ import numpy as np
 from charlm.vocab import EOS_ID
 
 
+VAL_BLOCKS = 10          # held-out stretches, one in the middle of each tenth of the corpus
+MIN_BLOCK_TOKENS = 256   # fewer, longer stretches when the held-out share is small
+ALIGN_WINDOW = 1000      # how far back a stretch's edge may move to the start of a line
+
+
+def val_blocks(ids: np.ndarray, val_fraction: float, blocks: int = VAL_BLOCKS) -> list[tuple[int, int]]:
+    """Where the validation stretches lie: [(start, end), ...] in order, not overlapping.
+
+    `val_fraction` of the tokens, as up to `blocks` equal stretches, one
+    centred in each equal part of the corpus, so that validation samples the
+    whole text and training reads every part of it (its end too).  Each
+    edge moves back to the start of a line when one is within
+    ALIGN_WINDOW tokens, so lines stay whole.  At least one token is held
+    out and at least one is left for training.
+    """
+    N = len(ids)
+    if val_fraction <= 0 or N < 4:
+        return []
+    n_val = min(max(1, int(round(N * val_fraction))), N - 1)
+    k = max(1, min(blocks, n_val // MIN_BLOCK_TOKENS))
+    edges = []
+    for j in range(k):
+        length = n_val * (j + 1) // k - n_val * j // k
+        start = min(max(0, (2 * j + 1) * N // (2 * k) - length // 2), N - length)
+        edges.append((start, start + length))
+    aligned = [(_line_start(ids, a), _line_start(ids, b)) for a, b in edges]
+    ok = all(a < b for a, b in aligned) and all(b <= a2 for (_, b), (a2, _) in zip(aligned, aligned[1:]))
+    if ok and sum(b - a for a, b in aligned) < N:
+        return aligned
+    return edges
+
+
+def _line_start(ids: np.ndarray, i: int) -> int:
+    """i moved back to just after the nearest <EOS> before it (within ALIGN_WINDOW), else i."""
+    if i <= 0 or i >= len(ids) or ids[i - 1] == EOS_ID:
+        return i
+    window = ids[max(0, i - ALIGN_WINDOW):i]
+    hits = np.flatnonzero(window == EOS_ID)
+    return i if len(hits) == 0 else i - len(window) + int(hits[-1]) + 1
+
+
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """First (1 - f) of the characters for training, the last f for validation."""
-    if val_fraction <= 0 or len(ids) < 4:
+    """(training ids, validation ids): the stretches of `val_blocks` held out, the rest joined in order.
+
+    The validation stretches are copied out and the training parts are
+    moved to the front of `ids` in place, so the split costs the held-out
+    share of memory, not a second copy of the corpus.  `ids` is consumed.
+    """
+    edges = val_blocks(ids, val_fraction)
+    if not edges:
         return ids, ids[:0]
-    n_val = max(1, int(round(len(ids) * val_fraction)))
-    n_val = min(n_val, len(ids) - 1)  # never leave the training split empty
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    val = np.concatenate([ids[a:b] for a, b in edges])
+    filled, previous_end = 0, 0
+    for a, b in edges + [(len(ids), len(ids))]:
+        n = a - previous_end
+        if n and filled != previous_end:
+            ids[filled:filled + n] = ids[previous_end:a]
+        filled += n
+        previous_end = b
+    return ids[:filled], val
 
 
 def inputs_targets(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

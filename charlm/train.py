@@ -57,7 +57,6 @@ def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | Non
     if vocab is None:
         vocab = build_vocab(stats.counts, cfg.min_count, cfg.max_size)
     ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
-    train_ids, val_ids = batches.split(ids, cfg.val_fraction)
     info = {
         "name": label,
         "num_chars": stats.num_chars,
@@ -67,6 +66,7 @@ def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | Non
         # a list of items (names, words): no blank lines; samples then stop at <EOS>
         "line_items": stats.num_empty_lines == 0 and stats.num_lines > 1,
     }
+    train_ids, val_ids = batches.split(ids, cfg.val_fraction)   # consumes ids
     return Corpus(vocab, train_ids, val_ids, info)
 
 

@@ -4,18 +4,44 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charlm.data import BatchPlan, chunk, epoch_plan, fit_batch, inputs_targets, split
+from charlm.data import BatchPlan, chunk, epoch_plan, fit_batch, inputs_targets, split, val_blocks
 from charlm.vocab import EOS_ID
 
 
-def test_split_takes_the_last_fraction_for_validation():
-    ids = np.arange(100, dtype=np.uint16)
+def test_split_holds_out_stretches_spread_through_the_corpus():
+    ids = np.arange(100_000, dtype=np.uint32) % 50_000 + 2   # no <EOS>: edges stay where they fall
+    original = ids.copy()
     train, val = split(ids, 0.1)
-    assert len(train) == 90 and len(val) == 10
-    assert np.array_equal(np.concatenate([train, val]), ids)
-    assert val[0] == 90
-    train, val = split(ids, 0.25)
-    assert (len(train), len(val)) == (75, 25)
+    assert (len(train), len(val)) == (90_000, 10_000)
+    edges = val_blocks(original, 0.1)
+    assert len(edges) == 10 and all(b - a == 1000 for a, b in edges)
+    # one stretch in the middle of each tenth; the start and the end of the corpus are trained on
+    assert [(a + b) // 2 for a, b in edges] == [5_000 + 10_000 * j for j in range(10)]
+    assert np.array_equal(val, np.concatenate([original[a:b] for a, b in edges]))
+    kept = np.ones(len(original), bool)
+    for a, b in edges:
+        kept[a:b] = False
+    assert np.array_equal(train, original[kept])                  # the rest, in order
+    assert train[0] == original[0] and train[-1] == original[-1]
+    assert np.shares_memory(train, ids)                           # compacted in place, not copied
+
+
+def test_split_edges_move_to_line_starts():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(2, 30, size=20_000).astype(np.uint8)
+    ids[rng.random(20_000) < 0.05] = EOS_ID                       # lines of about 20 tokens
+    edges = val_blocks(ids, 0.1)
+    assert len(edges) == 7                                        # 2,000 held out: stretches of at least 256
+    for a, b in edges:
+        assert ids[a - 1] == EOS_ID and ids[b - 1] == EOS_ID      # each stretch is whole lines
+    assert abs(sum(b - a for a, b in edges) - 2000) < 7 * 60
+
+
+def test_a_small_share_is_held_out_as_fewer_longer_stretches():
+    ids = np.arange(2, 5_002, dtype=np.uint16)
+    assert len(val_blocks(ids, 0.1)) == 1 and len(val_blocks(ids, 0.5)) == 9
+    train, val = split(ids.copy(), 0.1)
+    assert (len(train), len(val)) == (4_500, 500)
 
 
 def test_split_without_validation_and_tiny_inputs():
@@ -32,8 +58,9 @@ def test_split_without_validation_and_tiny_inputs():
 @given(st.integers(0, 60), st.floats(0.0, 0.999))
 def test_property_split_keeps_order_and_a_training_token(n, f):
     ids = np.arange(n)
-    train, val = split(ids, f)
-    assert np.array_equal(np.concatenate([train, val]), ids)
+    train, val = split(ids.copy(), f)
+    assert sorted(np.concatenate([train, val]).tolist()) == ids.tolist()   # every token exactly once
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(val) > 0)      # each part in corpus order
     if n:
         assert len(train) >= 1  # training on an empty split is impossible
     if f > 0 and n >= 4:
