@@ -55,7 +55,7 @@ class Config:
     epochs: float | None = None     # passes over the training split
     max_time: float | None = None   # seconds of training
     # bookkeeping
-    eval_every: int = 200           # validate every N steps (0 = only at the end)
+    eval_every: int | None = None   # validate every N steps (0 = only at the end); None = auto (see auto_eval_every)
     save_every: int = 500           # checkpoint every N steps (0 = only at the end)
     seed: int = 0
     max_bad_steps: int = 10         # consecutive non-finite steps before giving up
@@ -105,7 +105,7 @@ class Config:
         need(self.steps is None or self.steps >= 1, "steps", "must be at least 1")
         need(self.epochs is None or self.epochs > 0, "epochs", "must be positive")
         need(self.max_time is None or self.max_time > 0, "max_time", "must be positive")
-        need(self.eval_every >= 0, "eval_every", "must be non-negative")
+        need(self.eval_every is None or self.eval_every >= 0, "eval_every", "must be non-negative")
         need(self.save_every >= 0, "save_every", "must be non-negative")
         need(self.max_bad_steps >= 1, "max_bad_steps", "must be at least 1")
         need(self.seed >= 0, "seed", "must be non-negative")
@@ -149,6 +149,16 @@ def auto_dropout(passes: float) -> float:
         if passes < limit:
             return p
     return AUTO_DROPOUT_MAX
+
+
+EVAL_EVERY = 200       # steps between validations, or once per pass over a small training split
+MIN_EVAL_EVERY = 10
+
+
+def auto_eval_every(steps_per_pass: int) -> int:
+    """Validate every EVAL_EVERY steps, or every pass if a pass is shorter (a small corpus
+    overfits within a few passes, and its validation costs almost nothing)."""
+    return min(EVAL_EVERY, max(MIN_EVAL_EVERY, steps_per_pass))
 
 
 def _kind(f) -> type:

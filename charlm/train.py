@@ -26,7 +26,7 @@ import numpy as np
 from charlm import data as batches
 from charlm import model, optim
 from charlm.checkpoint import Checkpoint, arch_of
-from charlm.config import Config, auto_dropout
+from charlm.config import Config, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
 from charlm.errors import CharlmError, ConfigError, CorpusError, TrainingDiverged
 from charlm.score import LN2, document_log_prob_streams
@@ -273,6 +273,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     plan = batches.BatchPlan(N, B, T, st.offset)
     budget = make_budget(cfg, max(1, batches.BatchPlan(N, B, T, 0).steps))
     dtype = np.dtype(cfg.dtype)
+    if cfg.eval_every is None:
+        cfg.eval_every = auto_eval_every(batches.BatchPlan(N, B, T, 0).steps)
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None

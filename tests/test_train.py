@@ -390,3 +390,18 @@ def test_a_time_budget_measures_the_speed_to_choose_dropout():
     events.clear()
     ck, _ = train(explicit, corpus_for(explicit), on_event=lambda kind, info: events.append((kind, info)))
     assert ck.config.dropout == 0.05 and not [1 for kind, _ in events if kind == "auto"]
+
+
+def test_auto_eval_every_validates_each_pass_over_a_small_corpus():
+    from charlm.config import auto_eval_every
+    from charlm.data import BatchPlan
+
+    assert auto_eval_every(3) == 10 and auto_eval_every(57) == 57 and auto_eval_every(5000) == 200
+    text = "".join(f"line {i} of a corpus with some words in it\n" for i in range(120))
+    cfg = config(steps=400, eval_every=None)
+    corpus = corpus_for(cfg, text)
+    per_pass = BatchPlan(len(corpus.train_ids), cfg.batch_size, cfg.seq_len, 0).steps
+    ck, _ = train(cfg, corpus)
+    every = ck.config.eval_every
+    assert every == max(10, per_pass) < 200
+    assert [h["step"] for h in ck.train_state["history"]] == list(range(every, 401, every)) + ([400] if 400 % every else [])
