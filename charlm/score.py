@@ -159,7 +159,8 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     as the in-order reading does.  Piece k > 0 first reads the `burn_in`
     tokens before its stretch, from the zero state, unscored.  A recurrent
     state forgets where it started, so by the joint that state is the one
-    piece k-1 arrives with after reading everything before.  Returns
+    piece k-1 arrives with after reading everything before.  (The burn-in
+    is at most a piece long, so that piece 1's starts at the beginning.)  Returns
     (log_prob, gap): gap is the largest difference between those two
     states over all joints, layers and state tensors — the check that the
     burn-in was long enough.
@@ -194,39 +195,6 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
             if pieces > 1:
                 gap = max(gap, float(np.abs(a[:-1] - b[1:]).max()))
     return total, gap
-
-
-def document_log_prob_streams(params, arch: Arch, ids: np.ndarray, streams: int = 16, burn_in: int = 256,
-                              chunk: int = 256) -> tuple[float, int]:
-    """The document measure, read as `streams` pieces side by side (a batch).
-
-    Piece k scores its own stretch of the stream but starts reading
-    `burn_in` tokens earlier (from the zero state, with the true previous
-    token as input), so its state has context when scoring begins; the first
-    piece starts at the beginning with input <EOS>, as the exact measure
-    does.  With a few hundred tokens of burn-in this agrees with
-    `document_log_prob` to a fraction of a percent, many times faster.
-    """
-    n = len(ids)
-    if n == 0:
-        return 0.0, 0
-    streams = max(1, min(streams, n))
-    if streams == 1:
-        return document_log_prob(params, arch, ids, chunk=max(chunk, 512))
-    inputs, targets = inputs_targets(ids)
-    bounds = np.linspace(0, n, streams + 1).astype(np.int64)
-    begin = np.maximum(bounds[:-1] - burn_in, 0)       # where each piece starts reading
-    length = int((bounds[1:] - begin).max())
-    pos = begin[None, :] + np.arange(length)[:, None]  # (L, S) positions read
-    scored = (pos >= bounds[:-1][None, :]) & (pos < bounds[1:][None, :])
-    pos = np.minimum(pos, n - 1)
-    state = None
-    total = 0.0
-    for s in range(0, length, chunk):
-        p = pos[s:s + chunk]
-        logp, state = token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
-        total += float(logp[scored[s:s + chunk]].sum())
-    return total, n
 
 
 def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str,

@@ -145,33 +145,32 @@ def test_score_json_fields():
     assert math.isnan(Score("", 0.0, 0, 0, 0).nats_per_token)
 
 
-def test_document_streams_read_from_the_start_equal_the_exact_measure():
-    """With burn-in reaching back to the start, every piece sees its full history: exact."""
-    from charlm.score import document_log_prob, document_log_prob_streams
+def test_document_pieces_read_from_the_start_equal_the_exact_measure():
+    """With two pieces and a burn-in as long as the first, the second reads its full history: exact."""
+    from charlm.score import document_log_prob, read_in_pieces
 
     arch = Arch("lstm", 9, 6, 2)
     params = init_params(arch, np.random.default_rng(4), "float64")
     ids = np.random.default_rng(5).integers(0, 9, size=300).astype(np.uint8)
     exact, n = document_log_prob(params, arch, ids)
-    piecewise, m = document_log_prob_streams(params, arch, ids, streams=5, burn_in=300, chunk=64)
-    assert m == n == 300
+    piecewise, gap = read_in_pieces(params, arch, ids, 2, burn_in=300, chunk=64)
+    assert n == 300 and gap < 1e-12
     assert abs(piecewise - exact) < 1e-9 * abs(exact)
 
 
-def test_document_streams_with_short_burn_in_are_close_and_count_every_token_once():
-    from charlm.score import document_log_prob, document_log_prob_streams
+def test_document_pieces_with_short_burn_in_are_close():
+    from charlm.score import document_log_prob, read_in_pieces
 
     arch = Arch("gru", 9, 6, 1)
     params = init_params(arch, np.random.default_rng(6), "float64")
     ids = np.random.default_rng(7).integers(0, 9, size=2000).astype(np.uint8)
     exact, _ = document_log_prob(params, arch, ids)
-    approx, n = document_log_prob_streams(params, arch, ids, streams=7, burn_in=64, chunk=50)
-    assert n == 2000
-    assert approx != exact  # the pieces really start from a zero state...
+    approx, gap = read_in_pieces(params, arch, ids, 7, burn_in=64, chunk=50)
+    assert approx != exact and gap > 0  # the pieces really start from a zero state...
     assert abs(approx - exact) < 1e-3 * abs(exact)  # ...but after burn-in they agree closely
-    # a piece without burn-in scores with less context: a different (here worse or equal) total
-    cold, _ = document_log_prob_streams(params, arch, ids, streams=7, burn_in=0, chunk=50)
-    assert abs(cold - exact) > abs(approx - exact)
+    # a piece without burn-in scores with less context: a different total, and joints that disagree more
+    cold, cold_gap = read_in_pieces(params, arch, ids, 7, burn_in=0, chunk=50)
+    assert abs(cold - exact) > abs(approx - exact) and cold_gap > gap
 
 
 def test_with_lines_as_sequences_a_document_is_the_sum_of_its_lines():
