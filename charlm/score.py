@@ -137,6 +137,7 @@ PIECE_TOKENS = 4096      # at least this many tokens per piece
 BURN_IN = 512            # tokens each piece re-reads before its own stretch (doubled until the joints agree)
 MAX_BURN_IN = 4096
 JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at a joint
+CHUNK_TOKENS = 4096      # tokens per forward call when reading in pieces (a forward keeps ~25 kB per token)
 
 
 def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int) -> float:
@@ -152,7 +153,7 @@ def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int) -> float:
 
 
 def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: int,
-                   chunk: int = 256) -> tuple[float, float]:
+                   chunk: int | None = None) -> tuple[float, float]:
     """The document log-likelihood read as `pieces` equal stretches side by side (a batch).
 
     Piece 0 starts at the beginning, from the zero state and input <EOS>,
@@ -167,6 +168,8 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     """
     n = len(ids)
     inputs, targets = inputs_targets(ids)
+    if chunk is None:  # about CHUNK_TOKENS tokens per forward call: memory does not grow with the pieces
+        chunk = max(16, CHUNK_TOKENS // pieces)
     length = -(-n // pieces)
     pieces = -(-n // length)                         # no empty piece
     starts = np.arange(pieces) * length

@@ -242,3 +242,20 @@ def test_pieces_that_do_not_agree_at_their_joints_fall_back_to_reading_in_order(
     total, _ = document_log_prob(params, arch, ids)
     assert len(gaps) == 4 and min(gaps) > score.JOINT_TOLERANCE   # burn-in 512 … 4096, none enough
     assert total == document_log_prob(params, arch, ids, exact=True)[0]
+
+
+def test_reading_in_pieces_keeps_each_forward_call_small(monkeypatch):
+    """Memory: each forward call reads about CHUNK_TOKENS tokens, however many pieces there are."""
+    from charlm import score
+
+    arch = Arch("gru", 9, 4, 1)
+    params = init_params(arch, np.random.default_rng(3), "float64")
+    ids = np.random.default_rng(4).integers(0, 9, size=40_000).astype(np.uint8)
+    shapes = []
+    real = model.forward
+    monkeypatch.setattr(model, "forward", lambda p, a, x, *rest, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
+    for pieces in (2, 9, 64):
+        shapes.clear()
+        score.read_in_pieces(params, arch, ids, pieces, burn_in=512)
+        assert max(t * b for t, b in shapes) <= max(score.CHUNK_TOKENS, 16 * pieces)
+        assert sum(t * b for t, b in shapes) >= len(ids)          # ...and every token is still read
