@@ -271,10 +271,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         cfg.batch_size, cfg.seq_len = B, T
     st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
     plan = batches.BatchPlan(N, B, T, st.offset)
-    budget = make_budget(cfg, max(1, batches.BatchPlan(N, B, T, 0).steps))
+    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
+    budget = make_budget(cfg, max(1, steps_per_pass))
     dtype = np.dtype(cfg.dtype)
     if cfg.eval_every is None:
-        cfg.eval_every = auto_eval_every(batches.BatchPlan(N, B, T, 0).steps)
+        cfg.eval_every = auto_eval_every(steps_per_pass)
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None
