@@ -251,7 +251,7 @@ def train(
     steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps.", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the training split.", show_default=False)] = None,
     max_time: Annotated[Optional[float], typer.Option(help="Seconds of training (default 180 when no --steps/--epochs).", show_default=False)] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Last fraction of the corpus held out for validation. [default: 0.1]", show_default=False)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus held out for validation, as ten stretches spread through it. [default: 0.1]", show_default=False)] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (0 = at the end only). [default: 200, or every pass over a small corpus]", show_default=False)] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0 = at the end only). [default: 500]", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, corpus and options, same model. [default: 0]", show_default=False)] = None,

@@ -35,7 +35,7 @@ class Config:
     # data
     seq_len: int = 64               # T, steps of truncated BPTT
     batch_size: int = 32            # B, parallel streams through the corpus
-    val_fraction: float = 0.1       # last fraction of the corpus held out
+    val_fraction: float = 0.1       # share of the corpus held out, as stretches spread through it (data.split)
     min_count: int = 1              # rarer characters become <UNK> (vocab built from the corpus)
     max_size: int | None = None     # most frequent characters kept, specials included
     encoding: str = "utf-8"
