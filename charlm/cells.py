@@ -70,13 +70,16 @@ def _sigmoid_scale(G: int, H: int, sigmoid_blocks, dtype) -> np.ndarray:
     return s
 
 
-def _feature_major(x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
-    """(T, B, F) -> a new contiguous (T, F, B) array, times `scale` (F,) if given: one pass."""
+def _feature_major(x: np.ndarray, halved: tuple = ()) -> np.ndarray:
+    """(T, B, F) -> a new contiguous (T, F, B) array, with the feature rows [a, b) of each (a, b) in `halved` times ½.
+
+    The transposing copy first, then the halving in place on contiguous row
+    blocks: half the time of multiplying while transposing.
+    """
     out = np.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype)
-    if scale is None:
-        out[...] = x.transpose(0, 2, 1)
-    else:
-        np.multiply(x.transpose(0, 2, 1), scale[:, None], out=out)
+    out[...] = x.transpose(0, 2, 1)
+    for a, b in halved:
+        out[:, a:b] *= x.dtype.type(0.5)
     return out
 
 
@@ -148,7 +151,7 @@ def lstm_forward(gx, state0, W_hh, activation=None, keep=None):
     H = G // 4
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
     W = W_hh * scale[:, None]                            # (G, H), σ rows halved
-    gates = _feature_major(gx, scale)     # (T, G, B): pre-activations, then the activated gates of every step
+    gates = _feature_major(gx, halved=((0, 2 * H), (3 * H, 4 * H)))  # (T, G, B): pre-activations (σ rows halved), then the activated gates
     g4 = gates.reshape(T, 4, H, B)
     keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)   # (T, 1, B)
     cs = np.empty((T, H, B), dtype=gx.dtype)
@@ -252,7 +255,7 @@ def gru_forward(gx, state0, W_hh, activation=None, keep=None):
     H = G // 3
     W_rz = W_hh[: 2 * H] * 0.5                              # σ via tanh(x/2)
     W_n = np.ascontiguousarray(W_hh[2 * H:])
-    gates = _feature_major(gx, _sigmoid_scale(3, H, (0, 1), gx.dtype))   # (T, G, B): [σ(r) σ(z) n] of every step
+    gates = _feature_major(gx, halved=((0, 2 * H),))      # (T, G, B): [σ(r) σ(z) n] of every step
     keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)         # (T, 1, B)
     rhs = np.empty((T, H, B), dtype=gx.dtype)              # r·h<t-1>
     hs = np.empty((T, H, B), dtype=gx.dtype)
