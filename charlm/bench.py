@@ -107,7 +107,7 @@ def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: f
     from charlm.vocab import Vocab
 
     cfg = Config(cell=cell, hidden_size=H, num_layers=L, batch_size=B, seq_len=T, optimizer=optimizer,
-                 lr=1e-1 if optimizer == "adagrad" else 2e-3, dropout=0.0, max_time=seconds, eval_every=0, save_every=0,
+                 lr=1e-1 if optimizer == "adagrad" else 2e-3, dropout=0.0, ema=0.0, max_time=seconds, eval_every=0, save_every=0,
                  val_fraction=0.0).validate()
     vocab = Vocab(("<EOS>", "<UNK>") + tuple(chr(0x100 + i) for i in range(V - 2)))
     corpus = Corpus(vocab, ids, ids[:0], {"name": "bench", "line_items": False})

@@ -14,7 +14,8 @@ reads the file):
     -- only in resumable checkpoints --
     train_state            0-d str   JSON: step, data position, clock, RNG state, history
     optim.step             0-d int   optimizer steps taken
-    optim.{slot}.{param}   optimizer moments (Adam m/v, SGD v, Adagrad g2)
+    optim.{slot}.{param}   optimizer moments (Adam m/v, SGD v, Adagrad g2) and,
+                           with --ema, the average of the weights (slot avg)
     carry.{l}.{k}          hidden state carried between chunks (k = 0: h, 1: c)
     best.{param}           weights with the best validation loss so far
 """
@@ -33,6 +34,7 @@ from charlm.files import atomic_write, open_user_file
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
 from charlm.model import Arch, param_shapes
+from charlm.optim import AVERAGE, SLOTS, averaged
 from charlm.vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
@@ -57,10 +59,19 @@ class Checkpoint:
         return arch_of(self.config, len(self.vocab))
 
     def weights(self, which: str = "best") -> dict:
-        """The parameters to use: "best" (best validation, if kept) or "last" (end of training)."""
+        """The parameters to use: "best" or "last".
+
+        best: the weights with the best validation (of the weight average,
+        when training kept one); without validation, the weight average at
+        the end, if kept.  last: the weights at the end of training.
+        """
         if which not in ("best", "last"):
             raise CharlmError(f"--weights must be best or last, not {which!r}")
-        return self.best_params if which == "best" and self.best_params is not None else self.params
+        if which == "last":
+            return self.params
+        if self.best_params is not None:
+            return self.best_params
+        return averaged(self.optim_state or {}, self.params)
 
     @property
     def resumable(self) -> bool:
@@ -211,7 +222,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
         step = arrays.get("optim.step")
         if step is None or step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
             raise CheckpointError("missing or malformed key 'optim.step'")
-        slots = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}[cfg.optimizer]
+        slots = SLOTS[cfg.optimizer]
+        if any(k.startswith(f"optim.{AVERAGE}.") for k in arrays):
+            slots += (AVERAGE,)
         state = {"step": int(step)}
         for slot in slots:
             for name, shape in shapes.items():

@@ -248,6 +248,7 @@ def train(
     min_lr_ratio: Annotated[Optional[float], typer.Option(help="Cosine floor as a fraction of --lr. [default: 0.1]", show_default=False)] = None,
     clip: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this (0 = off). [default: 5]", show_default=False)] = None,
     clip_value: Annotated[Optional[float], typer.Option(help="Clip each gradient entry to ±this (0 = off). [default: 0]", show_default=False)] = None,
+    ema: Annotated[Optional[float], typer.Option(help="Decay of the exponential moving average of the weights that validation, sample and score use (0 = off: the weights themselves). [default: 0.999]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps.", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the training split.", show_default=False)] = None,
     max_time: Annotated[Optional[float], typer.Option(help="Seconds of training (default 180 when no --steps/--epochs).", show_default=False)] = None,
@@ -274,7 +275,7 @@ def train(
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout,
                  dtype=dtype, line_state=line_state, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                  weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-                 clip=clip, clip_value=clip_value, steps=steps, epochs=epochs, max_time=max_time,
+                 clip=clip, clip_value=clip_value, ema=ema, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
     path = checkpoint_path(checkpoint)
@@ -357,7 +358,7 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same text). [default: random]", show_default=False)] = None,
     stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at <EOS> (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
     show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
-    weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
+    weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
 ):
     """Generate text from a trained model, greedily or by sampling the softmax."""
     from charlm.sample import generate
@@ -450,7 +451,7 @@ def score(
     exact: Annotated[bool, typer.Option("--exact", help="With --document: read the file strictly in order, one character at a time (slower; the default reads it in checked pieces and gives the same number).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Show each sentence coloured by surprisal, with the least expected characters and the model's alternatives.")] = False,
-    weights: Annotated[str, typer.Option(help="best (best validation loss) or last (end of training).")] = "best",
+    weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
 ):
     """Score text: log P(text) = Σ log P(char | previous chars), including the final `<EOS>`.

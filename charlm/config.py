@@ -50,6 +50,7 @@ class Config:
     min_lr_ratio: float = 0.1       # cosine floor, as a fraction of lr
     clip: float = 5.0               # global gradient-norm clip (0 = off)
     clip_value: float = 0.0         # element-wise gradient clip (0 = off)
+    ema: float = 0.999              # decay of the weight average that validation, sample and score use (0 = off)
     # budget
     steps: int | None = None        # total optimizer steps
     epochs: float | None = None     # passes over the training split
@@ -102,6 +103,7 @@ class Config:
         need(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
         need(self.clip >= 0, "clip", "must be non-negative (0 turns clipping off)")
         need(self.clip_value >= 0, "clip_value", "must be non-negative (0 turns it off)")
+        need(0.0 <= self.ema < 1.0, "ema", "must be in [0, 1) (0 turns the weight average off)")
         need(self.steps is None or self.steps >= 1, "steps", "must be at least 1")
         need(self.epochs is None or self.epochs > 0, "epochs", "must be positive")
         need(self.max_time is None or self.max_time > 0, "max_time", "must be positive")

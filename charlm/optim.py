@@ -58,13 +58,58 @@ def is_decayed(name: str) -> bool:
     return name.endswith("weight") or ".weight_" in name
 
 
+SLOTS = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}
+AVERAGE = "avg"  # the slot of the weight average (see update_average)
+
+
 def init_state(optimizer: str, params: dict) -> dict:
-    slots = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}[optimizer]
+    """Zero moments for every parameter."""
     state = {"step": 0}
-    for slot in slots:
+    for slot in SLOTS[optimizer]:
         for name, p in params.items():
             state[f"{slot}.{name}"] = np.zeros_like(p)
     return state
+
+
+def keep_average(state: dict, params: dict, on: bool) -> None:
+    """Give the state a weight average (starting at the weights) if `on` and it has none; drop it if not `on`."""
+    keys = [k for k in state if k.startswith(f"{AVERAGE}.")]
+    if on and not keys:
+        state.update({f"{AVERAGE}.{name}": p.copy() for name, p in params.items()})
+    elif not on:
+        for k in keys:
+            del state[k]
+
+
+def average_decay(decay: float, step: int) -> float:
+    """β of the weight average after `step` updates: min(decay, (1 + n)/(10 + n)).
+
+    The warm-up term lets early averages follow the weights closely (no long
+    memory of the random initial weights) and lengthens the memory to
+    1/(1 - decay) steps as training goes on.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+def update_average(state: dict, params: dict, decay: float) -> None:
+    """Polyak averaging, exponential: avg ← β·avg + (1 − β)·θ, after each update (in place).
+
+    The average of the weights is a better model than the weights themselves
+    while the optimizer's noise is large (a high learning rate, a small
+    corpus); validation, `sample` and `score` use it.
+    """
+    beta = average_decay(decay, state["step"])
+    for name, p in params.items():
+        avg = state[f"{AVERAGE}.{name}"]
+        avg *= avg.dtype.type(beta)
+        avg += np.multiply(p, avg.dtype.type(1.0 - beta))
+
+
+def averaged(state: dict, params: dict) -> dict:
+    """The averaged weights if the state keeps an average, else the weights."""
+    if f"{AVERAGE}.{next(iter(params))}" not in state:
+        return params
+    return {name: state[f"{AVERAGE}.{name}"] for name in params}
 
 
 def sgd(params, grads, state, lr, momentum=0.9, **_):

@@ -88,7 +88,7 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
                           f"({old_corpus.get('name')})")
     changes = []
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
-                 "weight_decay", "dropout", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
+                 "weight_decay", "dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
         if getattr(cfg, name) != getattr(old, name):
             if name in given:
                 changes.append(f"{name.replace('_', '-')}: {getattr(old, name)} -> {getattr(cfg, name)}")
@@ -270,6 +270,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
         cfg.batch_size, cfg.seq_len = B, T
     st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    optim.keep_average(st.optim_state, st.params, cfg.ema > 0)  # a resumed run may turn --ema on or off
     plan = batches.BatchPlan(N, B, T, st.offset)
     steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
     budget = make_budget(cfg, max(1, steps_per_pass))
@@ -288,12 +289,13 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
 
     def run_eval():
         t0 = clock()
-        val = evaluate(st.params, arch, corpus.val_ids)
+        weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
+        val = evaluate(weights, arch, corpus.val_ids)
         st.last_val = val
         improved = st.best_val is None or val < st.best_val
         if improved:
             st.best_val, st.best_step = val, st.step
-            st.best_params = {k: v.copy() for k, v in st.params.items()}
+            st.best_params = {k: v.copy() for k, v in weights.items()}
         st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
                            "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
                            "val_bpc": val / LN2})
@@ -321,6 +323,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             if cfg.clip_value:
                 optim.clip_by_value(grads, cfg.clip_value)
             optim.apply_update(cfg, st.params, grads, st.optim_state, lr)
+            if cfg.ema:
+                optim.update_average(st.optim_state, st.params, cfg.ema)
             if not math.isfinite(optim.global_norm(st.params)):
                 raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
                                        "nothing was saved from this step on")

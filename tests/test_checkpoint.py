@@ -343,3 +343,16 @@ def test_saving_non_finite_values_is_refused(tmp_path, ckpt, where):
     with pytest.raises(CharlmError, match="non-finite"):
         save(bad, str(path))
     assert not path.exists() and os.listdir(tmp_path) == []
+
+
+def test_without_best_weights_best_means_the_weight_average(tmp_path, ckpt):
+    state = dict(ckpt.optim_state)
+    state.update({f"avg.{k}": v + 1.0 for k, v in ckpt.params.items()})
+    no_best = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, ckpt.train_state, state, ckpt.carry, None)
+    path = str(tmp_path / "avg.npz")
+    save(no_best, path)
+    back = load(path)
+    arrays_equal_bitwise(back.weights("best"), {k: v + 1.0 for k, v in ckpt.params.items()})
+    arrays_equal_bitwise(back.weights("last"), ckpt.params)
+    plain = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, meta={})
+    assert plain.weights("best") is plain.params

@@ -192,3 +192,47 @@ def test_cosine_endpoints_and_midpoint():
 def test_warmup_and_cosine_combine():
     cfg = Config(lr=1.0, warmup_steps=10, schedule="cosine", min_lr_ratio=0.0).validate()
     assert optim.learning_rate(cfg, 0.5, 4) == pytest.approx(0.5 * 0.5)
+
+
+# ---------------------------------------------------------------------------
+# the weight average (--ema)
+# ---------------------------------------------------------------------------
+
+def test_average_decay_warms_up_then_holds_the_decay():
+    assert optim.average_decay(0.999, 0) == pytest.approx(0.1)
+    assert optim.average_decay(0.999, 90) == pytest.approx(0.91)
+    assert optim.average_decay(0.999, 10**6) == 0.999
+    assert optim.average_decay(0.5, 30) == 0.5
+
+
+def test_update_average_follows_the_recurrence():
+    params = grads_of(seed=1)
+    state = optim.init_state("adam", params)
+    optim.keep_average(state, params, True)
+    expected = {k: v.copy() for k, v in params.items()}
+    rng = np.random.default_rng(5)
+    for n in range(1, 40):
+        for p in params.values():
+            p += rng.standard_normal(p.shape)
+        state["step"] = n
+        beta = min(0.95, (1 + n) / (10 + n))
+        for k, p in params.items():
+            expected[k] = beta * expected[k] + (1 - beta) * p
+        optim.update_average(state, params, 0.95)
+    for k in params:
+        np.testing.assert_allclose(state[f"avg.{k}"], expected[k], rtol=1e-12, atol=1e-12)
+        assert not np.allclose(state[f"avg.{k}"], params[k])
+    assert optim.averaged(state, params)["a.weight"] is state["avg.a.weight"]
+
+
+def test_keep_average_adds_a_copy_and_drops_it():
+    params = grads_of(seed=2)
+    state = optim.init_state("sgd", params)
+    assert optim.averaged(state, params) is params
+    optim.keep_average(state, params, True)
+    assert np.array_equal(state["avg.a.bias"], params["a.bias"]) and state["avg.a.bias"] is not params["a.bias"]
+    before = state["avg.a.bias"]
+    optim.keep_average(state, params, True)          # already there: kept as it is
+    assert state["avg.a.bias"] is before
+    optim.keep_average(state, params, False)
+    assert not any(k.startswith("avg.") for k in state) and "v.a.bias" in state

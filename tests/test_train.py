@@ -405,3 +405,41 @@ def test_auto_eval_every_validates_each_pass_over_a_small_corpus():
     every = ck.config.eval_every
     assert every == max(10, per_pass) < 200
     assert [h["step"] for h in ck.train_state["history"]] == list(range(every, 401, every)) + ([400] if 400 % every else [])
+
+
+# ---------------------------------------------------------------------------
+# the weight average (--ema)
+# ---------------------------------------------------------------------------
+
+def test_validation_and_the_best_weights_are_the_weight_average():
+    from charlm.train import evaluate
+    cfg = config(cell="gru", ema=0.9, eval_every=0)      # validated once, at the end
+    ck, _ = run(cfg)
+    avg = {k: ck.optim_state[f"avg.{k}"] for k in ck.params}
+    assert_bit_identical(ck.best_params, avg, "best = average")
+    assert not np.array_equal(avg["head.weight"], ck.params["head.weight"])
+    val_ids = corpus_for(cfg).val_ids
+    assert ck.train_state["best_val"] == evaluate(avg, ck.arch, val_ids)
+    assert ck.weights("best") is ck.best_params and ck.weights("last") is ck.params
+
+
+def test_without_ema_there_is_no_average_and_the_best_weights_are_the_weights():
+    ck, _ = run(config(cell="gru", ema=0.0, eval_every=0))
+    assert not any(k.startswith("avg.") for k in ck.optim_state)
+    assert_bit_identical(ck.best_params, ck.params, "best = last")
+
+
+def test_resume_can_turn_the_average_on_and_off(tmp_path):
+    first, _ = run(config(cell="gru", ema=0.0, steps=10))
+    path = str(tmp_path / "a.npz")
+    checkpoint.save(first, path)
+    for steps, ema, has_average in ((20, 0.99, True), (30, 0.0, False)):
+        loaded = checkpoint.load(path)
+        cfg = dataclasses.replace(loaded.config, steps=steps, ema=ema)
+        corpus = corpus_for(cfg)
+        changes = check_resume(cfg, loaded, corpus, given={"steps", "ema"})
+        assert f"ema: {loaded.config.ema} -> {ema}" in changes
+        second, _ = train(cfg, corpus, resume=loaded)
+        assert any(k.startswith("avg.") for k in second.optim_state) == has_average
+        checkpoint.save(second, path)
+        assert any(k.startswith("avg.") for k in checkpoint.load(path).optim_state) == has_average
