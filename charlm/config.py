@@ -30,6 +30,7 @@ class Config:
     num_layers: int = 2             # stacked layers
     activation: str = "tanh"        # rnn only: tanh | relu
     dropout: float | None = None    # between layers and before the head (training only); None = auto (see auto_dropout)
+    char_dropout: float | None = None  # input characters replaced by <UNK> (training only); None = auto: dropout / 3
     dtype: str = "float32"          # float32 | float64
     line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
     # data
@@ -67,8 +68,9 @@ class Config:
             if not cond:
                 raise ConfigError(f"--{option.replace('_', '-')} {msg}")
 
-        if self.dropout == "auto":
-            self.dropout = None
+        for name in ("dropout", "char_dropout"):
+            if getattr(self, name) == "auto":
+                setattr(self, name, None)
 
         for f in fields(self):
             v = getattr(self, f.name)
@@ -95,6 +97,7 @@ class Config:
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
         need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1) or auto")
+        need(self.char_dropout is None or 0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1) or auto")
         need(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         need(self.lr > 0, "lr", "must be positive")
         need(0.0 <= self.momentum < 1.0, "momentum", "must be in [0, 1)")
@@ -151,6 +154,11 @@ def auto_dropout(passes: float) -> float:
         if passes < limit:
             return p
     return AUTO_DROPOUT_MAX
+
+
+def auto_char_dropout(dropout: float) -> float:
+    """Character dropout goes with dropout: a third of it (0.1 at the most overfitting budgets)."""
+    return round(dropout / 3.0, 3)
 
 
 EVAL_EVERY = 200       # steps between validations, or once per pass over a small training split

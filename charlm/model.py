@@ -24,7 +24,7 @@ import numpy as np
 
 from charlm import cells
 from charlm.cells import NUM_GATES
-from charlm.vocab import EOS_ID
+from charlm.vocab import EOS_ID, UNK_ID
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,19 @@ def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | No
     keep = 1.0 - p
     return [(rng.random((T, B, arch.hidden_size)) < keep).astype(dtype) / dtype.type(keep)
             for _ in range(arch.num_layers)]
+
+
+def drop_characters(x: np.ndarray, p: float, rng) -> np.ndarray:
+    """Character dropout: each input id other than <EOS> becomes <UNK> with probability p.
+
+    The model must then predict from the rest of its context, as an n-gram
+    model backs off to a shorter one; <EOS> is kept, since it marks where
+    sequences start.
+    """
+    if p <= 0.0:
+        return x
+    drop = (rng.random(x.shape) < p) & (x != EOS_ID)
+    return np.where(drop, UNK_ID, x).astype(x.dtype, copy=False)
 
 
 def state_keep(arch: Arch, x: np.ndarray, dtype) -> np.ndarray | None:

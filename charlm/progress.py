@@ -74,8 +74,8 @@ class TrainReporter:
     def _on_auto(self, info):
         passes = info["passes"]
         about = "many" if not math.isfinite(passes) else f"about {passes:.1f}"
-        self.console.print(f"Dropout {info['dropout']:g}: chosen for a budget of {about} passes over the training "
-                           "split (--dropout sets it).")
+        self.console.print(f"Dropout {info['dropout']:g}, character dropout {info['char_dropout']:g}: "
+                           f"chosen for a budget of {about} passes over the training split (--dropout sets it).")
 
     def _on_start(self, info):
         self.budget = info["budget"]

@@ -26,7 +26,7 @@ import numpy as np
 from charlm import data as batches
 from charlm import model, optim
 from charlm.checkpoint import Checkpoint, arch_of
-from charlm.config import Config, auto_dropout, auto_eval_every
+from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
 from charlm.errors import CharlmError, ConfigError, CorpusError, TrainingDiverged
 from charlm.score import LN2, read_in_pieces
@@ -88,7 +88,7 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
                           f"({old_corpus.get('name')})")
     changes = []
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
-                 "weight_decay", "dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
+                 "weight_decay", "dropout", "char_dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
         if getattr(cfg, name) != getattr(old, name):
             if name in given:
                 changes.append(f"{name.replace('_', '-')}: {getattr(old, name)} -> {getattr(cfg, name)}")
@@ -282,7 +282,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None
         passes = expected_passes(budget, N, B * T, speed)
         cfg.dropout = auto_dropout(passes)
-        on_event("auto", {"dropout": cfg.dropout, "passes": passes})
+        if cfg.char_dropout is None:
+            cfg.char_dropout = auto_char_dropout(cfg.dropout)
+        on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
+    if cfg.char_dropout is None:  # --dropout given: a third of it
+        cfg.char_dropout = auto_char_dropout(cfg.dropout)
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
@@ -316,6 +320,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         t0 = clock()
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
+        x = model.drop_characters(x, cfg.char_dropout, st.rng)
         lr = optim.learning_rate(cfg, budget.progress(st), st.step)
         loss, grads, final = model.loss_and_grads(st.params, arch, x, y, st.carry, masks=masks)
         norm = optim.clip_by_global_norm(grads, cfg.clip)

@@ -249,3 +249,18 @@ def test_lookup_gradient_is_the_scatter_add_of_the_rows(V):
     for (t, b), v in np.ndenumerate(ids):
         expected[:, v] += dgx[t, b]
     np.testing.assert_allclose(lookup_gradient(ids, dgx, V), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_drop_characters_replaces_inputs_by_unk_but_never_eos():
+    from charlm.vocab import EOS_ID, UNK_ID
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 30, size=(200, 50)).astype(np.uint8)
+    assert model.drop_characters(x, 0.0, rng) is x
+    y = model.drop_characters(x, 0.3, np.random.default_rng(1))
+    assert y.dtype == x.dtype and y.shape == x.shape
+    changed = y != x
+    assert np.all(y[changed] == UNK_ID)
+    assert np.all(y[x == EOS_ID] == EOS_ID)
+    droppable = (x != EOS_ID) & (x != UNK_ID)
+    assert abs(changed[droppable].mean() - 0.3) < 0.02
+    assert np.array_equal(y, model.drop_characters(x, 0.3, np.random.default_rng(1)))  # the rng decides

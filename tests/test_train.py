@@ -371,6 +371,7 @@ def test_training_resolves_auto_dropout_from_a_steps_budget_and_says_so(steps, e
     auto = [info for kind, info in events if kind == "auto"]
     assert len(auto) == 1 and auto[0]["passes"] == pytest.approx(passes)
     assert ck.config.dropout == auto[0]["dropout"] == (AUTO_DROPOUT_MAX if expected is None else expected)
+    assert ck.config.char_dropout == auto[0]["char_dropout"] == round(ck.config.dropout / 3, 3)
     # the resolved number is what the checkpoint keeps, and what a resume goes on with
     assert checkpoint.from_arrays(checkpoint.to_arrays(ck)).config.dropout == ck.config.dropout
 
@@ -443,3 +444,21 @@ def test_resume_can_turn_the_average_on_and_off(tmp_path):
         assert any(k.startswith("avg.") for k in second.optim_state) == has_average
         checkpoint.save(second, path)
         assert any(k.startswith("avg.") for k in checkpoint.load(path).optim_state) == has_average
+
+
+@pytest.mark.parametrize("dropout, char_dropout, expected", [(0.3, None, 0.1), (0.3, 0.0, 0.0), (0.0, 0.25, 0.25)])
+def test_character_dropout_is_a_third_of_the_dropout_unless_given(dropout, char_dropout, expected):
+    ck, _ = run(config(steps=3, dropout=dropout, char_dropout=char_dropout))
+    assert ck.config.char_dropout == expected
+    assert checkpoint.from_arrays(checkpoint.to_arrays(ck)).config.char_dropout == expected
+    assert Config.from_dict({"char_dropout": "auto"}).char_dropout is None
+    with pytest.raises(ConfigError, match="--char-dropout must be in"):
+        Config(char_dropout=1.0).validate()
+
+
+def test_character_dropout_changes_training_and_stays_reproducible():
+    plain, _ = run(config(steps=6, dropout=0.0, char_dropout=0.0))
+    noisy, _ = run(config(steps=6, dropout=0.0, char_dropout=0.5))
+    again, _ = run(config(steps=6, dropout=0.0, char_dropout=0.5))
+    assert not np.array_equal(plain.params["head.weight"], noisy.params["head.weight"])
+    assert_same_run(noisy, again)
