@@ -235,7 +235,7 @@ def train(
     num_layers: Annotated[Optional[int], typer.Option(help="Stacked layers. [default: 2]", show_default=False)] = None,
     activation: Annotated[Optional[str], typer.Option(help="rnn activation: tanh or relu. [default: tanh]", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. [default: auto: 0 for a budget of a few passes over the corpus, up to 0.3 for many]", show_default=False)] = None,
-    char_dropout: Annotated[Optional[float], typer.Option(help="Replace each input character (not <EOS>) by <UNK> with this probability while training. [default: auto: a third of the dropout]", show_default=False)] = None,
+    char_dropout: Annotated[Optional[float], typer.Option(help="Replace each input character (not <EOS>) by <UNK> with this probability while training. [default: auto: 0.1 with a dropout of 0.3 or more, else 0]", show_default=False)] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 or float64. [default: float32]", show_default=False)] = None,
     line_state: Annotated[Optional[str], typer.Option(help="reset: each line is its own sequence (state restarts after <EOS>); carry: the state flows across lines; auto: reset for a list of items (no blank lines), else carry. [default: auto]", show_default=False)] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Time steps of truncated BPTT. [default: 64]", show_default=False)] = None,

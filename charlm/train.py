@@ -285,7 +285,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         if cfg.char_dropout is None:
             cfg.char_dropout = auto_char_dropout(cfg.dropout)
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
-    if cfg.char_dropout is None:  # --dropout given: a third of it
+    if cfg.char_dropout is None:  # --dropout given
         cfg.char_dropout = auto_char_dropout(cfg.dropout)
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,

@@ -371,7 +371,7 @@ def test_training_resolves_auto_dropout_from_a_steps_budget_and_says_so(steps, e
     auto = [info for kind, info in events if kind == "auto"]
     assert len(auto) == 1 and auto[0]["passes"] == pytest.approx(passes)
     assert ck.config.dropout == auto[0]["dropout"] == (AUTO_DROPOUT_MAX if expected is None else expected)
-    assert ck.config.char_dropout == auto[0]["char_dropout"] == round(ck.config.dropout / 3, 3)
+    assert ck.config.char_dropout == auto[0]["char_dropout"] == (0.1 if expected is None else 0.0)
     # the resolved number is what the checkpoint keeps, and what a resume goes on with
     assert checkpoint.from_arrays(checkpoint.to_arrays(ck)).config.dropout == ck.config.dropout
 
@@ -446,8 +446,9 @@ def test_resume_can_turn_the_average_on_and_off(tmp_path):
         assert any(k.startswith("avg.") for k in checkpoint.load(path).optim_state) == has_average
 
 
-@pytest.mark.parametrize("dropout, char_dropout, expected", [(0.3, None, 0.1), (0.3, 0.0, 0.0), (0.0, 0.25, 0.25)])
-def test_character_dropout_is_a_third_of_the_dropout_unless_given(dropout, char_dropout, expected):
+@pytest.mark.parametrize("dropout, char_dropout, expected", [(0.3, None, 0.1), (0.5, None, 0.1), (0.2, None, 0.0),
+                                                             (0.3, 0.0, 0.0), (0.0, 0.25, 0.25)])
+def test_character_dropout_goes_with_the_largest_dropout_unless_given(dropout, char_dropout, expected):
     ck, _ = run(config(steps=3, dropout=dropout, char_dropout=char_dropout))
     assert ck.config.char_dropout == expected
     assert checkpoint.from_arrays(checkpoint.to_arrays(ck)).config.char_dropout == expected
