@@ -238,7 +238,7 @@ def test_train_writes_checkpoint_and_keeps_stdout_empty(corpus, tmp_path):
     assert [h["step"] for h in c.train_state["history"]] == [10, 20]
     assert (tmp_path / "x.npz.metrics.jsonl").exists()
     # no --dropout: chosen from the budget, printed, and stored as a number
-    assert f"Dropout {c.config.dropout:g}: chosen for a budget of about" in r.stderr
+    assert f"Dropout {c.config.dropout:g}, character dropout {c.config.char_dropout:g}: chosen for a budget of about" in r.stderr
     r = ok(invoke("train", corpus, *TINY, "-c", ck, "--dropout", "0.05"))
     assert "chosen for a budget" not in r.stderr and ckpt_io.load(str(ck)).config.dropout == 0.05
 
