@@ -277,16 +277,16 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     dtype = np.dtype(cfg.dtype)
     if cfg.eval_every is None:
         cfg.eval_every = auto_eval_every(steps_per_pass)
+    passes = None
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None
         passes = expected_passes(budget, N, B * T, speed)
         cfg.dropout = auto_dropout(passes)
-        if cfg.char_dropout is None:
-            cfg.char_dropout = auto_char_dropout(cfg.dropout)
-        on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
-    if cfg.char_dropout is None:  # --dropout given
+    if cfg.char_dropout is None:  # auto: goes with the dropout
         cfg.char_dropout = auto_char_dropout(cfg.dropout)
+    if passes is not None:
+        on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
