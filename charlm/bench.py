@@ -170,20 +170,29 @@ def minchar_speed(ids: np.ndarray, V: int, H: int = 100, T: int = 25, seconds: f
     return chars / (time.perf_counter() - t0)
 
 
-def sample_speed(cell: str, H: int, L: int, V: int, length: int = 3000) -> float:
+def ngram_mixture(train_ids: np.ndarray, V: int, reset_at_eos: bool = False):
+    """A 7-gram counted on the benchmark text, interpolated half and half (as a trained checkpoint would be)."""
+    from charlm import ngram
+    from charlm.mixture import Mixture
+
+    return Mixture(ngram.fit(train_ids, V, 7, reset_at_eos), 0.5)
+
+
+def sample_speed(cell: str, H: int, L: int, V: int, length: int = 3000, mix=None) -> float:
     from charlm.sample import generate
 
     arch = Arch(cell, V, H, L)
     params = model.init_params(arch, np.random.default_rng(0), "float32")
     rng = np.random.default_rng(0)
-    for _ in generate(params, arch, rng, 1, 200, 1.0, stop_at_eos=False):
+    for _ in generate(params, arch, rng, 1, 200, 1.0, stop_at_eos=False, mix=mix):
         pass
     t0 = time.perf_counter()
-    n = sum(1 for _ in generate(params, arch, rng, 1, length, 1.0, stop_at_eos=False))
+    n = sum(1 for _ in generate(params, arch, rng, 1, length, 1.0, stop_at_eos=False, mix=mix))
     return n / (time.perf_counter() - t0)
 
 
-def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = 10_000) -> tuple[float, float, int]:
+def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = 10_000,
+                with_ngram: bool = False) -> tuple[float, float, int]:
     """(chars/s over num_sentences lines, seconds for --document on 1 M chars, document length)."""
     from charlm.score import document_log_prob, score_sentences
     from charlm.vocab import Vocab, build_vocab, code_points, count_code_points
@@ -191,14 +200,15 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = 10_00
     vocab: Vocab = build_vocab(count_code_points(code_points(text)))
     arch = Arch(cell, len(vocab), H, L)
     params = model.init_params(arch, np.random.default_rng(0), "float32")
+    doc = vocab.encode(text[:1_000_000])
+    mix = ngram_mixture(doc, len(vocab)) if with_ngram else None
     lines = [ln for ln in text.split("\n") if ln][:num_sentences]
     t0 = time.perf_counter()
-    score_sentences(params, arch, vocab, lines, batch_size=256)
+    score_sentences(params, arch, vocab, lines, batch_size=256, mix=mix)
     dt = time.perf_counter() - t0
     chars = sum(len(ln) + 1 for ln in lines)
-    doc = vocab.encode(text[:1_000_000])
     t0 = time.perf_counter()
-    document_log_prob(params, arch, doc)
+    document_log_prob(params, arch, doc, mix=mix)
     return chars / dt, time.perf_counter() - t0, len(doc)
 
 
@@ -215,7 +225,8 @@ def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
     ck, _ = train(cfg, corpus)
     names = set(path.read_text(encoding="utf-8").split("\n"))
     rows = [[] for _ in range(num)]
-    for ids, active, _ in generate(ck.weights("best"), ck.arch, np.random.default_rng(0), num, 40, 1.0):
+    for ids, active, _ in generate(ck.weights("best"), ck.arch, np.random.default_rng(0), num, 40, 1.0,
+                                   mix=ck.mixture("best")):  # as `charlm sample` does
         for n in np.flatnonzero(active & (ids != 0)):
             rows[n].append(int(ids[n]))
     samples = [ck.vocab.decode(r) for r in rows]
@@ -306,12 +317,17 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
         sp_peer = run_peer(py, sample_peer, ["--cell", "lstm", "--hidden", "256", "--layers", "2",
                                              "--vocab", str(V), "--length", "3000"])
     figures.append(Figure("sample lstm 2×256, batch 1", sps, sp_peer, "PyTorch"))
-    progress("score lstm 2×256: 10,000 sentences and a 1 M character document")
-    scs, doc_s, doc_n = score_speed(text, "lstm", 256, 2)
+    progress("sample lstm 2×256 with a 7-gram, batch 1")
+    sps = sample_speed("lstm", 256, 2, V, mix=ngram_mixture(train_ids, V))
+    figures.append(Figure("sample lstm 2×256 + 7-gram, batch 1", sps, sp_peer, "PyTorch"))
     train_lstm = figures[0].charlm
-    figures.append(Figure("score --file, 10,000 lines, lstm 2×256", scs, train_lstm, "charlm training"))
-    figures.append(Figure(f"score --document, {doc_n:,} chars, lstm 2×256", doc_n / doc_s, None,
-                          note=f"{doc_s:.1f} s"))
+    for with_ngram in (False, True):
+        plus = " + 7-gram" if with_ngram else ""
+        progress(f"score lstm 2×256{plus}: 10,000 sentences and a 1 M character document")
+        scs, doc_s, doc_n = score_speed(text, "lstm", 256, 2, with_ngram=with_ngram)
+        figures.append(Figure(f"score --file, 10,000 lines, lstm 2×256{plus}", scs, train_lstm, "charlm training"))
+        figures.append(Figure(f"score --document, {doc_n:,} chars, lstm 2×256{plus}", doc_n / doc_s, None,
+                              note=f"{doc_s:.1f} s"))
     progress("names: train for a while, sample 500, count the new ones")
     new, bpc = names_novelty(seconds * 2)
     figures.append(Figure(f"names ({seconds * 2:.0f} s of training): sampled names not in the corpus", 100 * new,

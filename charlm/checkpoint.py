@@ -18,6 +18,11 @@ reads the file):
                            with --ema, the average of the weights (slot avg)
     carry.{l}.{k}          hidden state carried between chunks (k = 0: h, 1: c)
     best.{param}           weights with the best validation loss so far
+    -- only when trained with an n-gram (--ngram N > 0) and validation --
+    ngram.{k}.keys         1-d int64, sorted: the order-k grams (see charlm.ngram)
+    ngram.{k}.counts       1-d uint32: their (continuation) counts
+    mix.weight             0-d float64: the network's share λ for the last weights
+    best.mix.weight        0-d float64: the same for the best weights
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ import numpy as np
 from charlm.files import atomic_write, open_user_file
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
+from charlm import ngram as ngrams
+from charlm.mixture import Mixture
 from charlm.model import Arch, param_shapes
+from charlm.ngram import NGram
 from charlm.optim import AVERAGE, SLOTS, averaged
 from charlm.vocab import Vocab
 
@@ -53,6 +61,8 @@ class Checkpoint:
     carry: list | None = None                # per layer: tuple of (B, H) arrays
     best_params: dict | None = None
     meta: dict = field(default_factory=dict)  # corpus, steps, time, validation figures
+    ngram: NGram | None = None               # the n-gram the network is interpolated with
+    mix_weights: dict = field(default_factory=dict)  # "last"/"best": the network's share λ
 
     @property
     def arch(self) -> Arch:
@@ -72,6 +82,13 @@ class Checkpoint:
         if self.best_params is not None:
             return self.best_params
         return averaged(self.optim_state or {}, self.params)
+
+    def mixture(self, which: str = "best") -> Mixture | None:
+        """The interpolation with the n-gram that goes with `weights(which)` (None: the network alone)."""
+        weight = self.mix_weights.get(which)
+        if self.ngram is None or weight is None:
+            return None
+        return Mixture(self.ngram, weight)
 
     @property
     def resumable(self) -> bool:
@@ -111,7 +128,15 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     if ckpt.best_params is not None:
         for k, v in ckpt.best_params.items():
             arrays[f"best.{k}"] = v
+    if ckpt.ngram is not None:
+        arrays.update(ngrams.to_arrays(ckpt.ngram))
+    for which, key in MIX_KEYS.items():
+        if ckpt.mix_weights.get(which) is not None:
+            arrays[key] = np.array(ckpt.mix_weights[which], dtype=np.float64)
     return arrays
+
+
+MIX_KEYS = {"last": "mix.weight", "best": "best.mix.weight"}
 
 
 def save(ckpt: Checkpoint, path: str) -> None:
@@ -241,7 +266,17 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
         ckpt.carry = [tuple(_weights(arrays, f"carry.{l}.{k}", shape, dtype) for k in range(n))
                       for l in range(cfg.num_layers)]
         known.update(f"carry.{l}.{k}" for l in range(cfg.num_layers) for k in range(n))
-    if any(k.startswith("best.") for k in arrays):
+    ckpt.ngram = ngrams.from_arrays(arrays, len(vocab), arch.reset_at_eos)
+    if ckpt.ngram is not None:
+        known.update(f"ngram.{k}.{part}" for k in range(1, ckpt.ngram.order + 1) for part in ("keys", "counts"))
+    for which, key in MIX_KEYS.items():
+        if key in arrays:
+            w = arrays[key]
+            if w.shape != () or w.dtype.kind != "f" or not 0.0 <= float(w) <= 1.0:
+                raise CheckpointError(f"{key!r} must be a number from 0 to 1")
+            ckpt.mix_weights[which] = float(w)
+            known.add(key)
+    if any(k.startswith("best.") and k not in known for k in arrays):
         ckpt.best_params = {name: _weights(arrays, f"best.{name}", shape, dtype) for name, shape in shapes.items()}
         known.update(f"best.{name}" for name in shapes)
     unknown = sorted(set(arrays) - known)

@@ -249,6 +249,7 @@ def train(
     min_lr_ratio: Annotated[Optional[float], typer.Option(help="Cosine floor as a fraction of --lr. [default: 0.1]", show_default=False)] = None,
     clip: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this (0 = off). [default: 5]", show_default=False)] = None,
     clip_value: Annotated[Optional[float], typer.Option(help="Clip each gradient entry to ±this (0 = off). [default: 0]", show_default=False)] = None,
+    ngram: Annotated[Optional[int], typer.Option(help="Order of the Kneser-Ney character n-gram that is counted on the training split and interpolated with the network, its share fitted on validation (0 = the network alone). [default: 7]", show_default=False)] = None,
     ema: Annotated[Optional[float], typer.Option(help="Decay of the exponential moving average of the weights that validation, sample and score use (0 = off: the weights themselves). [default: 0.999]", show_default=False)] = None,
     steps: Annotated[Optional[int], typer.Option(help="Total optimizer steps.", show_default=False)] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the training split.", show_default=False)] = None,
@@ -276,7 +277,7 @@ def train(
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout, char_dropout=char_dropout,
                  dtype=dtype, line_state=line_state, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
                  weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-                 clip=clip, clip_value=clip_value, ema=ema, steps=steps, epochs=epochs, max_time=max_time,
+                 clip=clip, clip_value=clip_value, ema=ema, ngram=ngram, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
     path = checkpoint_path(checkpoint)
@@ -360,6 +361,7 @@ def sample(
     stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at <EOS> (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
     show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
+    network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
 ):
     """Generate text from a trained model, greedily or by sampling the softmax."""
     from charlm.sample import generate
@@ -386,6 +388,7 @@ def sample(
         from charlm.corpus import iter_text
         prime = "".join(iter_text(read_source(prime_file)))
     params = ck.weights(weights)
+    mix = None if network_only else ck.mixture(weights)
     prime_ids = None
     if prime:
         prime_ids = ck.vocab.encode(prime)
@@ -405,7 +408,7 @@ def sample(
     if live and head:
         stream.write(head)
         stream.flush()
-    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos):
+    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix):
         for n in np.flatnonzero(active):
             tok = int(ids[n])
             logps[n] += lp[n]
@@ -454,6 +457,7 @@ def score(
     show: Annotated[bool, typer.Option("--show", help="Show each sentence coloured by surprisal, with the least expected characters and the model's alternatives.")] = False,
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
 ):
     """Score text: log P(text) = Σ log P(char | previous chars), including the final `<EOS>`.
 
@@ -473,6 +477,7 @@ def score(
         fail("--exact applies to --document only (sentences are always scored exactly)")
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.weights(weights)
+    mix = None if network_only else ck.mixture(weights)
     sentences = list(sentences or [])
     if document:
         if file is None:
@@ -482,7 +487,7 @@ def score(
         ids = encode_corpus(read_source(file), ck.vocab)
         if len(ids) == 0:
             fail(f"{file} is empty")
-        results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact)]
+        results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]
     else:
         if sentences == ["-"]:
             sentences = []
@@ -491,7 +496,7 @@ def score(
             sentences += read_lines(read_source(file))
         if not sentences:
             fail("nothing to score: give sentences, --file FILE, or - to read stdin")
-        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size)
+        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix)
     if as_json:
         for r in results:
             print(_json_line(r.to_json()))
@@ -504,10 +509,11 @@ def score(
 
         out.print(heat_legend())
         for r in results:
-            out.print(heat_map(explain(params, ck.arch, ck.vocab, r.text)))
+            out.print(heat_map(explain(params, ck.arch, ck.vocab, r.text, mix=mix)))
     if document:
         r = results[0]
-        err.print(f"{r.num_tokens:,} tokens ({r.num_eos:,} <EOS>, {r.num_unk:,} <UNK>) scored as one sequence")
+        by = "" if mix is None else f", by the network interpolated with its {mix.ngram.order}-gram (network share {mix.weight:.2f})"
+        err.print(f"{r.num_tokens:,} tokens ({r.num_eos:,} <EOS>, {r.num_unk:,} <UNK>) scored as one sequence{by}")
     elif any(r.num_unk for r in results):
         err.print("characters outside the vocabulary were scored as <UNK>")
 

@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "sgd", "adagrad")
 SCHEDULES = ("cosine", "constant")
 LINE_STATES = ("auto", "reset", "carry")
 DTYPES = ("float32", "float64")
+MAX_NGRAM = 12
 DEFAULT_MAX_TIME = 180.0  # seconds, used when no --steps/--epochs/--max-time is given
 
 
@@ -33,6 +34,7 @@ class Config:
     char_dropout: float | None = None  # input characters replaced by <UNK> (training only); None = auto (see auto_char_dropout)
     dtype: str = "float32"          # float32 | float64
     line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
+    ngram: int = 7                  # order of the Kneser–Ney n-gram interpolated with the network (0 = the network alone)
     # data
     seq_len: int = 64               # T, steps of truncated BPTT
     batch_size: int = 32            # B, parallel streams through the corpus
@@ -95,6 +97,7 @@ class Config:
         need(self.line_state in LINE_STATES, "line_state", f"must be one of {', '.join(LINE_STATES)}")
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
+        need(0 <= self.ngram <= MAX_NGRAM, "ngram", f"must be from 0 (off) to {MAX_NGRAM}")
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
         need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1) or auto")
         need(self.char_dropout is None or 0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1) or auto")

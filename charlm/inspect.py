@@ -38,6 +38,11 @@ def describe(ck: Checkpoint, path: str) -> dict:
         "corpus": m.get("corpus"),
         "resumable": ck.resumable,
         "has_best_weights": ck.best_params is not None,
+        "ngram": None if ck.ngram is None else {
+            "order": ck.ngram.order,
+            "grams": int(sum(len(k) for k in ck.ngram.keys)),
+            "network_share": dict(ck.mix_weights),
+        },
         "options": cfg.to_dict(),
     }
 
@@ -64,6 +69,11 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     if d["best_val_bpc"] is not None:
         t.add_row("validation", f"best {d['best_val_bpc']:.4f} bits/char at step {d['best_step']:,}; "
                   f"last {d['last_val_bpc']:.4f}")
+    if d["ngram"]:
+        ng = d["ngram"]
+        share = ng["network_share"].get("best", ng["network_share"].get("last"))
+        t.add_row("n-gram", f"Kneser-Ney {ng['order']}-gram, {ng['grams']:,} grams; interpolated with the network"
+                  + ("" if share is None else f" (network {share:.2f}, n-gram {1 - share:.2f})"))
     t.add_row("resumable", "yes" if d["resumable"] else "no")
     opts = d["options"]
     t.add_row("options", ", ".join(f"{k}={v}" for k, v in opts.items() if v is not None))

@@ -131,14 +131,17 @@ class TrainReporter:
     def _on_eval(self, info):
         self.val_bpc = info["val_bpc"]
         self._metric({"kind": "eval", "step": info["step"], "val_nats": info["val_nats"], "val_bpc": info["val_bpc"],
+                      "net_val_bpc": info.get("net_val_bpc"), "mix_weight": info.get("mix_weight"),
                       "train_bpc": None if self.loss_ema is None else self.loss_ema / LN2})
         mark = " (best)" if info["best"] else ""
         if self.progress is not None:
             self.progress.update(self.task, val=f"{info['val_bpc']:.3f}{'*' if info['best'] else ''}")
         else:
             train = f"{self.loss_ema / LN2:.4f}" if self.loss_ema is not None else "–"
+            net = "" if info.get("mix_weight") is None else \
+                f" (network alone {info['net_val_bpc']:.4f}, its share {info['mix_weight']:.2f})"
             self.console.print(f"step {info['step']:>7,}  train {train} bits/char  val {info['val_bpc']:.4f} "
-                               f"bits/char{mark}  {self._speed():,.0f} chars/s")
+                               f"bits/char{net}{mark}  {self._speed():,.0f} chars/s")
 
     def _on_skipped(self, info):
         msg = (f"step {info['step']}: non-finite loss or gradient (loss {info['loss']}, gradient norm "
@@ -169,6 +172,12 @@ class TrainReporter:
         if m.get("best_val_bpc") is not None:
             t.add_row("validation", f"{m['last_val_bpc']:.4f} bits/char at the end; best {m['best_val_bpc']:.4f} "
                       f"at step {m['best_step']:,} (the weights `sample` and `score` use)")
+            mix = ckpt.mixture("best")
+            best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
+            if mix is not None and best and best[-1].get("net_val_bpc") is not None:
+                t.add_row("n-gram", f"the validation above is the network interpolated with a {mix.ngram.order}-gram, "
+                          f"shares fitted on it: network {mix.weight:.2f}, n-gram {1 - mix.weight:.2f}; "
+                          f"the network alone {best[-1]['net_val_bpc']:.4f} bits/char at that step")
         if baselines:
             t.add_row("baselines", ", ".join(f"{name} {bits:.4f}" for name, bits in baselines.items())
                       + " bits/char on the same validation split")

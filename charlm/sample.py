@@ -7,7 +7,9 @@ if any; from then on each step samples a token from
 
 optionally restricted to the k most likely tokens (top-k) or to the
 smallest set whose probability reaches p (top-p), and feeds it back as the
-next input.  N samples run side by side as one batch.  The choice is
+next input.  N samples run side by side as one batch.  With a `Mixture`
+the logits are the log-probabilities of the interpolation with the n-gram
+(`charlm.mixture`), whose history is the prime and the sample so far.  The choice is
 numerically safe at any temperature: logits are shifted by their maximum
 before dividing by T, in float64.
 """
@@ -18,7 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-from charlm import model
+from charlm import mixture, model, ngram
+from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID
 
@@ -68,7 +71,7 @@ def choose(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.
 
 def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length: int = 200,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             prime: np.ndarray | None = None, stop_at_eos: bool = True,
+             prime: np.ndarray | None = None, stop_at_eos: bool = True, mix: Mixture | None = None,
              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield, step by step, (ids (N,), active (N,) bool, log-probs (N,)).
 
@@ -85,9 +88,20 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     weights = model.step_weights(params)
     rows = np.arange(num)
     active = np.ones(num, dtype=bool)
-    for _ in range(length):
-        ids = choose(logits, rng, temperature, top_k, top_p)
-        logp = model.log_softmax(logits.astype(np.float64))[rows, ids]
+    if mix is not None:  # each row's stream for the n-gram: the prime, then the sample
+        width = len(history) - 1 + length
+        streams = np.zeros((num, width), dtype=np.int64)
+        streams[:, :len(history) - 1] = history[1:]
+        starts = np.arange(num) * width
+    for t in range(len(history) - 1, len(history) - 1 + length):
+        scores = model.log_softmax(logits.astype(np.float64))
+        if mix is not None:
+            p_ngram = ngram.next_distribution(mix.ngram, streams.reshape(-1), starts + t, starts)
+            scores = mixture.log_prob(mix.weight, scores, p_ngram)
+        ids = choose(scores, rng, temperature, top_k, top_p)
+        logp = scores[rows, ids]
+        if mix is not None:
+            streams[:, t] = ids
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID

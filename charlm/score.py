@@ -8,6 +8,10 @@ input `<EOS>` and the zero state.  Unknown characters are scored as `<UNK>`
 
 Sentences are scored in batches: sorted by length, padded, and masked, so a
 batch gives the same numbers as scoring each sentence alone.
+
+With a `Mixture` (a checkpoint trained with its n-gram) every P is the
+interpolation λ·P_net + (1 − λ)·P_ngram (see `charlm.mixture`); the n-gram's
+history of a sentence starts at the sentence, as the network's state does.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm import model
+from charlm import mixture, model, ngram
 from charlm.data import inputs_targets
+from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
 
@@ -76,8 +81,16 @@ def token_log_probs(params, arch: Arch, inputs: np.ndarray, targets: np.ndarray,
     return np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], final
 
 
+def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarray, start=0) -> np.ndarray:
+    """The log-probabilities `logp` of the tokens ids[pos] under the mixture (unchanged without one)."""
+    if mix is None:
+        return logp
+    p_ngram = ngram.probs(mix.ngram, ids, pos.ravel(), np.broadcast_to(start, pos.shape).ravel())
+    return mixture.log_prob(mix.weight, logp, p_ngram.reshape(pos.shape))
+
+
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
-                    batch_size: int = 64, keep_tokens: bool = False) -> list[Score]:
+                    batch_size: int = 64, keep_tokens: bool = False, mix: Mixture | None = None) -> list[Score]:
     """Score each sentence (its characters, then <EOS>), batched by length."""
     encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
     order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
@@ -92,6 +105,9 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
             mask[: len(encoded[i]), b] = True
         inputs = np.vstack([np.full((1, len(idx)), EOS_ID, dtype=np.intp), targets[:-1]])
         logp, _ = token_log_probs(params, arch, inputs, targets)
+        if mix is not None:  # sentence b is the stream targets[:, b]: position b·T + t of the columns laid end to end
+            pos = np.arange(T)[:, None] + T * np.arange(len(idx))[None, :]
+            logp = mixed(mix, logp, targets.T.ravel(), pos, start=T * np.arange(len(idx))[None, :])
         logp = np.where(mask, logp, 0.0)
         for b, i in enumerate(idx):
             n = len(encoded[i])
@@ -106,7 +122,8 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
     return results  # type: ignore[return-value]
 
 
-def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exact: bool = False) -> tuple[float, int]:
+def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exact: bool = False,
+                      mix: Mixture | None = None) -> tuple[float, int]:
     """Σ log P over a whole id stream (state carried across lines and chunks).
 
     The stream starts from input <EOS> and the zero state; each line end in
@@ -121,15 +138,16 @@ def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exa
     """
     if len(ids) == 0:
         return 0.0, 0
+    adjust = None if mix is None else (lambda pos, logp: mixed(mix, logp, ids, pos))
     pieces = min(MAX_PIECES, len(ids) // PIECE_TOKENS)
     if not exact and pieces >= 2:
         burn_in = BURN_IN
         while burn_in <= MAX_BURN_IN:
-            log_prob, gap = read_in_pieces(params, arch, ids, pieces, burn_in)
+            log_prob, gap = read_in_pieces(params, arch, ids, pieces, burn_in, adjust=adjust)
             if gap <= JOINT_TOLERANCE:
                 return log_prob, len(ids)
             burn_in *= 2
-    return _read_in_order(params, arch, ids, chunk), len(ids)
+    return _read_in_order(params, arch, ids, chunk, adjust), len(ids)
 
 
 MAX_PIECES = 64          # read side by side
@@ -140,7 +158,7 @@ JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at 
 CHUNK_TOKENS = 4096      # tokens per forward call when reading in pieces (a forward keeps ~25 kB per token)
 
 
-def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int) -> float:
+def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int, adjust=None) -> float:
     inputs, targets = inputs_targets(ids)
     state = None
     total = 0.0
@@ -148,12 +166,14 @@ def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int) -> float:
         x = inputs[s:s + chunk].astype(np.intp)[:, None]
         y = targets[s:s + chunk].astype(np.intp)[:, None]
         logp, state = token_log_probs(params, arch, x, y, state)
+        if adjust is not None:
+            logp = adjust(np.arange(s, s + len(x)), logp[:, 0])
         total += float(logp.sum())
     return total
 
 
 def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: int,
-                   chunk: int | None = None) -> tuple[float, float]:
+                   chunk: int | None = None, adjust=None) -> tuple[float, float]:
     """The document log-likelihood read as `pieces` equal stretches side by side (a batch).
 
     Piece 0 starts at the beginning, from the zero state and input <EOS>,
@@ -164,7 +184,8 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     is at most a piece long, so that piece 1's starts at the beginning.)  Returns
     (log_prob, gap): gap is the largest difference between those two
     states over all joints, layers and state tensors — the check that the
-    burn-in was long enough.
+    burn-in was long enough.  `adjust(positions, logp)`, if given, sees the
+    scored tokens' log-probabilities and returns the ones to sum.
     """
     n = len(ids)
     inputs, targets = inputs_targets(ids)
@@ -191,7 +212,9 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     for s in range(0, length, chunk):
         p = pos[s:s + chunk]
         logp, state = token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
-        total += float(logp[scored[s:s + chunk]].sum())
+        kept = scored[s:s + chunk]
+        logp = logp[kept] if adjust is None else adjust(p[kept], logp[kept])
+        total += float(logp.sum())
     gap = 0.0
     if pieces > 1:  # piece k-1's final state against piece k's start, every layer and state tensor
         gap = max(float(np.abs(a[:-1] - b[1:]).max())
@@ -200,8 +223,8 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
 
 
 def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str,
-                   exact: bool = False) -> Score:
-    log_prob, n = document_log_prob(params, arch, ids, exact=exact)
+                   exact: bool = False, mix: Mixture | None = None) -> Score:
+    log_prob, n = document_log_prob(params, arch, ids, exact=exact, mix=mix)
     return Score(text=text_label, log_prob=log_prob, num_tokens=n,
                  num_unk=int(np.count_nonzero(ids == UNK_ID)), num_eos=int(np.count_nonzero(ids == EOS_ID)))
 
@@ -215,13 +238,15 @@ class Surprise:
     top: list[list[tuple[str, float]]]  # per token, the model's most likely tokens and their probabilities
 
 
-def explain(params, arch: Arch, vocab: Vocab, sentence: str, k: int = 3) -> Surprise:
+def explain(params, arch: Arch, vocab: Vocab, sentence: str, k: int = 3, mix: Mixture | None = None) -> Surprise:
     """Surprisal of every token of `sentence` (and its <EOS>) with the top-k alternatives."""
     ids = np.append(vocab.encode(sentence).astype(np.intp), EOS_ID)
     inputs, targets = inputs_targets(ids)
     state = model.zero_state(arch, 1, params["head.weight"].dtype)
     logits, _, _ = model.forward(params, arch, inputs[:, None], state)
     logp = model.log_softmax(logits[:, 0].astype(np.float64))
+    if mix is not None:
+        logp = mixture.log_prob(mix.weight, logp, ngram.next_distribution(mix.ngram, ids, np.arange(len(ids))))
     picked = logp[np.arange(len(ids)), ids]
     top_ids = np.argsort(-logp, axis=-1, kind="stable")[:, :k]
     # one id per code point, a newline being <EOS>: the tokens are the characters, then <EOS>

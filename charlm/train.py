@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import model, optim
+from charlm import mixture, model, ngram, optim
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
@@ -34,7 +34,7 @@ from charlm.vocab import Vocab, build_vocab
 
 # options that define the run; resuming with a different value is refused
 FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "line_state", "seq_len", "batch_size",
-                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors")
+                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors", "ngram")
 
 
 @dataclass
@@ -116,6 +116,7 @@ class RunState:
     best_val: float | None = None   # nats per token
     best_step: int | None = None
     best_params: dict | None = None
+    mix_weights: dict | None = None   # "last"/"best": the network's share in the interpolation with the n-gram
     last_loss: float | None = None
     last_val: float | None = None
     history: list | None = None
@@ -152,6 +153,7 @@ def resume_run(ckpt: Checkpoint, batch_size: int) -> RunState:
             train_seconds=float(ts["train_seconds"]), chars_seen=int(ts["chars_seen"]),
             skipped_steps=int(ts["skipped_steps"]), bad_streak=int(ts["bad_streak"]),
             best_val=ts.get("best_val"), best_step=ts.get("best_step"), best_params=ckpt.best_params,
+            mix_weights=dict(ckpt.mix_weights),
             last_loss=ts.get("last_loss"), last_val=ts.get("last_val"), history=list(ts.get("history", [])),
         )
     except (KeyError, TypeError, ValueError) as e:
@@ -167,7 +169,8 @@ def resume_run(ckpt: Checkpoint, batch_size: int) -> RunState:
     return st
 
 
-def make_checkpoint(cfg: Config, corpus: Corpus, st: RunState, extra_meta: dict | None = None) -> Checkpoint:
+def make_checkpoint(cfg: Config, corpus: Corpus, st: RunState, extra_meta: dict | None = None,
+                    ng: ngram.NGram | None = None) -> Checkpoint:
     meta = {
         "corpus": corpus.info,
         "steps": st.step,
@@ -180,8 +183,9 @@ def make_checkpoint(cfg: Config, corpus: Corpus, st: RunState, extra_meta: dict 
         "last_train_bpc": None if st.last_loss is None else st.last_loss / LN2,
     }
     meta.update(extra_meta or {})
+    weights = st.mix_weights or {}
     return Checkpoint(cfg, corpus.vocab, st.params, st.to_json(), st.optim_state, st.carry,
-                      st.best_params, meta)
+                      st.best_params, meta, ngram=ng if weights else None, mix_weights=dict(weights) if ng else {})
 
 
 @dataclass
@@ -234,18 +238,54 @@ def expected_passes(budget: Budget, N: int, chars_per_step: int, speed: Callable
 VAL_MAX_TOKENS = 1_000_000  # validation reads at most this many held-out tokens (the first ones)
 
 
-def evaluate(params, arch, val_ids: np.ndarray) -> float:
+@dataclass
+class Validation:
+    nats: float                 # per token: the model as `score` uses it (with the n-gram, if any)
+    net_nats: float             # per token: the network alone
+    mix_weight: float | None    # the network's share λ fitted on this validation (None: no n-gram)
+
+
+def evaluate(params, arch, val_ids: np.ndarray, p_ngram: np.ndarray | None = None) -> Validation:
     """Validation loss in nats per token: the `score --document` measure.
 
     Read as 16+ pieces side by side with 256 tokens of burn-in each (see
     `read_in_pieces`, without its joint check), over at most the first VAL_MAX_TOKENS
-    held-out tokens, so validating costs seconds on any corpus.
+    held-out tokens, so validating costs seconds on any corpus.  With the
+    n-gram's probabilities of those tokens (`p_ngram`), the network's share
+    in the interpolation is fitted to them and the interpolation is measured.
     """
     ids = val_ids[:VAL_MAX_TOKENS]
     pieces = max(16, len(ids) // 16384)          # at least 16, at most ~16k tokens each
     pieces = min(pieces, max(1, len(ids) // 1024))  # and no piece shorter than 1024 tokens
-    log_prob, _ = read_in_pieces(params, arch, ids, pieces, burn_in=256)
-    return -log_prob / len(ids)
+    logp = np.zeros(len(ids))
+
+    def keep(pos, lp):
+        logp[pos] = lp
+        return lp
+
+    read_in_pieces(params, arch, ids, pieces, burn_in=256, adjust=keep)
+    net = -float(logp.mean())
+    if p_ngram is None:
+        return Validation(net, net, None)
+    weight = mixture.fit_weight(np.exp(logp), p_ngram)
+    return Validation(-float(mixture.log_prob(weight, logp, p_ngram).mean()), net, weight)
+
+
+def fit_ngram(cfg: Config, arch, corpus: Corpus) -> tuple[ngram.NGram, np.ndarray]:
+    """The n-gram to save, and the probabilities of the validation tokens to fit its share on.
+
+    Validation needs an n-gram that has not seen the validation split: one
+    counted on the training split.  Once the share is fitted, the n-gram
+    that goes into the checkpoint also counts the held-out split, if the
+    two together are within ngram.MAX_TOKENS (more counts, better estimates
+    for small corpora).
+    """
+    V, reset = len(corpus.vocab), arch.reset_at_eos
+    held_out = ngram.fit(corpus.train_ids, V, cfg.ngram, reset)
+    p_ngram = ngram.probs(held_out, corpus.val_ids[:VAL_MAX_TOKENS])
+    if len(corpus.train_ids) + len(corpus.val_ids) > ngram.MAX_TOKENS:
+        return held_out, p_ngram
+    return ngram.fit(np.concatenate([corpus.train_ids, corpus.val_ids]), V, cfg.ngram, reset), p_ngram
 
 
 def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
@@ -287,6 +327,9 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         cfg.char_dropout = auto_char_dropout(cfg.dropout)
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
+    ng = p_ngram = None
+    if cfg.ngram and len(corpus.val_ids):
+        ng, p_ngram = fit_ngram(cfg, arch, corpus)
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
@@ -294,17 +337,23 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     def run_eval():
         t0 = clock()
         weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
-        val = evaluate(weights, arch, corpus.val_ids)
+        result = evaluate(weights, arch, corpus.val_ids, p_ngram)
+        val = result.nats
         st.last_val = val
         improved = st.best_val is None or val < st.best_val
+        if result.mix_weight is not None:
+            st.mix_weights = {**(st.mix_weights or {}), "last": result.mix_weight}
         if improved:
             st.best_val, st.best_step = val, st.step
             st.best_params = {k: v.copy() for k, v in weights.items()}
+            if result.mix_weight is not None:
+                st.mix_weights["best"] = result.mix_weight
         st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
                            "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
-                           "val_bpc": val / LN2})
+                           "val_bpc": val / LN2, "net_val_bpc": result.net_nats / LN2,
+                           "mix_weight": result.mix_weight})
         on_event("eval", {"step": st.step, "val_nats": val, "val_bpc": val / LN2, "best": improved,
-                          "seconds": clock() - t0})
+                          "net_val_bpc": result.net_nats / LN2, "mix_weight": result.mix_weight, "seconds": clock() - t0})
 
     ended = "done"
     last_eval_step = None if resume is None else st.step
@@ -357,11 +406,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             run_eval()
             last_eval_step = st.step
         if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-            save(make_checkpoint(cfg, corpus, st))
+            save(make_checkpoint(cfg, corpus, st, ng=ng))
             on_event("saved", {"step": st.step})
     if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
         run_eval()
-    ckpt = make_checkpoint(cfg, corpus, st)
+    ckpt = make_checkpoint(cfg, corpus, st, ng=ng)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})

@@ -571,6 +571,7 @@ def test_info(trained):
     assert d["cell"] == default_cell and d["hidden_size"] == 16 and d["num_layers"] == 1
     assert d["steps"] == 20 and d["resumable"] is True
     assert d["vocab_size"] == 2 + len(set("".join(NAMES)))
+    assert d["ngram"]["order"] == 7 and d["ngram"]["grams"] > 0 and set(d["ngram"]["network_share"]) == {"best", "last"}
     r = ok(invoke("info", ck, "--curve"))
     assert "bits/char against step" in r.stdout
 
@@ -862,3 +863,37 @@ def test_checkpoint_with_nul_character_round_trips(tmp_path):
     c = ckpt_io.load(str(ck))
     assert "\x00" in c.vocab.tokens
     ok(invoke("score", "-c", ck, "ab\x00c", "--json"))
+
+
+# ---------------------------------------------------------------------------
+# the n-gram interpolation
+# ---------------------------------------------------------------------------
+
+def test_score_and_sample_use_the_ngram_unless_network_only(trained):
+    _, _, ck = trained
+    loaded = ckpt_io.load(str(ck))
+    assert loaded.mixture("best") is not None and 0.0 <= loaded.mixture("best").weight <= 1.0
+    both = json.loads(ok(invoke("score", "-c", ck, "anna", "--json")).stdout)
+    alone = json.loads(ok(invoke("score", "-c", ck, "anna", "--json", "--network-only")).stdout)
+    assert both["log_prob"] != alone["log_prob"]
+    a = ok(invoke("sample", "-c", ck, "--num", "5", "--seed", "3")).stdout
+    b = ok(invoke("sample", "-c", ck, "--num", "5", "--seed", "3", "--network-only")).stdout
+    assert a != b and a == ok(invoke("sample", "-c", ck, "--num", "5", "--seed", "3")).stdout
+
+
+def test_train_reports_the_network_alone_and_its_share(corpus, tmp_path):
+    r = ok(invoke("train", corpus, *TINY, "-c", tmp_path / "m.npz"))
+    assert "network alone" in r.stderr and "7-gram" in r.stderr
+    r = ok(invoke("train", corpus, *TINY, "--ngram", "0", "-c", tmp_path / "n.npz"))
+    assert "network alone" not in r.stderr and ckpt_io.load(str(tmp_path / "n.npz")).ngram is None
+
+
+def test_train_resume_refuses_another_ngram_order(corpus, tmp_path):
+    ck = tmp_path / "x.npz"
+    ok(invoke("train", corpus, *TINY2, "-c", ck))
+    one_line_error(invoke("train", corpus, "--steps", "4", "--ngram", "3", "-c", ck, "--resume"), "ngram")
+
+
+@pytest.mark.parametrize("value", ["-1", "13"])
+def test_bad_ngram_order(corpus, tmp_path, value):
+    one_line_error(invoke("train", corpus, *TINY2, "--ngram", value, "-c", tmp_path / "x.npz"), "--ngram")

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm import checkpoint, model
+from charlm import checkpoint, model, ngram
 from charlm.config import Config
 from charlm.errors import ConfigError, CorpusError, TrainingDiverged
 from charlm.train import check_resume, load_corpus, train
@@ -420,7 +420,8 @@ def test_validation_and_the_best_weights_are_the_weight_average():
     assert_bit_identical(ck.best_params, avg, "best = average")
     assert not np.array_equal(avg["head.weight"], ck.params["head.weight"])
     val_ids = corpus_for(cfg).val_ids
-    assert ck.train_state["best_val"] == evaluate(avg, ck.arch, val_ids)
+    held_out = ngram.fit(corpus_for(cfg).train_ids, len(ck.vocab), ck.config.ngram, ck.arch.reset_at_eos)
+    assert ck.train_state["best_val"] == evaluate(avg, ck.arch, val_ids, ngram.probs(held_out, val_ids)).nats
     assert ck.weights("best") is ck.best_params and ck.weights("last") is ck.params
 
 
