@@ -30,6 +30,11 @@ How the time loops are kept cheap (the equations are unchanged):
 
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
 
+For inference the GRU and LSTM forwards also take everything feature-major
+(`feature_major=True`: gx (T, G·H, B), which they overwrite, states (H, B),
+keep (T, 1, B)) and return hs (T, H, B) and the final state the same way,
+without a cache: a stack of layers then needs no layout copies at all.
+
 `keep` (optional, (T, B, 1) of 0/1) resets the state: at a step where
 keep[t] is 0 the previous state of that row is taken as zero (a new
 sequence starts there; its gradient stops there too).
@@ -78,9 +83,14 @@ def _feature_major(x: np.ndarray, halved: tuple = ()) -> np.ndarray:
     """
     out = np.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype)
     out[...] = x.transpose(0, 2, 1)
+    return _halve_rows(out, halved)
+
+
+def _halve_rows(x: np.ndarray, halved: tuple) -> np.ndarray:
+    """x (T, F, B) with its feature rows [a, b) of each (a, b) in `halved` times ½, in place."""
     for a, b in halved:
-        out[:, a:b] *= x.dtype.type(0.5)
-    return out
+        x[:, a:b] *= x.dtype.type(0.5)
+    return x
 
 
 def _batch_major(x: np.ndarray) -> np.ndarray:
@@ -146,20 +156,27 @@ def rnn_step(gx_t, state, W_hhT, activation="tanh"):
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(gx, state0, W_hh, activation=None, keep=None):
-    T, B, G = gx.shape
-    H = G // 4
+def lstm_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
+    halved = lambda H: ((0, 2 * H), (3 * H, 4 * H))      # the σ rows i, f, o
+    if feature_major:
+        T, G, B = gx.shape
+        H = G // 4
+        gates = _halve_rows(gx, halved(H))
+        keep_fm = keep
+    else:
+        T, B, G = gx.shape
+        H = G // 4
+        gates = _feature_major(gx, halved=halved(H))      # (T, G, B): pre-activations (σ rows halved), then the activated gates
+        keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)   # (T, 1, B)
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
     W = W_hh * scale[:, None]                            # (G, H), σ rows halved
-    gates = _feature_major(gx, halved=((0, 2 * H), (3 * H, 4 * H)))  # (T, G, B): pre-activations (σ rows halved), then the activated gates
     g4 = gates.reshape(T, 4, H, B)
-    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)   # (T, 1, B)
     cs = np.empty((T, H, B), dtype=gx.dtype)
     tcs = np.empty((T, H, B), dtype=gx.dtype)     # tanh(c<t>)
     hs = np.empty((T, H, B), dtype=gx.dtype)
     buf = np.empty((G, B), dtype=gx.dtype)
     tmp = np.empty((H, B), dtype=gx.dtype)
-    h0, c0 = (_batch_major(s) for s in state0)    # (H, B)
+    h0, c0 = state0 if feature_major else (_batch_major(s) for s in state0)    # (H, B)
     h, c = h0, c0
     for t in range(T):
         if keep is not None:
@@ -175,6 +192,8 @@ def lstm_forward(gx, state0, W_hh, activation=None, keep=None):
         tc = np.tanh(c_t, out=tcs[t])
         h = np.multiply(o, tc, out=hs[t])         # h = σ(o)·tanh(c)
         c = c_t
+    if feature_major:
+        return hs, (h, c), None
     hs_out = _batch_major(hs)
     return hs_out, (_batch_major(h), _batch_major(c)), (gates, cs, tcs, hs, hs_out, state0, (h0, c0), W_hh, keep)
 
@@ -250,18 +269,24 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 #   h<t> = (1 - z)·n + z·h<t-1>
 # ----------------------------------------------------------------------------
 
-def gru_forward(gx, state0, W_hh, activation=None, keep=None):
-    T, B, G = gx.shape
-    H = G // 3
+def gru_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
+    if feature_major:
+        T, G, B = gx.shape
+        H = G // 3
+        gates = _halve_rows(gx, ((0, 2 * H),))
+        keep_fm = keep
+    else:
+        T, B, G = gx.shape
+        H = G // 3
+        gates = _feature_major(gx, halved=((0, 2 * H),))  # (T, G, B): [σ(r) σ(z) n] of every step
+        keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)     # (T, 1, B)
     W_rz = W_hh[: 2 * H] * 0.5                              # σ via tanh(x/2)
     W_n = np.ascontiguousarray(W_hh[2 * H:])
-    gates = _feature_major(gx, halved=((0, 2 * H),))      # (T, G, B): [σ(r) σ(z) n] of every step
-    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)         # (T, 1, B)
     rhs = np.empty((T, H, B), dtype=gx.dtype)              # r·h<t-1>
     hs = np.empty((T, H, B), dtype=gx.dtype)
     buf = np.empty((2 * H, B), dtype=gx.dtype)
     bufn = np.empty((H, B), dtype=gx.dtype)
-    h0 = _batch_major(state0[0])                            # (H, B)
+    h0 = state0[0] if feature_major else _batch_major(state0[0])   # (H, B)
     h = h0
     for t in range(T):
         if keep is not None:
@@ -278,6 +303,8 @@ def gru_forward(gx, state0, W_hh, activation=None, keep=None):
         h_t *= z
         h_t += n
         h = h_t
+    if feature_major:
+        return hs, (h,), None
     hs_out = _batch_major(hs)
     return hs_out, (_batch_major(h),), (gates, rhs, hs, hs_out, state0[0], h0, W_hh, keep)
 

@@ -186,6 +186,40 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     return logits, final, (caches, inp, masks)
 
 
+def infer(params, arch: Arch, x: np.ndarray, state):
+    """The forward pass for inference: logits (T, V, B) and the final state of every layer.
+
+    The same equations as `forward`, but the GRU and LSTM stacks stay
+    feature-major from the input lookup to the head (each layer's input
+    projection is W_ih · hs<t> per step, the head head.weight · h<t>), so
+    there is no layout copy and no cache.  The vanilla RNN uses `forward`.
+    """
+    if arch.cell == "rnn":
+        logits, final, _ = forward(params, arch, x, state)
+        return np.swapaxes(logits, 1, 2), final
+    T, B = x.shape
+    keep = state_keep(arch, x, params["head.weight"].dtype)
+    keep = None if keep is None else np.swapaxes(keep, 1, 2)            # (T, 1, B)
+    inp, final = None, []
+    for l in range(arch.num_layers):
+        W, b = params[f"layers.{l}.weight_ih"], params[f"layers.{l}.bias"]
+        if l == 0:  # the column lookup, per step: gx<t> = (W_ih + b)[:, x<t>]
+            Wb = W + b[:, None]
+            gx = np.empty((T, W.shape[0], B), dtype=W.dtype)
+            for t in range(T):
+                np.take(Wb, x[t], axis=1, out=gx[t])
+        else:
+            gx = np.matmul(W, inp)
+            gx += b[:, None]
+        state_fm = tuple(np.ascontiguousarray(s.T) for s in state[l])
+        inp, state_l, _ = cells.FORWARD[arch.cell](gx, state_fm, params[f"layers.{l}.weight_hh"],
+                                                   arch.activation, keep, feature_major=True)
+        final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
+    logits = np.matmul(params["head.weight"], inp)
+    logits += params["head.bias"][:, None]
+    return logits, final
+
+
 def _head(params, h: np.ndarray) -> np.ndarray:
     """logits = head.weight · h + head.bias, for h of shape (..., H)."""
     logits = h.reshape(-1, h.shape[-1]) @ params["head.weight"].T
@@ -221,11 +255,11 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     return grads, dstate0
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log softmax over the last axis, stable (log-sum-exp)."""
-    m = logits.max(axis=-1, keepdims=True)
+def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
+    """log softmax over `axis` (the last by default), stable (log-sum-exp)."""
+    m = logits.max(axis=axis, keepdims=True)
     z = logits - m
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):

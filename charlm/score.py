@@ -76,9 +76,9 @@ def token_log_probs(params, arch: Arch, inputs: np.ndarray, targets: np.ndarray,
     dtype = params["head.weight"].dtype
     if state is None:
         state = model.zero_state(arch, B, dtype)
-    logits, final, _ = model.forward(params, arch, inputs, state)
-    logp = model.log_softmax(logits.astype(np.float64))
-    return np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0], final
+    logits, final = model.infer(params, arch, inputs, state)       # (T, V, B)
+    logp = model.log_softmax(logits.astype(np.float64), axis=1)
+    return np.take_along_axis(logp, targets[:, None, :], axis=1)[:, 0], final
 
 
 def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarray, start=0) -> np.ndarray:
@@ -201,7 +201,7 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
         pos = starts[1:][None, :] - warm + np.arange(warm)[:, None]
         state = model.zero_state(arch, pieces - 1, dtype)
         for s in range(0, warm, chunk):
-            _, state, _ = model.forward(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
+            _, state = model.infer(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
         start_state = [tuple(np.concatenate([z[:1], w]) for z, w in zip(zl, wl))
                        for zl, wl in zip(start_state, state)]
     pos = starts[None, :] + np.arange(length)[:, None]   # (length, pieces)

@@ -264,3 +264,22 @@ def test_drop_characters_replaces_inputs_by_unk_but_never_eos():
     droppable = (x != EOS_ID) & (x != UNK_ID)
     assert abs(changed[droppable].mean() - 0.3) < 0.02
     assert np.array_equal(y, model.drop_characters(x, 0.3, np.random.default_rng(1)))  # the rng decides
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("reset", [False, True])
+def test_inference_forward_equals_the_training_forward(cell, reset):
+    """`infer` (feature-major, no cache) computes the same logits and final states as `forward`."""
+    from charlm.model import forward, infer
+
+    arch = Arch(cell, 7, 5, 3, reset_at_eos=reset)
+    params = init_params(arch, np.random.default_rng(1), "float64")
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 7, size=(9, 4))
+    state = [tuple(rng.standard_normal((4, 5)) for _ in s) for s in model.zero_state(arch, 4, np.float64)]
+    logits, final, _ = forward(params, arch, x, state)
+    logits_fm, final_fm = infer(params, arch, x, state)
+    np.testing.assert_allclose(np.swapaxes(logits_fm, 1, 2), logits, rtol=1e-12, atol=1e-12)
+    for a, b in zip(final, final_fm):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-12)

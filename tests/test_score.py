@@ -252,8 +252,9 @@ def test_reading_in_pieces_keeps_each_forward_call_small(monkeypatch):
     params = init_params(arch, np.random.default_rng(3), "float64")
     ids = np.random.default_rng(4).integers(0, 9, size=40_000).astype(np.uint8)
     shapes = []
-    real = model.forward
-    monkeypatch.setattr(model, "forward", lambda p, a, x, *rest, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
+    for name in ("forward", "infer"):
+        real = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
     for pieces in (2, 9, 64):
         shapes.clear()
         score.read_in_pieces(params, arch, ids, pieces, burn_in=512)
