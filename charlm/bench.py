@@ -204,7 +204,7 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = 10_00
     mix = ngram_mixture(doc, len(vocab)) if with_ngram else None
     lines = [ln for ln in text.split("\n") if ln][:num_sentences]
     t0 = time.perf_counter()
-    score_sentences(params, arch, vocab, lines, batch_size=256, mix=mix)
+    score_sentences(params, arch, vocab, lines, mix=mix)   # in batches of `score --batch-size`
     dt = time.perf_counter() - t0
     chars = sum(len(ln) + 1 for ln in lines)
     t0 = time.perf_counter()

@@ -45,23 +45,29 @@ def max_order(vocab_size: int) -> int:
 
 
 @dataclass(frozen=True)
-class Contexts:
-    """Per order: the distinct histories, where their grams start, their totals and discounted mass."""
-
-    keys: np.ndarray    # sorted history keys
-    first: np.ndarray   # index of each history's first gram (one more entry: the end)
-    total: np.ndarray   # c_k(h)
-    gamma: np.ndarray   # γ_k(h)
-
-
-@dataclass(frozen=True)
 class NGram:
+    """The count tables (what a checkpoint stores) and, derived from them, one lookup table of all orders.
+
+    In the lookup tables an order-k key is offset by the number of keys of
+    the orders below it (Σ_{j<k} V^j for grams, Σ_{j<k} V^(j−1) for
+    histories), so that one sorted array serves every order and one
+    `searchsorted` finds a history at all orders at once.
+    """
+
     vocab_size: int
     reset_at_eos: bool
-    keys: tuple          # per order k = 1..N: sorted int64 gram keys
-    counts: tuple        # per order: int64 (continuation) counts, ≥ 1
+    keys: tuple             # per order k = 1..N: sorted int64 gram keys h·V + w
+    counts: tuple           # per order: int64 (continuation) counts, ≥ 1
     discounts: np.ndarray   # (N, 4): D_k(c) for c = 0, 1, 2, 3+
-    contexts: tuple      # per order: Contexts
+    gram_base: np.ndarray   # (N,): offset of each order's gram keys in gram_keys
+    gram_keys: np.ndarray   # all orders' gram keys, offset
+    gram_mass: np.ndarray   # max(c − D_k(c), 0) of each gram
+    gram_token: np.ndarray  # w, the token each gram predicts
+    ctx_base: np.ndarray    # (N,): offset of each order's history keys in ctx_keys
+    ctx_keys: np.ndarray    # all orders' history keys, offset
+    ctx_first: np.ndarray   # index in gram_keys of each history's first gram (one more entry: the end)
+    ctx_total: np.ndarray   # c_k(h)
+    ctx_gamma: np.ndarray   # γ_k(h)
 
     @property
     def order(self) -> int:
@@ -80,20 +86,28 @@ def discounts(counts: np.ndarray) -> np.ndarray:
 
 def from_tables(vocab_size: int, reset_at_eos: bool, keys, counts) -> NGram:
     """The model from its count tables (fitted, or read from a checkpoint): derives the rest."""
+    V = vocab_size
     keys = tuple(np.asarray(k, dtype=np.int64) for k in keys)
     counts = tuple(np.asarray(c, dtype=np.int64) for c in counts)
-    D = np.array([discounts(c) for c in counts]).reshape(len(counts), 4)
-    contexts = []
-    for k, (g, c) in enumerate(zip(keys, counts), start=1):
-        h = g // vocab_size
-        hk, first = np.unique(h, return_index=True)
-        if len(g):
-            total = np.add.reduceat(c, first).astype(np.float64)
-            gamma = np.add.reduceat(D[k - 1][np.minimum(c, 3)], first)
-        else:
-            total = gamma = np.zeros(0)
-        contexts.append(Contexts(hk, np.append(first, len(g)), total, gamma))
-    return NGram(vocab_size, reset_at_eos, keys, counts, D, tuple(contexts))
+    N = len(keys)
+    D = np.array([discounts(c) for c in counts]).reshape(N, 4)
+    gram_base = np.array([sum(V ** j for j in range(1, k + 1)) for k in range(N)], dtype=np.int64)  # order k+1
+    ctx_base = np.array([sum(V ** j for j in range(k)) for k in range(N)], dtype=np.int64)
+    gram_keys = np.concatenate([g + b for g, b in zip(keys, gram_base)]) if N else np.zeros(0, np.int64)
+    gram_count = np.concatenate(counts) if N else np.zeros(0, np.int64)
+    gram_D = np.concatenate([D[k][np.minimum(c, 3)] for k, c in enumerate(counts)]) if N else np.zeros(0)
+    order_of = np.repeat(np.arange(N), [len(g) for g in keys])
+    history = np.concatenate([g // V for g in keys]) + ctx_base[order_of] if N else np.zeros(0, np.int64)
+    ctx_keys, first = np.unique(history, return_index=True)   # history keys are sorted: grams are
+    if len(gram_keys):
+        total = np.add.reduceat(gram_count, first).astype(np.float64)
+        gamma = np.add.reduceat(gram_D, first)
+    else:
+        total = gamma = np.zeros(0)
+    gram_token = np.concatenate([g % V for g in keys]) if N else np.zeros(0, np.int64)
+    return NGram(V, reset_at_eos, keys, counts, D, gram_base, gram_keys,
+                 np.maximum(gram_count - gram_D, 0.0), gram_token, ctx_base, ctx_keys,
+                 np.append(first, len(gram_keys)), total, gamma)
 
 
 def histories(ids: np.ndarray, pos: np.ndarray, start: np.ndarray | int, width: int, reset_at_eos: bool):
@@ -106,7 +120,10 @@ def histories(ids: np.ndarray, pos: np.ndarray, start: np.ndarray | int, width: 
     """
     pos = np.asarray(pos, dtype=np.int64)
     start = np.broadcast_to(np.asarray(start, dtype=np.int64), pos.shape)
-    tokens = np.zeros((width, len(pos)), dtype=np.asarray(ids).dtype)
+    ids = np.asarray(ids)
+    if len(ids) == 0:  # nothing before any position but the start
+        ids = np.zeros(1, dtype=ids.dtype)
+    tokens = np.zeros((width, len(pos)), dtype=ids.dtype)
     length = np.minimum(pos - start + 1, width)
     for j in range(1, width + 1):
         idx = pos - j
@@ -158,46 +175,75 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
     """P(target | history) (n,), or with no targets the whole distribution (n, V).
 
     `tokens`, `length` as `histories` returns them (width ≥ order − 1).
+    The recursion P_k = a_k·P_{k−1} + d_k (a_k = γ_k/c_k(h), d_k the
+    discounted counts over c_k(h); a_k = 1, d_k = 0 where the order-k
+    history is unseen or too long) unrolls to
+
+        P_N = (Π_k a_k)/V + Σ_k (Π_{j>k} a_j)·d_k
+
+    which is computed for all orders at once.
     """
-    V, n = ng.vocab_size, len(length)
-    full = targets is None
-    p = np.full((n, V) if full else n, 1.0 / V)
-    for k, h in enumerate(_history_keys(tokens, V, ng.order), start=1):
-        ctx, D, g_keys = ng.contexts[k - 1], ng.discounts[k - 1], ng.keys[k - 1]
-        if len(ctx.keys) == 0:
-            break  # no grams of this order (nor above)
-        i = np.minimum(np.searchsorted(ctx.keys, h), len(ctx.keys) - 1)
-        seen = (ctx.keys[i] == h) & (length >= k - 1)
-        if not full:
-            g = h * V + targets
-            j = np.minimum(np.searchsorted(g_keys, g), len(g_keys) - 1)
-            c = np.where(g_keys[j] == g, ng.counts[k - 1][j], 0)
-            p_k = (np.maximum(c - D[np.minimum(c, 3)], 0.0) + ctx.gamma[i] * p) / ctx.total[i]
-            p = np.where(seen, p_k, p)
-            continue
-        rows = np.flatnonzero(seen)
-        i = i[rows]
-        p[rows] *= (ctx.gamma[i] / ctx.total[i])[:, None]
-        lo, hi = ctx.first[i], ctx.first[i + 1]
-        size = hi - lo
-        row = np.repeat(rows, size)
-        gram = np.repeat(lo - np.cumsum(size) + size, size) + np.arange(size.sum())
-        c = ng.counts[k - 1][gram]
-        p[row, g_keys[gram] % V] += (c - D[np.minimum(c, 3)]) / np.repeat(ctx.total[i], size)
+    V, N, n = ng.vocab_size, ng.order, len(length)
+    if len(ng.gram_keys) == 0:  # nothing counted
+        return np.full((n, V) if targets is None else n, 1.0 / V)
+    h = np.zeros((N, n), dtype=np.int64)           # history keys of every order: Σ_j token_j · V^(j−1)
+    if N > 1:
+        powers = np.power(V, np.arange(N - 1), dtype=np.int64)[:, None]
+        np.cumsum(tokens[:N - 1].astype(np.int64) * powers, axis=0, out=h[1:])
+    q = h + ng.ctx_base[:, None]
+    i = np.minimum(np.searchsorted(ng.ctx_keys, q), len(ng.ctx_keys) - 1)
+    seen = (ng.ctx_keys[i] == q) & (length[None, :] >= np.arange(N)[:, None])   # order k needs k−1 tokens
+    total = np.where(seen, ng.ctx_total[i], 1.0)
+    a = np.where(seen, ng.ctx_gamma[i] / total, 1.0)
+    after = np.ones((N, n))                       # Π_{j>k} a_j
+    after[:-1] = np.cumprod(a[:0:-1], axis=0)[::-1]
+    base = after[0] * a[0] / V                    # (Π_k a_k)/V
+    if targets is not None:
+        g = h * V + targets + ng.gram_base[:, None]
+        j = np.minimum(np.searchsorted(ng.gram_keys, g), len(ng.gram_keys) - 1)
+        mass = np.where(seen & (ng.gram_keys[j] == g), ng.gram_mass[j], 0.0)
+        return base + (after * mass / total).sum(axis=0)
+    k, r = np.nonzero(seen)                       # (order, position) pairs with a history
+    c = i[k, r]
+    lo = ng.ctx_first[c]
+    size = ng.ctx_first[c + 1] - lo               # the grams of each history are ctx_first[c] … +size
+    gram = (lo - np.cumsum(size) + size).repeat(size)
+    gram += np.arange(len(gram))
+    weight = (after[k, r] / total[k, r]).repeat(size) * ng.gram_mass[gram]
+    where = (r * V).repeat(size) + ng.gram_token[gram]
+    p = np.bincount(where, weights=weight, minlength=n * V).reshape(n, V)
+    p += base[:, None]
     return p
+
+
+CHUNK = 65_536  # positions estimated at once (the work arrays are about 80 bytes × order per position)
 
 
 def probs(ng: NGram, ids: np.ndarray, pos: np.ndarray | None = None, start: np.ndarray | int = 0) -> np.ndarray:
     """P(ids[i] | the history before i) at positions `pos` (default: all) of the stream `ids`."""
     pos = np.arange(len(ids)) if pos is None else np.asarray(pos, dtype=np.int64)
-    tokens, length = histories(ids, pos, start, ng.order - 1, ng.reset_at_eos)
-    return estimate(ng, tokens, length, np.asarray(ids)[pos].astype(np.int64))
+    start = np.broadcast_to(np.asarray(start, dtype=np.int64), pos.shape)
+    targets = np.asarray(ids)[pos].astype(np.int64)
+    out = np.empty(len(pos))
+    for a in range(0, len(pos), CHUNK):
+        tokens, length = histories(ids, pos[a:a + CHUNK], start[a:a + CHUNK], ng.order - 1, ng.reset_at_eos)
+        out[a:a + CHUNK] = estimate(ng, tokens, length, targets[a:a + CHUNK])
+    return out
 
 
 def next_distribution(ng: NGram, ids: np.ndarray, pos: np.ndarray, start: np.ndarray | int = 0) -> np.ndarray:
     """P(· | the history before position pos) for each pos: (n, V)."""
     tokens, length = histories(ids, pos, start, ng.order - 1, ng.reset_at_eos)
     return estimate(ng, tokens, length)
+
+
+def extend(ng: NGram, tokens: np.ndarray, length: np.ndarray, ids: np.ndarray):
+    """The histories (as `histories` returns them) one token later, after reading `ids` (n,)."""
+    tokens = np.concatenate([np.asarray(ids, dtype=tokens.dtype)[None], tokens[:-1]])
+    length = np.minimum(length + 1, len(tokens))
+    if ng.reset_at_eos:  # a history starts at its newest <EOS>
+        length = np.where(ids == EOS_ID, 1, length)
+    return tokens, length
 
 
 def to_arrays(ng: NGram) -> dict[str, np.ndarray]:

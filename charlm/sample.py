@@ -88,20 +88,19 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     weights = model.step_weights(params)
     rows = np.arange(num)
     active = np.ones(num, dtype=bool)
-    if mix is not None:  # each row's stream for the n-gram: the prime, then the sample
-        width = len(history) - 1 + length
-        streams = np.zeros((num, width), dtype=np.int64)
-        streams[:, :len(history) - 1] = history[1:]
-        starts = np.arange(num) * width
-    for t in range(len(history) - 1, len(history) - 1 + length):
+    if mix is not None:  # the n-gram's history: the prime (the same for every row), then each row's sample
+        prime_ids = history[1:]
+        tokens, hist_len = ngram.histories(prime_ids, np.array([len(prime_ids)]), 0, mix.ngram.order - 1,
+                                           mix.ngram.reset_at_eos)
+        tokens, hist_len = tokens.repeat(num, axis=1), hist_len.repeat(num)
+    for _ in range(length):
         scores = model.log_softmax(logits.astype(np.float64))
         if mix is not None:
-            p_ngram = ngram.next_distribution(mix.ngram, streams.reshape(-1), starts + t, starts)
-            scores = mixture.log_prob(mix.weight, scores, p_ngram)
+            scores = mixture.log_prob(mix.weight, scores, ngram.estimate(mix.ngram, tokens, hist_len))
         ids = choose(scores, rng, temperature, top_k, top_p)
         logp = scores[rows, ids]
         if mix is not None:
-            streams[:, t] = ids
+            tokens, hist_len = ngram.extend(mix.ngram, tokens, hist_len, ids)
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID

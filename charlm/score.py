@@ -89,8 +89,11 @@ def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarra
     return mixture.log_prob(mix.weight, logp, p_ngram.reshape(pos.shape))
 
 
+BATCH_SIZE = 64  # sentences scored together (`score --batch-size`)
+
+
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
-                    batch_size: int = 64, keep_tokens: bool = False, mix: Mixture | None = None) -> list[Score]:
+                    batch_size: int = BATCH_SIZE, keep_tokens: bool = False, mix: Mixture | None = None) -> list[Score]:
     """Score each sentence (its characters, then <EOS>), batched by length."""
     encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
     order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))

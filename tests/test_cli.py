@@ -897,3 +897,12 @@ def test_train_resume_refuses_another_ngram_order(corpus, tmp_path):
 @pytest.mark.parametrize("value", ["-1", "13"])
 def test_bad_ngram_order(corpus, tmp_path, value):
     one_line_error(invoke("train", corpus, *TINY2, "--ngram", value, "-c", tmp_path / "x.npz"), "--ngram")
+
+
+def test_score_batch_size_default_is_the_library_default():
+    """The bench measures `score --file` with score.BATCH_SIZE: it must be the option's default."""
+    import inspect
+
+    from charlm import cli, score
+
+    assert inspect.signature(cli.score).parameters["batch_size"].default == score.BATCH_SIZE

@@ -172,3 +172,9 @@ def test_discounts_stay_between_the_floor_and_the_count():
         d = ngram.discounts(counts)
         assert d[0] == 0 and all(ngram.MIN_DISCOUNT <= d[c] <= c for c in (1, 2, 3))
     assert math.isclose(ngram.discounts(np.array([1, 1, 2]))[1], 0.75)
+
+
+def test_nothing_counted_is_the_uniform_distribution():
+    ng = ngram.fit(np.zeros(0, dtype=np.uint8), V, 5, False)
+    np.testing.assert_array_equal(ngram.probs(ng, np.array([2, 3, 0])), 1.0 / V)
+    np.testing.assert_array_equal(ngram.next_distribution(ng, np.array([2, 3]), np.array([0, 1])), 1.0 / V)
