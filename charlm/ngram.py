@@ -68,6 +68,8 @@ class NGram:
     ctx_first: np.ndarray   # index in gram_keys of each history's first gram (one more entry: the end)
     ctx_total: np.ndarray   # c_k(h)
     ctx_gamma: np.ndarray   # γ_k(h)
+    powers: np.ndarray      # (N − 1, 1): V^(j−1), the weight of the j-th newest history token in a key
+    min_length: np.ndarray  # (N, 1): k − 1, the history an order-k estimate needs
 
     @property
     def order(self) -> int:
@@ -85,7 +87,7 @@ def discounts(counts: np.ndarray) -> np.ndarray:
 
 
 def from_tables(vocab_size: int, reset_at_eos: bool, keys, counts) -> NGram:
-    """The model from its count tables (fitted, or read from a checkpoint): derives the rest."""
+    """The model from its count tables of orders 1..N ≥ 1 (fitted, or read from a checkpoint): derives the rest."""
     V = vocab_size
     keys = tuple(np.asarray(k, dtype=np.int64) for k in keys)
     counts = tuple(np.asarray(c, dtype=np.int64) for c in counts)
@@ -93,28 +95,29 @@ def from_tables(vocab_size: int, reset_at_eos: bool, keys, counts) -> NGram:
     D = np.array([discounts(c) for c in counts]).reshape(N, 4)
     gram_base = np.array([sum(V ** j for j in range(1, k + 1)) for k in range(N)], dtype=np.int64)  # order k+1
     ctx_base = np.array([sum(V ** j for j in range(k)) for k in range(N)], dtype=np.int64)
-    gram_keys = np.concatenate([g + b for g, b in zip(keys, gram_base)]) if N else np.zeros(0, np.int64)
-    gram_count = np.concatenate(counts) if N else np.zeros(0, np.int64)
-    gram_D = np.concatenate([D[k][np.minimum(c, 3)] for k, c in enumerate(counts)]) if N else np.zeros(0)
+    gram_keys = np.concatenate([g + b for g, b in zip(keys, gram_base)])
+    gram_count = np.concatenate(counts)
+    gram_D = np.concatenate([D[k][np.minimum(c, 3)] for k, c in enumerate(counts)])
     order_of = np.repeat(np.arange(N), [len(g) for g in keys])
-    history = np.concatenate([g // V for g in keys]) + ctx_base[order_of] if N else np.zeros(0, np.int64)
+    history = np.concatenate([g // V for g in keys]) + ctx_base[order_of]
     ctx_keys, first = np.unique(history, return_index=True)   # history keys are sorted: grams are
     if len(gram_keys):
         total = np.add.reduceat(gram_count, first).astype(np.float64)
         gamma = np.add.reduceat(gram_D, first)
     else:
         total = gamma = np.zeros(0)
-    gram_token = np.concatenate([g % V for g in keys]) if N else np.zeros(0, np.int64)
+    gram_token = np.concatenate([g % V for g in keys])
     return NGram(V, reset_at_eos, keys, counts, D, gram_base, gram_keys,
                  np.maximum(gram_count - gram_D, 0.0), gram_token, ctx_base, ctx_keys,
-                 np.append(first, len(gram_keys)), total, gamma)
+                 np.append(first, len(gram_keys)), total, gamma,
+                 np.power(V, np.arange(max(N - 1, 0)), dtype=np.int64)[:, None], np.arange(N)[:, None])
 
 
 def histories(ids: np.ndarray, pos: np.ndarray, start: np.ndarray | int, width: int, reset_at_eos: bool):
     """The `width` tokens before each position (newest first) and how many of them are history.
 
     `start[i]` is where position i's stream starts (an `<EOS>` is read just
-    before it).  Returns (tokens (width, n) int64, length (n,)): tokens[j−1]
+    before it).  Returns (tokens (width, n), of the ids' dtype, and length (n,)): tokens[j−1]
     is the token j before the position (0 = `<EOS>` before the start), and
     length ≤ width counts the history's tokens, its first `<EOS>` included.
     """
@@ -188,26 +191,25 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
         return np.full((n, V) if targets is None else n, 1.0 / V)
     h = np.zeros((N, n), dtype=np.int64)           # history keys of every order: Σ_j token_j · V^(j−1)
     if N > 1:
-        powers = np.power(V, np.arange(N - 1), dtype=np.int64)[:, None]
-        np.cumsum(tokens[:N - 1].astype(np.int64) * powers, axis=0, out=h[1:])
+        (tokens[:N - 1] * ng.powers).cumsum(axis=0, out=h[1:])
     q = h + ng.ctx_base[:, None]
-    i = np.minimum(np.searchsorted(ng.ctx_keys, q), len(ng.ctx_keys) - 1)
-    seen = (ng.ctx_keys[i] == q) & (length[None, :] >= np.arange(N)[:, None])   # order k needs k−1 tokens
+    i = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
+    seen = (ng.ctx_keys[i] == q) & (length >= ng.min_length)   # order k needs k−1 tokens of history
     total = np.where(seen, ng.ctx_total[i], 1.0)
     a = np.where(seen, ng.ctx_gamma[i] / total, 1.0)
     after = np.ones((N, n))                       # Π_{j>k} a_j
-    after[:-1] = np.cumprod(a[:0:-1], axis=0)[::-1]
+    after[:-1] = a[:0:-1].cumprod(axis=0)[::-1]
     base = after[0] * a[0] / V                    # (Π_k a_k)/V
     if targets is not None:
         g = h * V + targets + ng.gram_base[:, None]
-        j = np.minimum(np.searchsorted(ng.gram_keys, g), len(ng.gram_keys) - 1)
+        j = np.minimum(ng.gram_keys.searchsorted(g), len(ng.gram_keys) - 1)
         mass = np.where(seen & (ng.gram_keys[j] == g), ng.gram_mass[j], 0.0)
         return base + (after * mass / total).sum(axis=0)
     k, r = np.nonzero(seen)                       # (order, position) pairs with a history
     c = i[k, r]
     lo = ng.ctx_first[c]
     size = ng.ctx_first[c + 1] - lo               # the grams of each history are ctx_first[c] … +size
-    gram = (lo - np.cumsum(size) + size).repeat(size)
+    gram = (lo - size.cumsum() + size).repeat(size)
     gram += np.arange(len(gram))
     weight = (after[k, r] / total[k, r]).repeat(size) * ng.gram_mass[gram]
     where = (r * V).repeat(size) + ng.gram_token[gram]
