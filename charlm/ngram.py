@@ -174,6 +174,24 @@ def fit(ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> NGr
     return from_tables(V, reset_at_eos, keys, counts)
 
 
+def _search(table: np.ndarray, queries: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Where `queries` would go in the sorted `table` (clipped to its last index).
+
+    With `order` (an argsort of the queries) the queries are searched in
+    increasing order, which NumPy's binary search turns into short searches
+    that start where the last one ended: several times faster for many queries.
+    """
+    if order is None:
+        return np.minimum(table.searchsorted(queries), len(table) - 1)
+    flat = queries.reshape(-1)
+    where = np.empty(flat.size, dtype=np.intp)
+    where[order] = table.searchsorted(flat[order])
+    return np.minimum(where, len(table) - 1).reshape(queries.shape)
+
+
+SORT_QUERIES = 4096  # from this many queries on, search them in sorted order
+
+
 def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndarray | None = None) -> np.ndarray:
     """P(target | history) (n,), or with no targets the whole distribution (n, V).
 
@@ -193,7 +211,8 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
     if N > 1:
         (tokens[:N - 1] * ng.powers).cumsum(axis=0, out=h[1:])
     q = h + ng.ctx_base[:, None]
-    i = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
+    order = q.reshape(-1).argsort() if q.size >= SORT_QUERIES else None
+    i = _search(ng.ctx_keys, q, order)
     seen = (ng.ctx_keys[i] == q) & (length >= ng.min_length)   # order k needs k−1 tokens of history
     total = np.where(seen, ng.ctx_total[i], 1.0)
     a = np.where(seen, ng.ctx_gamma[i] / total, 1.0)
@@ -202,7 +221,7 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
     base = after[0] * a[0] / V                    # (Π_k a_k)/V
     if targets is not None:
         g = h * V + targets + ng.gram_base[:, None]
-        j = np.minimum(ng.gram_keys.searchsorted(g), len(ng.gram_keys) - 1)
+        j = _search(ng.gram_keys, g, order)      # the grams of one history are one run of keys: nearly sorted too
         mass = np.where(seen & (ng.gram_keys[j] == g), ng.gram_mass[j], 0.0)
         return base + (after * mass / total).sum(axis=0)
     k, r = np.nonzero(seen)                       # (order, position) pairs with a history

@@ -178,3 +178,13 @@ def test_nothing_counted_is_the_uniform_distribution():
     ng = ngram.fit(np.zeros(0, dtype=np.uint8), V, 5, False)
     np.testing.assert_array_equal(ngram.probs(ng, np.array([2, 3, 0])), 1.0 / V)
     np.testing.assert_array_equal(ngram.next_distribution(ng, np.array([2, 3]), np.array([0, 1])), 1.0 / V)
+
+
+def test_searching_in_sorted_order_finds_the_same(monkeypatch):
+    ng = ngram.fit(corpus(0, n=3000), V, 6, True)
+    test = corpus(4, n=2000)
+    monkeypatch.setattr(ngram, "SORT_QUERIES", 10 ** 9)
+    plain, dist = ngram.probs(ng, test), ngram.next_distribution(ng, test, np.arange(50))
+    monkeypatch.setattr(ngram, "SORT_QUERIES", 1)
+    np.testing.assert_array_equal(ngram.probs(ng, test), plain)
+    np.testing.assert_array_equal(ngram.next_distribution(ng, test, np.arange(50)), dist)
