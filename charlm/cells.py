@@ -93,6 +93,18 @@ def _halve_rows(x: np.ndarray, halved: tuple) -> np.ndarray:
     return x
 
 
+def _loop_layout(gx, state0, keep, feature_major: bool, sigma_rows: tuple):
+    """What a GRU/LSTM time loop reads: the gates (T, G, B) with their σ rows halved, keep (T, 1, B), states (H, B).
+
+    From the time- and batch-major interface, these are new arrays; already
+    feature-major (inference), gx itself is halved in place and used.
+    """
+    if feature_major:
+        return _halve_rows(gx, sigma_rows), keep, tuple(state0)
+    return (_feature_major(gx, halved=sigma_rows), None if keep is None else np.swapaxes(keep, 1, 2),
+            tuple(_batch_major(s) for s in state0))
+
+
 def _batch_major(x: np.ndarray) -> np.ndarray:
     """(T, F, B) or (F, B) -> a new contiguous (T, B, F) or (B, F) array."""
     return np.ascontiguousarray(np.swapaxes(x, -1, -2))
@@ -157,17 +169,10 @@ def rnn_step(gx_t, state, W_hhT, activation="tanh"):
 # ----------------------------------------------------------------------------
 
 def lstm_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
-    halved = lambda H: ((0, 2 * H), (3 * H, 4 * H))      # the σ rows i, f, o
-    if feature_major:
-        T, G, B = gx.shape
-        H = G // 4
-        gates = _halve_rows(gx, halved(H))
-        keep_fm = keep
-    else:
-        T, B, G = gx.shape
-        H = G // 4
-        gates = _feature_major(gx, halved=halved(H))      # (T, G, B): pre-activations (σ rows halved), then the activated gates
-        keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)   # (T, 1, B)
+    H = W_hh.shape[1]
+    # (T, G, B): pre-activations (σ rows i, f, o halved), then the activated gates
+    gates, keep_fm, (h0, c0) = _loop_layout(gx, state0, keep, feature_major, ((0, 2 * H), (3 * H, 4 * H)))
+    T, G, B = gates.shape
     scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
     W = W_hh * scale[:, None]                            # (G, H), σ rows halved
     g4 = gates.reshape(T, 4, H, B)
@@ -176,7 +181,6 @@ def lstm_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=Fal
     hs = np.empty((T, H, B), dtype=gx.dtype)
     buf = np.empty((G, B), dtype=gx.dtype)
     tmp = np.empty((H, B), dtype=gx.dtype)
-    h0, c0 = state0 if feature_major else (_batch_major(s) for s in state0)    # (H, B)
     h, c = h0, c0
     for t in range(T):
         if keep is not None:
@@ -270,23 +274,15 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 # ----------------------------------------------------------------------------
 
 def gru_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
-    if feature_major:
-        T, G, B = gx.shape
-        H = G // 3
-        gates = _halve_rows(gx, ((0, 2 * H),))
-        keep_fm = keep
-    else:
-        T, B, G = gx.shape
-        H = G // 3
-        gates = _feature_major(gx, halved=((0, 2 * H),))  # (T, G, B): [σ(r) σ(z) n] of every step
-        keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)     # (T, 1, B)
+    H = W_hh.shape[1]
+    gates, keep_fm, (h0,) = _loop_layout(gx, state0, keep, feature_major, ((0, 2 * H),))  # (T, G, B): [σ(r) σ(z) n]
+    T, G, B = gates.shape
     W_rz = W_hh[: 2 * H] * 0.5                              # σ via tanh(x/2)
     W_n = np.ascontiguousarray(W_hh[2 * H:])
     rhs = np.empty((T, H, B), dtype=gx.dtype)              # r·h<t-1>
     hs = np.empty((T, H, B), dtype=gx.dtype)
     buf = np.empty((2 * H, B), dtype=gx.dtype)
     bufn = np.empty((H, B), dtype=gx.dtype)
-    h0 = state0[0] if feature_major else _batch_major(state0[0])   # (H, B)
     h = h0
     for t in range(T):
         if keep is not None:

@@ -49,6 +49,7 @@ FORMAT = "charlm-checkpoint"
 VERSION = 1
 DEFAULT_PATH = "charlm.npz"
 ENV_VAR = "CHARLM_CHECKPOINT"
+MIX_KEYS = {"last": "mix.weight", "best": "best.mix.weight"}  # the network's share for each set of weights
 
 
 @dataclass
@@ -134,9 +135,6 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
         if ckpt.mix_weights.get(which) is not None:
             arrays[key] = np.array(ckpt.mix_weights[which], dtype=np.float64)
     return arrays
-
-
-MIX_KEYS = {"last": "mix.weight", "best": "best.mix.weight"}
 
 
 def save(ckpt: Checkpoint, path: str) -> None:

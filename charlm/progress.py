@@ -175,9 +175,11 @@ class TrainReporter:
             mix = ckpt.mixture("best")
             best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
             if mix is not None and best and best[-1].get("net_val_bpc") is not None:
+                alone = m.get("ngram_val_bpc")
                 t.add_row("n-gram", f"the validation above is the network interpolated with a {mix.ngram.order}-gram, "
                           f"shares fitted on it: network {mix.weight:.2f}, n-gram {1 - mix.weight:.2f}; "
-                          f"the network alone {best[-1]['net_val_bpc']:.4f} bits/char at that step")
+                          f"the network alone {best[-1]['net_val_bpc']:.4f} bits/char at that step"
+                          + ("" if alone is None else f", the {mix.ngram.order}-gram alone {alone:.4f}"))
         if baselines:
             t.add_row("baselines", ", ".join(f"{name} {bits:.4f}" for name, bits in baselines.items())
                       + " bits/char on the same validation split")

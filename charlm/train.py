@@ -328,8 +328,10 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
+    extra_meta = {}
     if cfg.ngram and len(corpus.val_ids):
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
+        extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
@@ -406,11 +408,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
             run_eval()
             last_eval_step = st.step
         if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-            save(make_checkpoint(cfg, corpus, st, ng=ng))
+            save(make_checkpoint(cfg, corpus, st, extra_meta, ng=ng))
             on_event("saved", {"step": st.step})
     if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
         run_eval()
-    ckpt = make_checkpoint(cfg, corpus, st, ng=ng)
+    ckpt = make_checkpoint(cfg, corpus, st, extra_meta, ng=ng)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})
