@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from charlm import model, optim
+from charlm import model, ngram, optim
 from charlm.checkpoint import Checkpoint, load, param_shapes, save, to_arrays
 from charlm.config import Config
 from charlm.errors import CheckpointError
@@ -40,7 +40,9 @@ def small_checkpoint() -> Checkpoint:
     train_state = {"step": 5, "epoch": 0, "chunk": 5, "offset": 1, "train_seconds": 0.5, "chars_seen": 40,
                    "skipped_steps": 0, "bad_streak": 0, "best_val": 2.0, "best_step": 4, "last_loss": 2.1,
                    "last_val": 2.0, "rng": rng.bit_generator.state, "history": [{"step": 4, "val_bpc": 2.9}]}
-    return Checkpoint(cfg, vocab, params, train_state, state, carry, best, {"corpus": {"name": "x"}, "steps": 5})
+    ng = ngram.fit(rng.integers(0, len(vocab), size=200), len(vocab), 3, reset_at_eos=False)
+    return Checkpoint(cfg, vocab, params, train_state, state, carry, best, {"corpus": {"name": "x"}, "steps": 5},
+                      ngram=ng, mix_weights={"last": 0.6, "best": 0.7})
 
 
 def npz_bytes(arrays: dict) -> bytes:
