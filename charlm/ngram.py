@@ -271,7 +271,7 @@ def to_arrays(ng: NGram) -> dict[str, np.ndarray]:
     arrays = {}
     for k, (g, c) in enumerate(zip(ng.keys, ng.counts), start=1):
         arrays[f"ngram.{k}.keys"] = g
-        arrays[f"ngram.{k}.counts"] = c.astype(np.uint32 if c.max(initial=0) < 2 ** 32 else np.int64)
+        arrays[f"ngram.{k}.counts"] = c.astype(np.uint32)   # counts ≤ MAX_TOKENS
     return arrays
 
 
@@ -291,8 +291,10 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
             raise CheckpointError(f"missing key 'ngram.{k}.counts'")
         if g.dtype != np.int64 or g.ndim != 1 or c.dtype.kind not in "iu" or c.shape != g.shape:
             raise CheckpointError(f"malformed n-gram table of order {k}")
-        if len(g) and (g[0] < 0 or g[-1] >= vocab_size ** k or np.any(g[1:] <= g[:-1]) or c.min() < 1):
-            raise CheckpointError(f"the n-gram table of order {k} is not sorted, out of range or has counts below 1")
+        if len(g) and (g[0] < 0 or g[-1] >= vocab_size ** k or np.any(g[1:] <= g[:-1])
+                       or c.min() < 1 or c.max() > MAX_TOKENS):
+            raise CheckpointError(f"the n-gram table of order {k} is not sorted, out of range or has counts "
+                                  f"outside 1..{MAX_TOKENS:,}")
         keys.append(g)
         counts.append(c)
     return from_tables(vocab_size, reset_at_eos, keys, counts)

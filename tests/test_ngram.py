@@ -142,7 +142,8 @@ def test_tables_round_trip_through_arrays():
     assert ngram.from_arrays({}, V, True) is None
 
 
-@pytest.mark.parametrize("damage", ["unsorted", "out of range", "zero count", "no counts", "float keys", "too high"])
+@pytest.mark.parametrize("damage", ["unsorted", "out of range", "zero count", "huge count", "no counts", "float keys",
+                                    "too high"])
 def test_damaged_tables_are_refused(damage):
     arrays = ngram.to_arrays(ngram.fit(corpus(0), V, 3, False))
     keys = arrays["ngram.2.keys"]
@@ -153,6 +154,8 @@ def test_damaged_tables_are_refused(damage):
         arrays["ngram.2.counts"] = np.append(arrays["ngram.2.counts"], 1)
     elif damage == "zero count":
         arrays["ngram.2.counts"] = arrays["ngram.2.counts"] * 0
+    elif damage == "huge count":  # would wrap to a negative int64
+        arrays["ngram.2.counts"] = arrays["ngram.2.counts"].astype(np.uint64) + np.uint64(2 ** 63)
     elif damage == "no counts":
         del arrays["ngram.2.counts"]
     elif damage == "float keys":
