@@ -1,43 +1,60 @@
 """The recurrent cells, as pure functions over a whole sequence.
 
-Shapes use one vocabulary: T time steps, B batch, H hidden size, G gates.
-Arrays are time-major: `gx[t]` is the (B, G*H) input of step t.
+Shapes use one vocabulary: T time steps, B batch, H hidden size, G gates
+(G·H rows of pre-activations), K the length of a step's matmul input.
 
-Each cell is three functions:
+The vanilla RNN, time- and batch-major (`gx[t]` is the (B, H) input of step t):
 
-    forward(gx, state0, W_hh)          -> hs (T, B, H), final state, cache
-    backward(dhs, dstate_final, cache) -> dgx (T, B, G*H), dstate0, dW_hh
-    step(gx_t, state, W_hhT)           -> state          (inference, one step; W_hhT = W_hhᵀ)
+    rnn_forward(gx, state0, W_hh)          -> hs (T, B, H), final state, cache
+    rnn_backward(dhs, dstate_final, cache) -> dgx (T, B, H), dstate0, dW_hh
 
-`gx = W_ih x + b` is the input projection of every step, computed by the
-caller for the whole sequence at once (it does not depend on the recurrence),
-and `dgx` is the gradient with respect to it, from which the caller gets
-dW_ih, db and the gradient of the input.  Backward uses only the cache.
+where `gx = W_ih x + b` is the input projection of every step, computed by
+the caller for the whole sequence at once, and `dgx` its gradient.
+
+The gated cells (GRU, LSTM) in the concatenated form of the course notes,
+a<t> = W [h<t-1>; u<t>] with W = [W_hh | W_u], feature-major:
+
+    forward(xh, W, state0, keep, gx)  -> hs (T, H, B), final state, cache
+    backward(dhs, dstate_final, cache) -> da (T, B, G·H), dstate0, dW (G·H, K)
+
+- xh (T+1, K, B), K = H + E: rows H: of xh[t] hold the step input u<t>
+  (t < T), filled by the caller; the loop writes h<t-1> into rows :H, so
+  that step t's matmul reads the contiguous [h<t-1>; u<t>].  The caller
+  chooses u: for a one-hot first layer u<t> = onehot(x<t>) and W_u =
+  W_ih + b (one column per token: the bias rides along), above it
+  u<t> = [x<t>; 1] and W_u = [W_ih | b].  The input projection is then
+  part of each step's matmul: no separate pass, no layout copy.
+- gx (T, G·H, B), optional, which the forward overwrites: pre-activations
+  added to W [h; u] (for a large vocabulary, whose one-hot input would make
+  the matmul too wide, the caller looks the columns up instead and u is
+  empty).
+- da is the gradient of the pre-activations (batch-major, for the caller's
+  weight-gradient matmuls), dW = Σ_t da<t> [h<t-1>; u<t>]ᵀ: one matmul over
+  all steps.
+- hs and the states, (H, B), are feature-major.  `cache=False` (inference)
+  keeps nothing and returns no cache.
+
+    step(gx_t, state, W_hhT)           -> state  (one step, batch-major; W_hhT = W_hhᵀ)
 
 How the time loops are kept cheap (the equations are unchanged):
-- inside the GRU and LSTM loops the arrays are feature-major, (T, F, B):
-  a step's gates are one contiguous (G·H, B) matrix and the recurrent
-  product is computed as written, W_hh (G·H × H) · h (H × B) — at batch
-  32 BLAS does that about 1.5× faster here than h (B × H) · W_hhᵀ.  One
-  transposing copy at each end keeps the interface time- and batch-major;
-- per step, one recurrent matmul (two for the GRU, whose reset gate sits
-  before its matmul) into a preallocated buffer, then in-place ufuncs;
-- σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights and inputs,
-  so one tanh call activates all the gates of a step;
-- everything in backward that does not depend on the recurrence (the local
-  derivatives of the gates) is computed for all T steps at once before the
-  loop, and dW_hh is one matmul over all steps after it.
+- inside the GRU and LSTM loops a step's gates are one contiguous (G·H, B)
+  matrix and the recurrent product is computed as written, W (G·H × K) ·
+  [h; u] (K × B) — at batch 32 BLAS does that faster here than the
+  batch-major (B × K) · Wᵀ, and the elementwise work reads contiguous rows;
+- per step, one matmul (the GRU: one for r and z, one for its n gate's
+  input, one for W_hn (r·h), since the reset gate sits before that
+  matmul) into a preallocated buffer, then in-place ufuncs;
+- σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights, so one tanh
+  call activates all the gates of a step;
+- each step's local derivatives are computed inside the backward loop,
+  while its arrays are in cache, and dW is one matmul over all steps after it.
 
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
 
-For inference the GRU and LSTM forwards also take everything feature-major
-(`feature_major=True`: gx (T, G·H, B), which they overwrite, states (H, B),
-keep (T, 1, B)) and return hs (T, H, B) and the final state the same way,
-without a cache: a stack of layers then needs no layout copies at all.
-
-`keep` (optional, (T, B, 1) of 0/1) resets the state: at a step where
-keep[t] is 0 the previous state of that row is taken as zero (a new
-sequence starts there; its gradient stops there too).
+`keep` (optional, of 0/1; (T, B, 1) for the RNN, (T, 1, B) for the gated
+cells) resets the state: at a step where keep[t] is 0 the previous state
+of that row is taken as zero (a new sequence starts there; its gradient
+stops there too).
 """
 
 from __future__ import annotations
@@ -91,18 +108,6 @@ def _halve_rows(x: np.ndarray, halved: tuple) -> np.ndarray:
     for a, b in halved:
         x[:, a:b] *= x.dtype.type(0.5)
     return x
-
-
-def _loop_layout(gx, state0, keep, feature_major: bool, sigma_rows: tuple):
-    """What a GRU/LSTM time loop reads: the gates (T, G, B) with their σ rows halved, keep (T, 1, B), states (H, B).
-
-    From the time- and batch-major interface, these are new arrays; already
-    feature-major (inference), gx itself is halved in place and used.
-    """
-    if feature_major:
-        return _halve_rows(gx, sigma_rows), keep, tuple(state0)
-    return (_feature_major(gx, halved=sigma_rows), None if keep is None else np.swapaxes(keep, 1, 2),
-            tuple(_batch_major(s) for s in state0))
 
 
 def _batch_major(x: np.ndarray) -> np.ndarray:
@@ -163,68 +168,80 @@ def rnn_step(gx_t, state, W_hhT, activation="tanh"):
 
 # ----------------------------------------------------------------------------
 # LSTM, gate blocks in order i, f, g, o:
-#   [i f g o] = W_ih x<t> + W_hh h<t-1> + b
+#   [i f g o] = W [h<t-1>; u<t>]           W = [W_hh | W_u]
 #   c<t> = σ(f)·c<t-1> + σ(i)·tanh(g)
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
-    H = W_hh.shape[1]
-    # (T, G, B): pre-activations (σ rows i, f, o halved), then the activated gates
-    gates, keep_fm, (h0, c0) = _loop_layout(gx, state0, keep, feature_major, ((0, 2 * H), (3 * H, 4 * H)))
-    T, G, B = gates.shape
-    scale = _sigmoid_scale(4, H, (0, 1, 3), gx.dtype)   # σ on i, f, o
-    W = W_hh * scale[:, None]                            # (G, H), σ rows halved
-    g4 = gates.reshape(T, 4, H, B)
-    cs = np.empty((T, H, B), dtype=gx.dtype)
-    tcs = np.empty((T, H, B), dtype=gx.dtype)     # tanh(c<t>)
-    hs = np.empty((T, H, B), dtype=gx.dtype)
-    buf = np.empty((G, B), dtype=gx.dtype)
-    tmp = np.empty((H, B), dtype=gx.dtype)
-    h, c = h0, c0
+def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True):
+    """The LSTM over T steps; see "The gated cells" above for xh, W, gx and keep."""
+    H = W.shape[0] // 4
+    T, B = xh.shape[0] - 1, xh.shape[2]
+    G = 4 * H
+    Ws = W * _sigmoid_scale(4, H, (0, 1, 3), W.dtype)[:, None]    # σ rows halved
+    if gx is not None:
+        _halve_rows(gx, ((0, 2 * H), (3 * H, 4 * H)))
+    gates = gx if gx is not None or not cache else np.empty((T, G, B), dtype=W.dtype)
+    cs = np.empty((T, H, B), dtype=W.dtype) if cache else None
+    tcs = np.empty((T, H, B), dtype=W.dtype) if cache else None   # tanh(c<t>)
+    hs = xh[1:, :H] if keep is None else np.empty((T, H, B), dtype=W.dtype)
+    buf = np.empty((G, B), dtype=W.dtype)
+    tmp = np.empty((H, B), dtype=W.dtype)
+    c_bufs = None if cache else np.empty((2, H, B), dtype=W.dtype)
+    h, c = state0
     for t in range(T):
-        if keep is not None:
-            h, c = h * keep_fm[t], c * keep_fm[t]  # a new sequence starts from zero
-        a = gates[t]
-        a += np.matmul(W, h, out=buf)             # pre-activations (σ blocks halved)
-        np.tanh(a, out=a)                         # tanh(g); tanh(x/2) for i, f, o
-        i, f, g, o = g4[t, 0], g4[t, 1], g4[t, 2], g4[t, 3]
-        _half_affine(g4[t, :2])                   # σ(i), σ(f)
-        _half_affine(o)                           # σ(o)
-        c_t = np.multiply(f, c, out=cs[t])        # c = σ(f)·c<t-1>
-        c_t += np.multiply(i, g, out=tmp)         #   + σ(i)·tanh(g)
-        tc = np.tanh(c_t, out=tcs[t])
-        h = np.multiply(o, tc, out=hs[t])         # h = σ(o)·tanh(c)
+        if keep is not None:                       # a new sequence starts from zero
+            h, c = np.multiply(h, keep[t], out=xh[t, :H]), c * keep[t]
+        elif t == 0:
+            xh[0, :H] = h
+        if gates is None:                          # pre-activations (σ blocks halved)
+            a = np.matmul(Ws, xh[t], out=buf)
+        elif gx is None:
+            a = np.matmul(Ws, xh[t], out=gates[t])
+        else:
+            a = gates[t]
+            a += np.matmul(Ws, xh[t], out=buf)
+        np.tanh(a, out=a)                          # tanh(g); tanh(x/2) for i, f, o
+        g4 = a.reshape(4, H, B)
+        i, f, g, o = g4
+        _half_affine(g4[:2])                       # σ(i), σ(f)
+        _half_affine(o)                            # σ(o)
+        c_t = np.multiply(f, c, out=cs[t] if cache else c_bufs[t % 2])   # c = σ(f)·c<t-1>
+        c_t += np.multiply(i, g, out=tmp)          #   + σ(i)·tanh(g)
+        tc = np.tanh(c_t, out=tcs[t] if cache else tmp)
+        h = np.multiply(o, tc, out=hs[t])          # h = σ(o)·tanh(c)
         c = c_t
-    if feature_major:
+    if not cache:
         return hs, (h, c), None
-    hs_out = _batch_major(hs)
-    return hs_out, (_batch_major(h), _batch_major(c)), (gates, cs, tcs, hs, hs_out, state0, (h0, c0), W_hh, keep)
+    return hs, (h, c), (xh, gates, cs, tcs, state0[1], W, keep)
 
 
 def lstm_backward(dhs, dstate_final, cache):
-    gates, cs, tcs, hs, hs_out, (h0, _), (h0_fm, c0_fm), W_hh, keep = cache
-    T, H, B = hs.shape
+    """BPTT through `lstm_forward`: da (T, B, 4H) batch-major, (dh<0>, dc<0>), dW (4H, K).
+
+    dhs (T, H, B) and the states are feature-major; da is the gradient of
+    the pre-activations, dW = Σ_t da<t> [h<t-1>; u<t>]ᵀ.
+    """
+    xh, gates, cs, tcs, c0, W, keep = cache
+    T, H, B = cs.shape
     g4 = gates.reshape(T, 4, H, B)
     da = np.empty_like(gates)
     da4 = da.reshape(T, 4, H, B)
-    WT = np.ascontiguousarray(W_hh.T)                                # (H, G)
-    dhs = _feature_major(dhs)
-    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)
+    WT = np.ascontiguousarray(W[:, :H].T)                           # W_hhᵀ (H, G)
     if dstate_final is None:
-        dh = np.zeros((H, B), dtype=hs.dtype)
-        dc = np.zeros((H, B), dtype=hs.dtype)
+        dh = np.zeros((H, B), dtype=W.dtype)
+        dc = np.zeros((H, B), dtype=W.dtype)
     else:
-        dh, dc = (_batch_major(d) for d in dstate_final)
-    tmp = np.empty((H, B), dtype=hs.dtype)
+        dh, dc = (np.array(d, dtype=W.dtype) for d in dstate_final)
+    tmp = np.empty((H, B), dtype=W.dtype)
     # Each step's arrays are small and stay in cache, so the local derivatives
     # are computed here, step by step, with in-place ufuncs.
     for t in reversed(range(T)):
         i, f, g, o = g4[t, 0], g4[t, 1], g4[t, 2], g4[t, 3]
         tc = tcs[t]
-        c_prev = cs[t - 1] if t > 0 else c0_fm
+        c_prev = cs[t - 1] if t > 0 else c0
         if keep is not None:
-            c_prev = c_prev * keep_fm[t]
+            c_prev = c_prev * keep[t]
         da_i, da_f, da_g, da_o = da4[t, 0], da4[t, 1], da4[t, 2], da4[t, 3]
         dh += dhs[t]                                                  # dh<t>
         # dc<t> = dc from step t+1 + dh·σ(o)·(1 - tanh²(c))
@@ -241,11 +258,10 @@ def lstm_backward(dhs, dstate_final, cache):
         dc *= f                                                       # to c<t-1>: σ(f)·dc
         np.matmul(WT, da[t], out=dh)                                  # to h<t-1>: W_hhᵀ da<t>
         if keep is not None:
-            dh *= keep_fm[t]
-            dc *= keep_fm[t]
+            dh *= keep[t]
+            dc *= keep[t]
     da = _batch_major(da)
-    dW_hh = _matmul_with_previous(da if keep is None else da * keep, h0, hs_out)
-    return da, (_batch_major(dh), _batch_major(dc)), dW_hh
+    return da, (dh, dc), _matmul_over_time(da, _batch_major(xh[:T]))
 
 
 def lstm_step(gx_t, state, W_hhT, activation=None):
@@ -266,61 +282,74 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 
 # ----------------------------------------------------------------------------
 # GRU (Cho et al. 2014: the reset gate applies to h<t-1> *before* the matmul;
-# PyTorch's nn.GRU applies it after), gate blocks in order r, z, n:
-#   r = σ(W_ir x + W_hr h<t-1> + b_r)
-#   z = σ(W_iz x + W_hz h<t-1> + b_z)
-#   n = tanh(W_in x + W_hn (r·h<t-1>) + b_n)
+# PyTorch's nn.GRU applies it after), gate blocks in order r, z, n,
+# W = [W_hh | W_u]:
+#   [r z] = σ(W_rz [h<t-1>; u<t>])
+#   n = tanh(W_un u<t> + W_hn (r·h<t-1>))
 #   h<t> = (1 - z)·n + z·h<t-1>
 # ----------------------------------------------------------------------------
 
-def gru_forward(gx, state0, W_hh, activation=None, keep=None, feature_major=False):
-    H = W_hh.shape[1]
-    gates, keep_fm, (h0,) = _loop_layout(gx, state0, keep, feature_major, ((0, 2 * H),))  # (T, G, B): [σ(r) σ(z) n]
-    T, G, B = gates.shape
-    W_rz = W_hh[: 2 * H] * 0.5                              # σ via tanh(x/2)
-    W_n = np.ascontiguousarray(W_hh[2 * H:])
-    rhs = np.empty((T, H, B), dtype=gx.dtype)              # r·h<t-1>
-    hs = np.empty((T, H, B), dtype=gx.dtype)
-    buf = np.empty((2 * H, B), dtype=gx.dtype)
-    bufn = np.empty((H, B), dtype=gx.dtype)
-    h = h0
+def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
+    """The GRU over T steps; see "The gated cells" above for xh, W, gx and keep."""
+    H = W.shape[0] // 3
+    T, B = xh.shape[0] - 1, xh.shape[2]
+    W_rz = W[: 2 * H] * 0.5                                # σ via tanh(x/2)
+    W_hn = np.ascontiguousarray(W[2 * H:, :H])
+    W_un = np.ascontiguousarray(W[2 * H:, H:]) if W.shape[1] > H else None
+    if gx is not None:
+        _halve_rows(gx, ((0, 2 * H),))
+    gates = gx if gx is not None or not cache else np.empty((T, 3 * H, B), dtype=W.dtype)  # [σ(r) σ(z) n]
+    rhs = np.empty((T, H, B), dtype=W.dtype) if cache else None   # r·h<t-1>
+    hs = xh[1:, :H] if keep is None else np.empty((T, H, B), dtype=W.dtype)
+    step_buf = None if cache and gx is None else np.empty((3 * H, B), dtype=W.dtype)
+    bufn = np.empty((H, B), dtype=W.dtype)
+    rh_buf = None if cache else np.empty((H, B), dtype=W.dtype)
+    (h,) = state0
     for t in range(T):
-        if keep is not None:
-            h = h * keep_fm[t]                             # a new sequence starts from zero
-        rz = gates[t, : 2 * H]
-        rz += np.matmul(W_rz, h, out=buf)
+        if keep is not None:                               # a new sequence starts from zero
+            h = np.multiply(h, keep[t], out=xh[t, :H])
+        elif t == 0:
+            xh[0, :H] = h
+        a = gates[t] if gates is not None else step_buf
+        rz, n = a[: 2 * H], a[2 * H:]
+        if gx is None:
+            np.matmul(W_rz, xh[t], out=rz)
+            if W_un is None:
+                n[...] = 0.0
+            else:
+                np.matmul(W_un, xh[t, H:], out=n)          # W_un u<t>
+        else:
+            rz += np.matmul(W_rz, xh[t], out=step_buf[: 2 * H])
+            if W_un is not None:
+                n += np.matmul(W_un, xh[t, H:], out=bufn)
         np.tanh(rz, out=rz)
         _half_affine(rz)                                   # σ(r), σ(z)
-        r, z, n = rz[:H], rz[H:], gates[t, 2 * H:]
-        rh = np.multiply(r, h, out=rhs[t])
-        n += np.matmul(W_n, rh, out=bufn)
+        r, z = rz[:H], rz[H:]
+        rh = np.multiply(r, h, out=rhs[t] if cache else rh_buf)
+        n += np.matmul(W_hn, rh, out=bufn)                 # + W_hn (r·h<t-1>)
         np.tanh(n, out=n)
         h_t = np.subtract(h, n, out=hs[t])                 # h = n + z·(h<t-1> - n)
         h_t *= z
         h_t += n
         h = h_t
-    if feature_major:
+    if not cache:
         return hs, (h,), None
-    hs_out = _batch_major(hs)
-    return hs_out, (_batch_major(h),), (gates, rhs, hs, hs_out, state0[0], h0, W_hh, keep)
+    return hs, (h,), (xh, gates, rhs, W, keep)
 
 
 def gru_backward(dhs, dstate_final, cache):
-    gates, rhs, hs, hs_out, h0, h0_fm, W_hh, keep = cache
-    T, H, B = hs.shape
-    W_rzT = np.ascontiguousarray(W_hh[: 2 * H].T)          # (H, 2H)
-    W_nT = np.ascontiguousarray(W_hh[2 * H:].T)
+    """BPTT through `gru_forward`: da (T, B, 3H) batch-major, (dh<0>,), dW (3H, K)."""
+    xh, gates, rhs, W, keep = cache
+    T, H, B = rhs.shape
+    W_rzT = np.ascontiguousarray(W[: 2 * H, :H].T)         # (H, 2H)
+    W_hnT = np.ascontiguousarray(W[2 * H:, :H].T)
     da = np.empty_like(gates)
-    dhs = _feature_major(dhs)
-    keep_fm = None if keep is None else np.swapaxes(keep, 1, 2)
-    dh = np.zeros((H, B), dtype=hs.dtype) if dstate_final is None else _batch_major(dstate_final[0])
-    drh = np.empty((H, B), dtype=hs.dtype)
-    tmp = np.empty((H, B), dtype=hs.dtype)
+    dh = np.zeros((H, B), dtype=W.dtype) if dstate_final is None else np.array(dstate_final[0], dtype=W.dtype)
+    drh = np.empty((H, B), dtype=W.dtype)
+    tmp = np.empty((H, B), dtype=W.dtype)
     for t in reversed(range(T)):
         r, z, n = gates[t, :H], gates[t, H:2 * H], gates[t, 2 * H:]
-        h_prev = hs[t - 1] if t > 0 else h0_fm
-        if keep is not None:
-            h_prev = h_prev * keep_fm[t]
+        h_prev = xh[t, :H]                                            # (already reset where keep is 0)
         da_r, da_z, da_n = da[t, :H], da[t, H:2 * H], da[t, 2 * H:]
         dh += dhs[t]                                                  # dh<t>
         # da_n = dh·(1 - z)·(1 - n²)
@@ -328,21 +357,22 @@ def gru_backward(dhs, dstate_final, cache):
         np.subtract(1.0, z, out=tmp); da_n *= tmp; da_n *= dh
         # da_z = dh·(h<t-1> - n)·z(1 - z)
         np.subtract(h_prev, n, out=da_z); da_z *= z; da_z *= tmp; da_z *= dh
-        np.matmul(W_nT, da_n, out=drh)                                # d(r·h<t-1>) = W_hnᵀ da_n
+        np.matmul(W_hnT, da_n, out=drh)                               # d(r·h<t-1>) = W_hnᵀ da_n
         # da_r = d(r·h)·h<t-1>·r(1 - r)
         np.subtract(1.0, r, out=da_r); da_r *= r; da_r *= h_prev; da_r *= drh
         dh *= z                                                       # to h<t-1>: z·dh
         dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
         dh += np.matmul(W_rzT, da[t, : 2 * H], out=tmp)               #   + W_hrzᵀ [da_r da_z]
         if keep is not None:
-            dh *= keep_fm[t]
+            dh *= keep[t]
     da = _batch_major(da)
-    da_rz = da[:, :, : 2 * H] if keep is None else da[:, :, : 2 * H] * keep
-    dW_hh = np.concatenate((
-        _matmul_with_previous(da_rz, h0, hs_out),
-        _matmul_over_time(da[:, :, 2 * H:], _batch_major(rhs)),
-    ))
-    return da, (_batch_major(dh),), dW_hh
+    xb = _batch_major(xh[:T])
+    dW = np.empty_like(W)
+    dW[: 2 * H] = _matmul_over_time(da[:, :, : 2 * H], xb)           # [W_hrz | W_urz]
+    dW[2 * H:, :H] = _matmul_over_time(da[:, :, 2 * H:], _batch_major(rhs))   # W_hn
+    if W.shape[1] > H:
+        dW[2 * H:, H:] = _matmul_over_time(da[:, :, 2 * H:], xb[:, :, H:])   # W_un
+    return da, (dh,), dW
 
 
 def gru_step(gx_t, state, W_hhT, activation=None):

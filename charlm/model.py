@@ -137,11 +137,11 @@ def lookup_gradient(ids: np.ndarray, dgx: np.ndarray, vocab_size: int) -> np.nda
 
 
 def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | None:
-    """Inverted-dropout masks for the inputs of layers 1.. and of the head."""
+    """Inverted-dropout masks (T, H, B) for the outputs of layers 0.. (the inputs of layers 1.. and of the head)."""
     if p <= 0.0:
         return None
     keep = 1.0 - p
-    return [(rng.random((T, B, arch.hidden_size)) < keep).astype(dtype) / dtype.type(keep)
+    return [(rng.random((T, arch.hidden_size, B)) < keep).astype(dtype) / dtype.type(keep)
             for _ in range(arch.num_layers)]
 
 
@@ -165,57 +165,94 @@ def state_keep(arch: Arch, x: np.ndarray, dtype) -> np.ndarray | None:
     return (x != EOS_ID)[..., None].astype(dtype)
 
 
+ONEHOT_VOCAB = 128  # layer 0 reads one-hot inputs through its step matmul when V <= max(H, this)
+
+
+def onehot_input(arch: Arch) -> bool:
+    """Whether layer 0's input is the one-hot u<t> of the concatenated form (else a column lookup).
+
+    The one-hot rows widen every step's matmul by V; for a vocabulary up to
+    the hidden size that costs less than looking the columns up and laying
+    them out for the loop.
+    """
+    return arch.vocab_size <= max(arch.hidden_size, ONEHOT_VOCAB)
+
+
+def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | None):
+    """What gated layer l's loop reads: W = [W_hh | W_u], xh (T+1, K, B) with u<t> filled in, and gx (or None).
+
+    Layer 0: u<t> = onehot(x<t>) and W_u = W_ih + b (the bias rides along
+    with the one column each step reads), or, for a large vocabulary, no u
+    and gx<t> = (W_ih + b)[:, x<t>].  Above: u<t> = [below<t>; 1] and
+    W_u = [W_ih | b].
+    """
+    T, B = x.shape
+    H = arch.hidden_size
+    W_hh, W_ih, b = (params[f"layers.{l}.{k}"] for k in ("weight_hh", "weight_ih", "bias"))
+    if l > 0:
+        xh = np.empty((T + 1, 2 * H + 1, B), dtype=W_hh.dtype)
+        xh[:T, H:2 * H] = below
+        xh[:, 2 * H] = 1.0
+        return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, None
+    if onehot_input(arch):
+        xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
+        xh[np.arange(T)[:, None], H + x, np.arange(B)] = 1.0
+        return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
+    gx = cells._feature_major(input_projection(params, 0, x))
+    return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx
+
+
+def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
+    """The GRU/LSTM stack, feature-major: the top layer's output (T, H, B), final states, caches."""
+    keep = state_keep(arch, x, params["head.weight"].dtype)
+    keep = None if keep is None else np.swapaxes(keep, 1, 2)              # (T, 1, B)
+    below, caches, final = None, [], []
+    for l in range(arch.num_layers):
+        W, xh, gx = layer_input(params, arch, l, x, below)
+        state_fm = tuple(np.ascontiguousarray(s.T) for s in state[l])
+        hs, state_l, cache_l = cells.FORWARD[arch.cell](xh, W, state_fm, keep, gx, cache)
+        caches.append(cache_l)
+        final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
+        below = hs if masks is None else hs * masks[l]
+    return below, final, caches
+
+
 def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     """Run the stack over token ids `x` (T, B).
 
     Returns logits (T, B, V), the final state of every layer, and a cache
-    for `backward`.  `masks[l]` (optional) multiplies the output of layer l.
+    for `backward`.  `masks[l]` (optional, (T, H, B)) multiplies the output of layer l.
     """
-    forward_cell = cells.FORWARD[arch.cell]
+    if arch.cell != "rnn":
+        top, final, caches = _gated_forward(params, arch, x, state, masks)
+        top = cells._batch_major(top)
+        return _head(params, top), final, (caches, top, masks, x)
     keep = state_keep(arch, x, params["head.weight"].dtype)
     inp = x
     caches, final = [], []
     for l in range(arch.num_layers):
         gx = input_projection(params, l, inp)
-        hs, state_l, cache = forward_cell(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation, keep)
-        out = hs if masks is None else hs * masks[l]
+        hs, state_l, cache = cells.rnn_forward(gx, state[l], params[f"layers.{l}.weight_hh"], arch.activation, keep)
+        out = hs if masks is None else hs * np.swapaxes(masks[l], 1, 2)
         caches.append((inp, cache))
         final.append(state_l)
         inp = out
     logits = _head(params, inp)
-    return logits, final, (caches, inp, masks)
+    return logits, final, (caches, inp, masks, x)
 
 
 def infer(params, arch: Arch, x: np.ndarray, state):
     """The forward pass for inference: logits (T, V, B) and the final state of every layer.
 
     The same equations as `forward`, but the GRU and LSTM stacks stay
-    feature-major from the input lookup to the head (each layer's input
-    projection is W_ih · hs<t> per step, the head head.weight · h<t>), so
-    there is no layout copy and no cache.  The vanilla RNN uses `forward`.
+    feature-major up to the head (head.weight · h<t> per step) and keep no
+    cache.  The vanilla RNN uses `forward`.
     """
     if arch.cell == "rnn":
         logits, final, _ = forward(params, arch, x, state)
         return np.swapaxes(logits, 1, 2), final
-    T, B = x.shape
-    keep = state_keep(arch, x, params["head.weight"].dtype)
-    keep = None if keep is None else np.swapaxes(keep, 1, 2)            # (T, 1, B)
-    inp, final = None, []
-    for l in range(arch.num_layers):
-        W, b = params[f"layers.{l}.weight_ih"], params[f"layers.{l}.bias"]
-        if l == 0:  # the column lookup, per step: gx<t> = (W_ih + b)[:, x<t>]
-            Wb = W + b[:, None]
-            gx = np.empty((T, W.shape[0], B), dtype=W.dtype)
-            for t in range(T):
-                np.take(Wb, x[t], axis=1, out=gx[t])
-        else:
-            gx = np.matmul(W, inp)
-            gx += b[:, None]
-        state_fm = tuple(np.ascontiguousarray(s.T) for s in state[l])
-        inp, state_l, _ = cells.FORWARD[arch.cell](gx, state_fm, params[f"layers.{l}.weight_hh"],
-                                                   arch.activation, keep, feature_major=True)
-        final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
-    logits = np.matmul(params["head.weight"], inp)
+    top, final, _ = _gated_forward(params, arch, x, state, cache=False)
+    logits = np.matmul(params["head.weight"], top)
     logits += params["head.bias"][:, None]
     return logits, final
 
@@ -229,8 +266,7 @@ def _head(params, h: np.ndarray) -> np.ndarray:
 
 def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     """BPTT: the gradient of every parameter (same keys), and of the initial state."""
-    caches, top, masks = cache
-    backward_cell = cells.BACKWARD[arch.cell]
+    caches, top, masks, x = cache
     V, H = arch.vocab_size, arch.hidden_size
     dlogits2 = dlogits.reshape(-1, V)
     grads = {
@@ -238,11 +274,38 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
         "head.bias": dlogits2.sum(axis=0),
     }
     dout = (dlogits2 @ params["head.weight"]).reshape(top.shape)
+    if arch.cell == "rnn":
+        return _rnn_backward(params, arch, dout, caches, masks, dstate_final, grads)
+    dhs = cells._feature_major(dout)                                      # (T, H, B)
+    dstate0 = [None] * arch.num_layers
+    for l in reversed(range(arch.num_layers)):
+        if masks is not None:
+            dhs *= masks[l]
+        dsf = None if dstate_final is None else tuple(np.ascontiguousarray(s.T) for s in dstate_final[l])
+        da, ds0, dW = cells.BACKWARD[arch.cell](dhs, dsf, caches[l])      # da (T, B, G·H)
+        dstate0[l] = tuple(np.ascontiguousarray(s.T) for s in ds0)
+        grads[f"layers.{l}.weight_hh"] = np.ascontiguousarray(dW[:, :H])
+        da2 = da.reshape(-1, da.shape[-1])
+        if l > 0:                                                          # dW = [dW_hh | dW_ih | db]
+            grads[f"layers.{l}.weight_ih"] = np.ascontiguousarray(dW[:, H:2 * H])
+            grads[f"layers.{l}.bias"] = np.ascontiguousarray(dW[:, 2 * H])
+            dhs = cells._feature_major((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
+        elif onehot_input(arch):                                           # dW = [dW_hh | d(W_ih + b)]
+            grads["layers.0.weight_ih"] = np.ascontiguousarray(dW[:, H:])
+            grads["layers.0.bias"] = dW[:, H:].sum(axis=1)
+        else:
+            grads["layers.0.weight_ih"] = lookup_gradient(x, da2, V)
+            grads["layers.0.bias"] = da2.sum(axis=0)
+    return grads, dstate0
+
+
+def _rnn_backward(params, arch: Arch, dout, caches, masks, dstate_final, grads):
+    V, H = arch.vocab_size, arch.hidden_size
     dstate0 = [None] * arch.num_layers
     for l in reversed(range(arch.num_layers)):
         inp, cache_l = caches[l]
-        dhs = dout if masks is None else dout * masks[l]
-        dgx, dstate0[l], grads[f"layers.{l}.weight_hh"] = backward_cell(
+        dhs = dout if masks is None else dout * np.swapaxes(masks[l], 1, 2)
+        dgx, dstate0[l], grads[f"layers.{l}.weight_hh"] = cells.rnn_backward(
             dhs, None if dstate_final is None else dstate_final[l], cache_l)
         dgx2 = dgx.reshape(-1, dgx.shape[-1])
         grads[f"layers.{l}.bias"] = dgx2.sum(axis=0)

@@ -9,7 +9,7 @@ A negative control shows that the check catches a wrong gradient.
 import numpy as np
 import pytest
 
-from charlm import cells
+from charlm import cells, model
 from charlm.model import Arch, backward, cross_entropy, forward, init_params, zero_state
 
 TOL = 1e-6
@@ -72,10 +72,19 @@ def setup(cell, layers, activation="tanh", T=5, B=3, V=7, H=4, seed=0):
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
+@pytest.fixture(params=["one-hot input", "looked-up input"])
+def first_layer_input(request, monkeypatch):
+    """Both ways the gated cells' first layer reads its input (V = 7 > H = 4 takes the lookup when the limit is 0)."""
+    if request.param == "looked-up input":
+        monkeypatch.setattr(model, "ONEHOT_VOCAB", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("cell,activation", CASES)
 @pytest.mark.parametrize("layers", [1, 2])
-def test_bptt_gradients_match_finite_differences(cell, activation, layers):
+def test_bptt_gradients_match_finite_differences(cell, activation, layers, first_layer_input):
     rng, arch, params, x, y, state = setup(cell, layers, activation)
+    assert model.onehot_input(arch) == (first_layer_input == "one-hot input")
     logits, _, cache = forward(params, arch, x, state)
     dlogits = summed_dlogits(logits, y)
     grads, dstate0 = backward(params, arch, dlogits, cache)
@@ -94,7 +103,7 @@ def test_bptt_gradients_match_finite_differences(cell, activation, layers):
 def test_gradients_with_dropout_and_loss_mask(cell, activation):
     rng, arch, params, x, y, state = setup(cell, 2, activation, seed=1)
     T, B = x.shape
-    masks = [(rng.random((T, B, arch.hidden_size)) < 0.7) / 0.7 for _ in range(2)]
+    masks = [(rng.random((T, arch.hidden_size, B)) < 0.7) / 0.7 for _ in range(2)]  # (T, H, B), as dropout_masks
     mask = (rng.random((T, B)) < 0.8).astype(np.float64)
     logits, _, cache = forward(params, arch, x, state, masks)
     dlogits = summed_dlogits(logits, y, mask)
@@ -104,26 +113,63 @@ def test_gradients_with_dropout_and_loss_mask(cell, activation):
         assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
 
 
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_gradient_of_the_final_state_flows_back(cell):
-    """backward() accepts an upstream gradient on the final state (a loss on h<T>)."""
+def test_gradient_of_the_final_state_flows_back_rnn():
+    """rnn_backward accepts an upstream gradient on the final state (a loss on h<T>)."""
     rng = np.random.default_rng(3)
     T, B, H = 4, 2, 3
-    G = cells.NUM_GATES[cell]
-    gx = rng.standard_normal((T, B, G * H))
-    W = rng.standard_normal((G * H, H)) * 0.5
-    s0 = tuple(rng.standard_normal((B, H)) for _ in cells.zero_state(cell, B, H, float))
-    w_final = [rng.standard_normal((B, H)) for _ in s0]
+    gx = rng.standard_normal((T, B, H))
+    W = rng.standard_normal((H, H)) * 0.5
+    s0 = (rng.standard_normal((B, H)),)
+    w_final = [rng.standard_normal((B, H))]
     w_hs = rng.standard_normal((T, B, H))
 
     def f():
-        hs, final, _ = cells.FORWARD[cell](gx, s0, W)
+        hs, final, _ = cells.rnn_forward(gx, s0, W)
         return float((hs * w_hs).sum() + sum((a * b).sum() for a, b in zip(final, w_final)))
 
-    _, _, cache = cells.FORWARD[cell](gx, s0, W)
-    dgx, ds0, dW = cells.BACKWARD[cell](w_hs, tuple(w_final), cache)
+    _, _, cache = cells.rnn_forward(gx, s0, W)
+    dgx, ds0, dW = cells.rnn_backward(w_hs, tuple(w_final), cache)
     assert rel_error(dgx, numeric_grad(f, gx)) < TOL
     assert rel_error(dW, numeric_grad(f, W)) < TOL
+    assert rel_error(ds0[0], numeric_grad(f, s0[0])) < TOL
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("with_gx", [False, True])
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_gated_cell_gradients_of_w_inputs_added_preactivations_and_states(cell, with_gx, with_keep):
+    """The gated cells' own interface: a<t> = W [h<t-1>; u<t>] (+ gx<t>), a loss on every h<t> and on the final state.
+
+    dW, the gradient of gx (returned batch-major as da), and those of the
+    initial states all match finite differences, with and without resets.
+    """
+    rng = np.random.default_rng(3)
+    T, B, H, E = 5, 2, 3, 4
+    G = cells.NUM_GATES[cell] * H
+    W = rng.standard_normal((G, H + E)) * 0.5
+    u = rng.standard_normal((T, E, B))
+    gx = rng.standard_normal((T, G, B)) if with_gx else None
+    keep = (rng.random((T, 1, B)) < 0.7).astype(float) if with_keep else None
+    s0 = tuple(rng.standard_normal((H, B)) for _ in cells.zero_state(cell, B, H, float))
+    w_final = [rng.standard_normal((H, B)) for _ in s0]
+    w_hs = rng.standard_normal((T, H, B))
+
+    def run(cache=True):
+        xh = np.empty((T + 1, H + E, B))
+        xh[:T, H:] = u
+        return cells.FORWARD[cell](xh, W, s0, keep, None if gx is None else gx.copy(), cache)
+
+    def f():
+        hs, final, _ = run()
+        return float((hs * w_hs).sum() + sum((a * b).sum() for a, b in zip(final, w_final)))
+
+    hs, final, cache = run()
+    hs2, final2, none = run(cache=False)                     # inference computes the same
+    assert none is None and np.array_equal(hs, hs2) and all(np.array_equal(a, b) for a, b in zip(final, final2))
+    da, ds0, dW = cells.BACKWARD[cell](w_hs, tuple(w_final), cache)
+    assert rel_error(dW, numeric_grad(f, W)) < TOL
+    if with_gx:
+        assert rel_error(np.swapaxes(da, 1, 2), numeric_grad(f, gx)) < TOL
     for k in range(len(s0)):
         assert rel_error(ds0[k], numeric_grad(f, s0[k])) < TOL
 
@@ -135,10 +181,11 @@ def test_negative_control_a_broken_gradient_fails_the_check():
 
     def truncated_backward(dhs, dstate_final, cache):
         # wrong on purpose: no gradient through time (each step treated alone)
-        *before, W_hh, keep = cache
+        *before, W, keep = cache
         da, ds0, dW = original(dhs, dstate_final, cache)
-        zero_W = np.zeros_like(W_hh)
-        da2, _, dW2 = original(dhs, dstate_final, (*before, zero_W, keep))
+        zero_hh = W.copy()
+        zero_hh[:, : W.shape[0] // 4] = 0.0
+        da2, _, dW2 = original(dhs, dstate_final, (*before, zero_hh, keep))
         return da2, ds0, dW2
 
     logits, _, cache = forward(params, arch, x, state)
@@ -163,7 +210,7 @@ def test_negative_control_a_scaled_gradient_fails_the_check():
 
 
 @pytest.mark.parametrize("cell,activation", CASES)
-def test_gradients_with_the_state_reset_at_eos(cell, activation):
+def test_gradients_with_the_state_reset_at_eos(cell, activation, first_layer_input):
     """Lines as independent sequences: the state restarts at every <EOS> input; BPTT must agree."""
     rng, arch, params, x, y, state = setup(cell, 2, activation, T=7, seed=2)
     arch = Arch(cell, arch.vocab_size, arch.hidden_size, 2, activation, reset_at_eos=True)

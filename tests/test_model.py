@@ -268,10 +268,12 @@ def test_drop_characters_replaces_inputs_by_unk_but_never_eos():
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("reset", [False, True])
-def test_inference_forward_equals_the_training_forward(cell, reset):
+@pytest.mark.parametrize("onehot_limit", [model.ONEHOT_VOCAB, 0])   # 0: V = 7 > H = 5 looks layer 0's input up
+def test_inference_forward_equals_the_training_forward(cell, reset, onehot_limit, monkeypatch):
     """`infer` (feature-major, no cache) computes the same logits and final states as `forward`."""
     from charlm.model import forward, infer
 
+    monkeypatch.setattr(model, "ONEHOT_VOCAB", onehot_limit)
     arch = Arch(cell, 7, 5, 3, reset_at_eos=reset)
     params = init_params(arch, np.random.default_rng(1), "float64")
     rng = np.random.default_rng(2)
