@@ -366,12 +366,13 @@ def gru_backward(dhs, dstate_final, cache):
         if keep is not None:
             dh *= keep[t]
     da = _batch_major(da)
-    xb = _batch_major(xh[:T])
+    # 2-D views of the (T·B, ·) products, so that BLAS reads the column blocks in place
+    da2, xb = da.reshape(T * B, -1), _batch_major(xh[:T]).reshape(T * B, -1)
     dW = np.empty_like(W)
-    dW[: 2 * H] = _matmul_over_time(da[:, :, : 2 * H], xb)           # [W_hrz | W_urz]
-    dW[2 * H:, :H] = _matmul_over_time(da[:, :, 2 * H:], _batch_major(rhs))   # W_hn
+    np.matmul(da2[:, : 2 * H].T, xb, out=dW[: 2 * H])                              # [W_hrz | W_urz]
+    dW[2 * H:, :H] = da2[:, 2 * H:].T @ _batch_major(rhs).reshape(T * B, H)      # W_hn
     if W.shape[1] > H:
-        dW[2 * H:, H:] = _matmul_over_time(da[:, :, 2 * H:], xb[:, :, H:])   # W_un
+        dW[2 * H:, H:] = da2[:, 2 * H:].T @ xb[:, H:]                              # W_un
     return da, (dh,), dW
 
 
