@@ -89,7 +89,7 @@ def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarra
     return mixture.log_prob(mix.weight, logp, p_ngram.reshape(pos.shape))
 
 
-BATCH_SIZE = 64  # sentences scored together (`score --batch-size`)
+BATCH_SIZE = 128  # sentences scored together (`score --batch-size`)
 
 
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
