@@ -41,9 +41,9 @@ How the time loops are kept cheap (the equations are unchanged):
   matrix and the recurrent product is computed as written, W (G·H × K) ·
   [h; u] (K × B) — at batch 32 BLAS does that faster here than the
   batch-major (B × K) · Wᵀ, and the elementwise work reads contiguous rows;
-- per step, one matmul (the GRU: one for r and z, one for its n gate's
-  input, one for W_hn (r·h), since the reset gate sits before that
-  matmul) into a preallocated buffer, then in-place ufuncs;
+- per step, one matmul (the GRU: two, W_rz [h; u] and W_n [r·h; u],
+  since its reset gate sits before the second) into a preallocated
+  buffer, then in-place ufuncs;
 - σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights, so one tanh
   call activates all the gates of a step;
 - each step's local derivatives are computed inside the backward loop,
@@ -283,50 +283,45 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 # ----------------------------------------------------------------------------
 # GRU (Cho et al. 2014: the reset gate applies to h<t-1> *before* the matmul;
 # PyTorch's nn.GRU applies it after), gate blocks in order r, z, n,
-# W = [W_hh | W_u]:
+# W = [W_hh | W_u] = [[W_hrz, W_urz], [W_hn, W_un]]:
 #   [r z] = σ(W_rz [h<t-1>; u<t>])
-#   n = tanh(W_un u<t> + W_hn (r·h<t-1>))
+#   n = tanh(W_n [r·h<t-1>; u<t>])
 #   h<t> = (1 - z)·n + z·h<t-1>
 # ----------------------------------------------------------------------------
 
 def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
     """The GRU over T steps; see "The gated cells" above for xh, W, gx and keep."""
     H = W.shape[0] // 3
-    T, B = xh.shape[0] - 1, xh.shape[2]
+    T, K, B = xh.shape[0] - 1, xh.shape[1], xh.shape[2]
     W_rz = W[: 2 * H] * 0.5                                # σ via tanh(x/2)
-    W_hn = np.ascontiguousarray(W[2 * H:, :H])
-    W_un = np.ascontiguousarray(W[2 * H:, H:]) if W.shape[1] > H else None
+    W_n = W[2 * H:]                                        # [W_hn | W_un]
+    rxu = np.empty((T, K, B), dtype=W.dtype)               # [r·h<t-1>; u<t>]
+    rxu[:, H:] = xh[:T, H:]
     if gx is not None:
         _halve_rows(gx, ((0, 2 * H),))
     gates = gx if gx is not None or not cache else np.empty((T, 3 * H, B), dtype=W.dtype)  # [σ(r) σ(z) n]
-    rhs = np.empty((T, H, B), dtype=W.dtype) if cache else None   # r·h<t-1>
     hs = xh[1:, :H] if keep is None else np.empty((T, H, B), dtype=W.dtype)
-    step_buf = None if cache and gx is None else np.empty((3 * H, B), dtype=W.dtype)
-    bufn = np.empty((H, B), dtype=W.dtype)
-    rh_buf = None if cache else np.empty((H, B), dtype=W.dtype)
+    buf = np.empty((3 * H, B), dtype=W.dtype)
     (h,) = state0
     for t in range(T):
         if keep is not None:                               # a new sequence starts from zero
             h = np.multiply(h, keep[t], out=xh[t, :H])
         elif t == 0:
             xh[0, :H] = h
-        a = gates[t] if gates is not None else step_buf
+        a = gates[t] if gates is not None else buf
         rz, n = a[: 2 * H], a[2 * H:]
         if gx is None:
             np.matmul(W_rz, xh[t], out=rz)
-            if W_un is None:
-                n[...] = 0.0
-            else:
-                np.matmul(W_un, xh[t, H:], out=n)          # W_un u<t>
         else:
-            rz += np.matmul(W_rz, xh[t], out=step_buf[: 2 * H])
-            if W_un is not None:
-                n += np.matmul(W_un, xh[t, H:], out=bufn)
+            rz += np.matmul(W_rz, xh[t], out=buf[: 2 * H])
         np.tanh(rz, out=rz)
         _half_affine(rz)                                   # σ(r), σ(z)
         r, z = rz[:H], rz[H:]
-        rh = np.multiply(r, h, out=rhs[t] if cache else rh_buf)
-        n += np.matmul(W_hn, rh, out=bufn)                 # + W_hn (r·h<t-1>)
+        np.multiply(r, h, out=rxu[t, :H])                  # r·h<t-1>
+        if gx is None:
+            np.matmul(W_n, rxu[t], out=n)                  # W_hn (r·h<t-1>) + W_un u<t>
+        else:
+            n += np.matmul(W_n, rxu[t], out=buf[2 * H:])
         np.tanh(n, out=n)
         h_t = np.subtract(h, n, out=hs[t])                 # h = n + z·(h<t-1> - n)
         h_t *= z
@@ -334,13 +329,13 @@ def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
         h = h_t
     if not cache:
         return hs, (h,), None
-    return hs, (h,), (xh, gates, rhs, W, keep)
+    return hs, (h,), (xh, gates, rxu, W, keep)
 
 
 def gru_backward(dhs, dstate_final, cache):
     """BPTT through `gru_forward`: da (T, B, 3H) batch-major, (dh<0>,), dW (3H, K)."""
-    xh, gates, rhs, W, keep = cache
-    T, H, B = rhs.shape
+    xh, gates, rxu, W, keep = cache
+    T, H, B = dhs.shape
     W_rzT = np.ascontiguousarray(W[: 2 * H, :H].T)         # (H, 2H)
     W_hnT = np.ascontiguousarray(W[2 * H:, :H].T)
     da = np.empty_like(gates)
@@ -366,13 +361,10 @@ def gru_backward(dhs, dstate_final, cache):
         if keep is not None:
             dh *= keep[t]
     da = _batch_major(da)
-    # 2-D views of the (T·B, ·) products, so that BLAS reads the column blocks in place
-    da2, xb = da.reshape(T * B, -1), _batch_major(xh[:T]).reshape(T * B, -1)
+    da2 = da.reshape(T * B, -1)       # a 2-D view: BLAS reads its column blocks in place
     dW = np.empty_like(W)
-    np.matmul(da2[:, : 2 * H].T, xb, out=dW[: 2 * H])                              # [W_hrz | W_urz]
-    dW[2 * H:, :H] = da2[:, 2 * H:].T @ _batch_major(rhs).reshape(T * B, H)      # W_hn
-    if W.shape[1] > H:
-        dW[2 * H:, H:] = da2[:, 2 * H:].T @ xb[:, H:]                              # W_un
+    np.matmul(da2[:, : 2 * H].T, _batch_major(xh[:T]).reshape(T * B, -1), out=dW[: 2 * H])  # Σ da_rz [h; u]ᵀ
+    np.matmul(da2[:, 2 * H:].T, _batch_major(rxu).reshape(T * B, -1), out=dW[2 * H:])        # Σ da_n [r·h; u]ᵀ
     return da, (dh,), dW
 
 
