@@ -74,10 +74,10 @@ def test_same_seed_same_corpus_same_options_give_bit_identical_runs():
     assert not np.array_equal(a.params["head.weight"], c.params["head.weight"])
 
 
-def interrupted_then_resumed(cfg, k, tmp_path):
+def interrupted_then_resumed(cfg, k, tmp_path, text=TEXT):
     steps = []
     cfg1 = dataclasses.replace(cfg)
-    first, ended = train(cfg1, corpus_for(cfg1), should_stop=lambda: len(steps) >= k,
+    first, ended = train(cfg1, corpus_for(cfg1, text), should_stop=lambda: len(steps) >= k,
                          on_event=lambda kind, info: steps.append(info["step"]) if kind == "step" else None)
     assert ended == "interrupted"
     assert first.train_state["step"] == k and first.resumable
@@ -85,7 +85,7 @@ def interrupted_then_resumed(cfg, k, tmp_path):
     checkpoint.save(first, path)
     loaded = checkpoint.load(path)
     cfg2 = dataclasses.replace(loaded.config)
-    corpus = corpus_for(cfg2)
+    corpus = corpus_for(cfg2, text)
     check_resume(cfg2, loaded, corpus, given=set())
     events = []
     second, ended = train(cfg2, corpus, resume=loaded, on_event=lambda kind, info: events.append(kind))
@@ -464,3 +464,22 @@ def test_character_dropout_changes_training_and_stays_reproducible():
     again, _ = run(config(steps=6, dropout=0.0, char_dropout=0.5))
     assert not np.array_equal(plain.params["head.weight"], noisy.params["head.weight"])
     assert_same_run(noisy, again)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_vocabulary_larger_than_the_hidden_size_trains_through_the_column_lookup(cell, tmp_path):
+    """Beyond max(H, model.ONEHOT_VOCAB) tokens layer 0 looks its input up: training, exact resume and scoring work."""
+    rng = np.random.default_rng(0)
+    alphabet = [chr(0x4E00 + i) for i in range(model.ONEHOT_VOCAB + 40)]
+    text = "\n".join("".join(rng.choice(alphabet, size=12)) for _ in range(120)) + "\n"
+    cfg = config(cell=cell, steps=12, eval_every=6)
+    ck, _ = run(cfg, text)
+    assert ck.arch.vocab_size > max(ck.arch.hidden_size, model.ONEHOT_VOCAB) and not model.onehot_input(ck.arch)
+    assert ck.train_state["step"] == 12 and math.isfinite(ck.train_state["last_loss"])
+    assert_same_run(ck, interrupted_then_resumed(cfg, 5, tmp_path, text))
+    from charlm.score import score_sentences
+    lines = text.split("\n")[:5]
+    together = score_sentences(ck.params, ck.arch, ck.vocab, lines)
+    alone = [score_sentences(ck.params, ck.arch, ck.vocab, [s])[0] for s in lines]
+    for a, b in zip(together, alone):
+        assert math.isfinite(a.log_prob) and a.log_prob == pytest.approx(b.log_prob, rel=1e-5)
