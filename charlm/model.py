@@ -10,10 +10,17 @@ the gradients and the optimizer state use):
     head.bias              (V,)
 
 The input of layer 0 at step t is the one-hot vector of the previous token;
-W_ih x is therefore a column lookup, `W_ih[:, x]`, never a dense matmul.
-Layer l > 0 reads the hidden states of layer l-1 (after dropout, in
+layer l > 0 reads the hidden states of layer l-1 (after dropout, in
 training).  logits<t> = head.weight · h_top<t> + head.bias, and the loss is
 the mean cross-entropy of the targets over the (unmasked) positions.
+
+The GRU and LSTM layers run in the concatenated form a<t> = W [h<t-1>; u<t>]
+(`layer_input` builds W and u from the parameters: for layer 0 u<t> is the
+one-hot vector itself, W = [W_hh | W_ih + b], unless the vocabulary is
+large, when W_ih x is the column lookup `W_ih[:, x]`; above, u<t> = [x<t>; 1]
+and W = [W_hh | W_ih | b]), feature-major (see `charlm.cells`).  The
+vanilla RNN computes gx = W_ih x + b for all steps first (`input_projection`,
+the column lookup for layer 0) and runs batch-major.
 """
 
 from __future__ import annotations
@@ -196,7 +203,7 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
         return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, None
     if onehot_input(arch):
         xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
-        xh[np.arange(T)[:, None], H + x, np.arange(B)] = 1.0
+        xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
         return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
     gx = cells._feature_major(input_projection(params, 0, x))
     return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx

@@ -285,3 +285,15 @@ def test_inference_forward_equals_the_training_forward(cell, reset, onehot_limit
     for a, b in zip(final, final_fm):
         for u, v in zip(a, b):
             np.testing.assert_allclose(v, u, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.intp])
+def test_forward_takes_token_ids_of_any_integer_type(dtype):
+    """Corpora store ids compactly (uint8 for small vocabularies); the one-hot rows must not overflow them."""
+    arch = Arch("lstm", 7, 300, 1)
+    params = init_params(arch, np.random.default_rng(1), "float64")
+    x = np.random.default_rng(2).integers(0, 7, size=(5, 3))
+    state = model.zero_state(arch, 3, np.float64)
+    expected, _, _ = model.forward(params, arch, x.astype(np.intp), state)
+    logits, _, _ = model.forward(params, arch, x.astype(dtype), state)
+    np.testing.assert_array_equal(logits, expected)
