@@ -92,17 +92,6 @@ def _sigmoid_scale(G: int, H: int, sigmoid_blocks, dtype) -> np.ndarray:
     return s
 
 
-def _feature_major(x: np.ndarray, halved: tuple = ()) -> np.ndarray:
-    """(T, B, F) -> a new contiguous (T, F, B) array, with the feature rows [a, b) of each (a, b) in `halved` times ½.
-
-    The transposing copy first, then the halving in place on contiguous row
-    blocks: half the time of multiplying while transposing.
-    """
-    out = np.empty((x.shape[0], x.shape[2], x.shape[1]), dtype=x.dtype)
-    out[...] = x.transpose(0, 2, 1)
-    return _halve_rows(out, halved)
-
-
 def _halve_rows(x: np.ndarray, halved: tuple) -> np.ndarray:
     """x (T, F, B) with its feature rows [a, b) of each (a, b) in `halved` times ½, in place."""
     for a, b in halved:
@@ -110,8 +99,8 @@ def _halve_rows(x: np.ndarray, halved: tuple) -> np.ndarray:
     return x
 
 
-def _batch_major(x: np.ndarray) -> np.ndarray:
-    """(T, F, B) or (F, B) -> a new contiguous (T, B, F) or (B, F) array."""
+def swap_layout(x: np.ndarray) -> np.ndarray:
+    """(…, B, F) <-> (…, F, B): a new contiguous array with the last two axes swapped (batch- to feature-major and back)."""
     return np.ascontiguousarray(np.swapaxes(x, -1, -2))
 
 
@@ -260,8 +249,8 @@ def lstm_backward(dhs, dstate_final, cache):
         if keep is not None:
             dh *= keep[t]
             dc *= keep[t]
-    da = _batch_major(da)
-    return da, (dh, dc), _matmul_over_time(da, _batch_major(xh[:T]))
+    da = swap_layout(da)
+    return da, (dh, dc), _matmul_over_time(da, swap_layout(xh[:T]))
 
 
 def lstm_step(gx_t, state, W_hhT, activation=None):
@@ -360,11 +349,11 @@ def gru_backward(dhs, dstate_final, cache):
         dh += np.matmul(W_rzT, da[t, : 2 * H], out=tmp)               #   + W_hrzᵀ [da_r da_z]
         if keep is not None:
             dh *= keep[t]
-    da = _batch_major(da)
+    da = swap_layout(da)
     da2 = da.reshape(T * B, -1)       # a 2-D view: BLAS reads its column blocks in place
     dW = np.empty_like(W)
-    np.matmul(da2[:, : 2 * H].T, _batch_major(xh[:T]).reshape(T * B, -1), out=dW[: 2 * H])  # Σ da_rz [h; u]ᵀ
-    np.matmul(da2[:, 2 * H:].T, _batch_major(rxu).reshape(T * B, -1), out=dW[2 * H:])        # Σ da_n [r·h; u]ᵀ
+    np.matmul(da2[:, : 2 * H].T, swap_layout(xh[:T]).reshape(T * B, -1), out=dW[: 2 * H])  # Σ da_rz [h; u]ᵀ
+    np.matmul(da2[:, 2 * H:].T, swap_layout(rxu).reshape(T * B, -1), out=dW[2 * H:])        # Σ da_n [r·h; u]ᵀ
     return da, (dh,), dW
 
 

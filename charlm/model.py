@@ -205,7 +205,7 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
         xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
         xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
         return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
-    gx = cells._feature_major(input_projection(params, 0, x))
+    gx = cells.swap_layout(input_projection(params, 0, x))
     return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx
 
 
@@ -232,7 +232,7 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     """
     if arch.cell != "rnn":
         top, final, caches = _gated_forward(params, arch, x, state, masks)
-        top = cells._batch_major(top)
+        top = cells.swap_layout(top)
         return _head(params, top), final, (caches, top, masks, x)
     keep = state_keep(arch, x, params["head.weight"].dtype)
     inp = x
@@ -283,7 +283,7 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     dout = (dlogits2 @ params["head.weight"]).reshape(top.shape)
     if arch.cell == "rnn":
         return _rnn_backward(params, arch, dout, caches, masks, dstate_final, grads)
-    dhs = cells._feature_major(dout)                                      # (T, H, B)
+    dhs = cells.swap_layout(dout)                                      # (T, H, B)
     dstate0 = [None] * arch.num_layers
     for l in reversed(range(arch.num_layers)):
         if masks is not None:
@@ -296,7 +296,7 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
         if l > 0:                                                          # dW = [dW_hh | dW_ih | db]
             grads[f"layers.{l}.weight_ih"] = np.ascontiguousarray(dW[:, H:2 * H])
             grads[f"layers.{l}.bias"] = np.ascontiguousarray(dW[:, 2 * H])
-            dhs = cells._feature_major((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
+            dhs = cells.swap_layout((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
         elif onehot_input(arch):                                           # dW = [dW_hh | d(W_ih + b)]
             grads["layers.0.weight_ih"] = np.ascontiguousarray(dW[:, H:])
             grads["layers.0.bias"] = dW[:, H:].sum(axis=1)
