@@ -175,38 +175,47 @@ def state_keep(arch: Arch, x: np.ndarray, dtype) -> np.ndarray | None:
 ONEHOT_VOCAB = 128  # layer 0 reads one-hot inputs through its step matmul when V <= max(H, this)
 
 
-def onehot_input(arch: Arch) -> bool:
-    """Whether layer 0's input is the one-hot u<t> of the concatenated form (else a column lookup).
+def concatenated(arch: Arch, l: int, batch: int) -> bool:
+    """Whether gated layer l reads its input u<t> through each step's matmul (else as gx, computed before the loop).
 
-    The one-hot rows widen every step's matmul by V; for a vocabulary up to
-    the hidden size that costs less than looking the columns up and laying
-    them out for the loop.
+    Above layer 0 it does.  Layer 0's one-hot rows widen every step's
+    matmul by V; for a vocabulary up to the hidden size that costs less than
+    looking the columns up and laying them out for the loop.  A single
+    sequence (batch 1, e.g. `score --exact`) is the exception: its steps are
+    matrix-vector products, bound by reading the weights, and a wider W
+    only adds to what each step reads.
     """
-    return arch.vocab_size <= max(arch.hidden_size, ONEHOT_VOCAB)
+    if arch.cell == "rnn" or batch == 1:                 # (the vanilla RNN always projects its inputs first)
+        return False
+    return l > 0 or arch.vocab_size <= max(arch.hidden_size, ONEHOT_VOCAB)
 
 
 def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | None):
     """What gated layer l's loop reads: W = [W_hh | W_u], xh (T+1, K, B) with u<t> filled in, and gx (or None).
 
-    Layer 0: u<t> = onehot(x<t>) and W_u = W_ih + b (the bias rides along
-    with the one column each step reads), or, for a large vocabulary, no u
-    and gx<t> = (W_ih + b)[:, x<t>].  Above: u<t> = [below<t>; 1] and
-    W_u = [W_ih | b].
+    Concatenated (see `concatenated`): in layer 0 u<t> = onehot(x<t>) and
+    W_u = W_ih + b (the bias rides along with the one column each step
+    reads); above, u<t> = [below<t>; 1] and W_u = [W_ih | b].  Otherwise
+    W = W_hh, u is empty and gx<t> = W_ih x<t> + b (a column lookup in layer 0).
     """
     T, B = x.shape
     H = arch.hidden_size
     W_hh, W_ih, b = (params[f"layers.{l}.{k}"] for k in ("weight_hh", "weight_ih", "bias"))
+    if not concatenated(arch, l, B):
+        if l == 0:
+            gx = cells.swap_layout(input_projection(params, 0, x))
+        else:
+            gx = np.matmul(W_ih, below)
+            gx += b[:, None]
+        return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx
     if l > 0:
         xh = np.empty((T + 1, 2 * H + 1, B), dtype=W_hh.dtype)
         xh[:T, H:2 * H] = below
         xh[:, 2 * H] = 1.0
         return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, None
-    if onehot_input(arch):
-        xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
-        xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
-        return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
-    gx = cells.swap_layout(input_projection(params, 0, x))
-    return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx
+    xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
+    xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
+    return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
 
 
 def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
@@ -218,7 +227,7 @@ def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: 
         W, xh, gx = layer_input(params, arch, l, x, below)
         state_fm = tuple(np.ascontiguousarray(s.T) for s in state[l])
         hs, state_l, cache_l = cells.FORWARD[arch.cell](xh, W, state_fm, keep, gx, cache)
-        caches.append(cache_l)
+        caches.append((below, cache_l))
         final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
         below = hs if masks is None else hs * masks[l]
     return below, final, caches
@@ -289,20 +298,23 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
         if masks is not None:
             dhs *= masks[l]
         dsf = None if dstate_final is None else tuple(np.ascontiguousarray(s.T) for s in dstate_final[l])
-        da, ds0, dW = cells.BACKWARD[arch.cell](dhs, dsf, caches[l])      # da (T, B, G·H)
+        below, cache_l = caches[l]
+        da, ds0, dW = cells.BACKWARD[arch.cell](dhs, dsf, cache_l)         # da (T, B, G·H)
         dstate0[l] = tuple(np.ascontiguousarray(s.T) for s in ds0)
         grads[f"layers.{l}.weight_hh"] = np.ascontiguousarray(dW[:, :H])
         da2 = da.reshape(-1, da.shape[-1])
-        if l > 0:                                                          # dW = [dW_hh | dW_ih | db]
+        if not concatenated(arch, l, x.shape[1]):                          # dW = dW_hh
+            grads[f"layers.{l}.weight_ih"] = (lookup_gradient(x, da2, V) if l == 0
+                                              else da2.T @ cells.swap_layout(below).reshape(-1, H))
+            grads[f"layers.{l}.bias"] = da2.sum(axis=0)
+        elif l > 0:                                                        # dW = [dW_hh | dW_ih | db]
             grads[f"layers.{l}.weight_ih"] = np.ascontiguousarray(dW[:, H:2 * H])
             grads[f"layers.{l}.bias"] = np.ascontiguousarray(dW[:, 2 * H])
-            dhs = cells.swap_layout((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
-        elif onehot_input(arch):                                           # dW = [dW_hh | d(W_ih + b)]
+        else:                                                              # dW = [dW_hh | d(W_ih + b)]
             grads["layers.0.weight_ih"] = np.ascontiguousarray(dW[:, H:])
             grads["layers.0.bias"] = dW[:, H:].sum(axis=1)
-        else:
-            grads["layers.0.weight_ih"] = lookup_gradient(x, da2, V)
-            grads["layers.0.bias"] = da2.sum(axis=0)
+        if l > 0:
+            dhs = cells.swap_layout((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
     return grads, dstate0
 
 

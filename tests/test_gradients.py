@@ -84,7 +84,7 @@ def first_layer_input(request, monkeypatch):
 @pytest.mark.parametrize("layers", [1, 2])
 def test_bptt_gradients_match_finite_differences(cell, activation, layers, first_layer_input):
     rng, arch, params, x, y, state = setup(cell, layers, activation)
-    assert model.onehot_input(arch) == (first_layer_input == "one-hot input")
+    assert model.concatenated(arch, 0, x.shape[1]) == (first_layer_input == "one-hot input" and cell != "rnn")
     logits, _, cache = forward(params, arch, x, state)
     dlogits = summed_dlogits(logits, y)
     grads, dstate0 = backward(params, arch, dlogits, cache)
@@ -225,3 +225,21 @@ def test_gradients_with_the_state_reset_at_eos(cell, activation, first_layer_inp
             num = numeric_grad(f, s)
             assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
             assert np.all(num[2] == 0) and np.all(dstate0[l][k][2] == 0)  # batch row 2 restarts at t = 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("reset", [False, True])
+def test_gradients_of_a_single_sequence(cell, reset):
+    """Batch 1 runs every gated layer with its input projection before the loop (see model.concatenated)."""
+    rng, arch, params, x, y, state = setup(cell, 2, B=1, T=6, seed=4)
+    arch = Arch(cell, arch.vocab_size, arch.hidden_size, 2, reset_at_eos=reset)
+    x[3, 0] = 0                                  # an <EOS> input (a reset, where lines are sequences)
+    assert not any(model.concatenated(arch, l, 1) for l in range(2))
+    logits, _, cache = forward(params, arch, x, state)
+    grads, dstate0 = backward(params, arch, summed_dlogits(logits, y), cache)
+    f = lambda: loss_fn(params, arch, x, y, state)
+    for name in params:
+        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
+    for l in range(2):
+        for k, s in enumerate(state[l]):
+            assert rel_error(dstate0[l][k], numeric_grad(f, s)) < TOL, f"state {l}.{k}"

@@ -297,3 +297,16 @@ def test_forward_takes_token_ids_of_any_integer_type(dtype):
     expected, _, _ = model.forward(params, arch, x.astype(np.intp), state)
     logits, _, _ = model.forward(params, arch, x.astype(dtype), state)
     np.testing.assert_array_equal(logits, expected)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_single_sequence_reads_its_input_before_the_loop_and_agrees_with_a_batch(cell):
+    """Batch 1 projects its inputs before the loop, a batch inside each step's matmul: the same sequence gets the same logits."""
+    arch = Arch(cell, 7, 5, 2)
+    params = init_params(arch, np.random.default_rng(1), "float64")
+    x = np.random.default_rng(2).integers(0, 7, size=(9, 3))
+    assert not model.concatenated(arch, 0, 1) and model.concatenated(arch, 0, 3)
+    batch, _, _ = model.forward(params, arch, x, model.zero_state(arch, 3, np.float64))
+    for b in range(3):
+        alone, _, _ = model.forward(params, arch, x[:, b:b + 1], model.zero_state(arch, 1, np.float64))
+        np.testing.assert_allclose(alone[:, 0], batch[:, b], rtol=1e-12, atol=1e-12)

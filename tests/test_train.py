@@ -474,7 +474,7 @@ def test_a_vocabulary_larger_than_the_hidden_size_trains_through_the_column_look
     text = "\n".join("".join(rng.choice(alphabet, size=12)) for _ in range(120)) + "\n"
     cfg = config(cell=cell, steps=12, eval_every=6)
     ck, _ = run(cfg, text)
-    assert ck.arch.vocab_size > max(ck.arch.hidden_size, model.ONEHOT_VOCAB) and not model.onehot_input(ck.arch)
+    assert ck.arch.vocab_size > max(ck.arch.hidden_size, model.ONEHOT_VOCAB) and not model.concatenated(ck.arch, 0, cfg.batch_size)
     assert ck.train_state["step"] == 12 and math.isfinite(ck.train_state["last_loss"])
     assert_same_run(ck, interrupted_then_resumed(cfg, 5, tmp_path, text))
     from charlm.score import score_sentences
