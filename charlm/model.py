@@ -16,11 +16,12 @@ the mean cross-entropy of the targets over the (unmasked) positions.
 
 The GRU and LSTM layers run in the concatenated form a<t> = W [h<t-1>; u<t>]
 (`layer_input` builds W and u from the parameters: for layer 0 u<t> is the
-one-hot vector itself, W = [W_hh | W_ih + b], unless the vocabulary is
-large, when W_ih x is the column lookup `W_ih[:, x]`; above, u<t> = [x<t>; 1]
-and W = [W_hh | W_ih | b]), feature-major (see `charlm.cells`).  The
-vanilla RNN computes gx = W_ih x + b for all steps first (`input_projection`,
-the column lookup for layer 0) and runs batch-major.
+one-hot vector itself, W = [W_hh | W_ih + b]; above, u<t> = [x<t>; 1] and
+W = [W_hh | W_ih | b]), feature-major (see `charlm.cells`).  Where that
+does not pay (`concatenated`: layer 0 with a large vocabulary, any layer at
+batch 1) the layer gets gx = W_ih x + b, computed before its loop (a column
+lookup `W_ih[:, x]` in layer 0).  The vanilla RNN always does that
+(`input_projection`) and runs batch-major.
 """
 
 from __future__ import annotations
