@@ -234,6 +234,26 @@ def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
     return new / num, ck.meta["best_val_bpc"]
 
 
+def alternate(ours, peer, repeats: int):
+    """Measure `ours()` and `peer()` (or None) `repeats` times, taking turns.
+
+    Taking turns, both meet the machine's fast and slow moments alike.
+    Returns (median of ours, median of the peer's or None, the ratio of
+    each pair in which both measured).
+    """
+    pairs, alone = [], []
+    for _ in range(repeats):
+        a = ours()
+        p = peer() if peer is not None else None
+        if p:
+            pairs.append((a, p))
+        else:
+            alone.append(a)
+    mine = [a for a, _ in pairs] + alone
+    theirs = [p for _, p in pairs]
+    return (float(np.median(mine)), float(np.median(theirs)) if theirs else None, [a / p for a, p in pairs])
+
+
 def run_peer(python: str, script: str, args: list[str], timeout: float = 600) -> float | None:
     """chars/s reported by a peer script (its RESULT line or JSON), None if it failed."""
     try:
@@ -268,7 +288,7 @@ def torch_python(explicit: str | None) -> str | None:
 
 def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None = None,
               sample_peer: str | None = None, peer_python: str | None = None, quick: bool = False,
-              progress=lambda msg: None) -> dict:
+              progress=lambda msg: None, repeats: int = 1) -> dict:
     text, source = bench_text(data)
     data_file = source
     if not os.path.exists(source):  # the peers read a file
@@ -294,16 +314,23 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
     configs = TRAIN_CONFIGS[:1] if quick else TRAIN_CONFIGS
     for cell, H, L, B, T, opt in configs:
         label = f"train {cell} {L}×{H}, batch {B}×{T}"
-        progress(label)
-        cps = train_speed(train_ids, V, cell, H, L, B, T, opt, seconds)
-        pcs = None
-        if peer and py:
+
+        def ours(cell=cell, H=H, L=L, B=B, T=T, opt=opt, label=label):
+            progress(label)
+            return train_speed(train_ids, V, cell, H, L, B, T, opt, seconds)
+
+        def theirs(cell=cell, H=H, L=L, B=B, T=T, label=label):
             progress(label + " (PyTorch)")
-            pcs = run_peer(py, peer, ["--data", data_file, "--cell", cell, "--hidden", str(H), "--layers", str(L),
-                                      "--batch", str(B), "--seq-len", str(T), "--seconds", str(seconds),
-                                      "--warmup", "3", "--eval-chars", "0"])
+            return run_peer(py, peer, ["--data", data_file, "--cell", cell, "--hidden", str(H), "--layers", str(L),
+                                       "--batch", str(B), "--seq-len", str(T), "--seconds", str(seconds),
+                                       "--warmup", "3", "--eval-chars", "0"])
+
+        cps, pcs, ratios = alternate(ours, theirs if peer and py else None, repeats)
         frac = cps * flops_per_char(cell, H, L, V) / 1e9 / peak
-        figures.append(Figure(label, cps, pcs, "PyTorch", note=f"{frac:.0%} of matmul peak"))
+        note = f"{frac:.0%} of matmul peak"
+        if len(ratios) > 1:
+            note += f"; pairs {min(ratios):.2f}–{max(ratios):.2f}×"
+        figures.append(Figure(label, cps, pcs, "PyTorch", note=note))
     cell, H, L, B, T, opt = MINCHAR
     label = "train rnn 1×100, batch 1×25, adagrad"
     progress(label)
@@ -338,6 +365,7 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
         "data": source,
         "matmul_gflops": rates,
         "seconds_per_config": seconds,
+        "repeats": repeats,
         "figures": [f.__dict__ | {"ratio": f.ratio} for f in figures],
     }
 

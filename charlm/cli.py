@@ -553,6 +553,7 @@ def info(
 ```
 charlm bench                                     # about 3 minutes
 charlm bench --quick --seconds 5
+charlm bench --repeats 3                         # training figures: medians of 3 turns
 charlm bench --peer-python /path/to/torch-venv/bin/python --json > bench.json
 ```
 """)
@@ -564,6 +565,7 @@ def bench(
     peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: shared/peers/torch_charlm.py if found).", show_default=False)] = None,
     sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: shared/peers/torch_sample.py if found).", show_default=False)] = None,
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
+    repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ):
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
@@ -571,8 +573,10 @@ def bench(
 
     if seconds <= 0:
         fail("--seconds must be positive")
+    if repeats < 1:
+        fail("--repeats must be at least 1")
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
-                       progress=lambda msg: err.print(f"[dim]… {msg}[/]"))
+                       progress=lambda msg: err.print(f"[dim]… {msg}[/]"), repeats=repeats)
     if as_json:
         print(json.dumps(result))
     else:

@@ -2,7 +2,7 @@
 
 import sys
 
-from charlm.bench import flops_per_char, names_novelty, run_peer
+from charlm.bench import alternate, flops_per_char, names_novelty, run_peer
 
 
 def test_flops_per_char_matches_the_issue_estimate():
@@ -27,3 +27,23 @@ def test_names_novelty_counts_samples_not_in_the_corpus():
     new, bpc = names_novelty(1.0, num=30)
     assert 0.0 <= new <= 1.0
     assert 0.0 < bpc < 10.0
+
+
+def test_alternate_takes_turns_and_reports_medians_and_pair_ratios():
+    calls = []
+    ours = iter([10.0, 30.0, 20.0])
+    theirs = iter([5.0, None, 8.0])      # the peer's second run failed: that turn has no pair
+
+    def a():
+        calls.append("ours")
+        return next(ours)
+
+    def p():
+        calls.append("peer")
+        return next(theirs)
+
+    mine, peer, ratios = alternate(a, p, 3)
+    assert calls == ["ours", "peer"] * 3
+    assert mine == 20.0 and peer == 6.5
+    assert ratios == [2.0, 2.5]
+    assert alternate(lambda: 4.0, None, 2) == (4.0, None, [])

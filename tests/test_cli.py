@@ -907,3 +907,8 @@ def test_score_batch_size_default_is_the_library_default():
     from charlm import cli, score
 
     assert inspect.signature(cli.score).parameters["batch_size"].default == score.BATCH_SIZE
+
+
+@pytest.mark.parametrize("args,needle", [(["--seconds", "0"], "--seconds"), (["--repeats", "0"], "--repeats")])
+def test_bench_refuses_nonsense_budgets_in_one_line(args, needle):
+    one_line_error(invoke("bench", *args), needle)
