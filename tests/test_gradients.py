@@ -69,6 +69,24 @@ def setup(cell, layers, activation="tanh", T=5, B=3, V=7, H=4, seed=0):
     return rng, arch, params, x, y, state
 
 
+def check_bptt(params, arch, x, y, state):
+    """Assert that BPTT's gradient of every parameter and initial state matches finite differences.
+
+    Returns (dstate0, the numeric gradients of the states) for further checks.
+    """
+    logits, _, cache = forward(params, arch, x, state)
+    grads, dstate0 = backward(params, arch, summed_dlogits(logits, y), cache)
+    assert set(grads) == set(params)
+    f = lambda: loss_fn(params, arch, x, y, state)
+    for name in params:
+        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
+    num_state = [[numeric_grad(f, s) for s in layer] for layer in state]
+    for l, layer in enumerate(num_state):
+        for k, num in enumerate(layer):
+            assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
+    return dstate0, num_state
+
+
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
@@ -85,18 +103,7 @@ def first_layer_input(request, monkeypatch):
 def test_bptt_gradients_match_finite_differences(cell, activation, layers, first_layer_input):
     rng, arch, params, x, y, state = setup(cell, layers, activation)
     assert model.concatenated(arch, 0, x.shape[1]) == (first_layer_input == "one-hot input" and cell != "rnn")
-    logits, _, cache = forward(params, arch, x, state)
-    dlogits = summed_dlogits(logits, y)
-    grads, dstate0 = backward(params, arch, dlogits, cache)
-    assert set(grads) == set(params)
-    f = lambda: loss_fn(params, arch, x, y, state)
-    for name in params:
-        num = numeric_grad(f, params[name])
-        assert rel_error(grads[name], num) < TOL, name
-    for l in range(layers):
-        for k, s in enumerate(state[l]):
-            num = numeric_grad(f, s)
-            assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
+    check_bptt(params, arch, x, y, state)
 
 
 @pytest.mark.parametrize("cell,activation", CASES)
@@ -215,15 +222,9 @@ def test_gradients_with_the_state_reset_at_eos(cell, activation, first_layer_inp
     rng, arch, params, x, y, state = setup(cell, 2, activation, T=7, seed=2)
     arch = Arch(cell, arch.vocab_size, arch.hidden_size, 2, activation, reset_at_eos=True)
     x[2, 0] = x[5, 1] = x[0, 2] = 0  # <EOS> inputs at various places, including the first step
-    logits, _, cache = forward(params, arch, x, state)
-    grads, dstate0 = backward(params, arch, summed_dlogits(logits, y), cache)
-    f = lambda: loss_fn(params, arch, x, y, state)
-    for name in params:
-        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
+    dstate0, num_state = check_bptt(params, arch, x, y, state)
     for l in range(2):
-        for k, s in enumerate(state[l]):
-            num = numeric_grad(f, s)
-            assert rel_error(dstate0[l][k], num) < TOL, f"state {l}.{k}"
+        for k, num in enumerate(num_state[l]):
             assert np.all(num[2] == 0) and np.all(dstate0[l][k][2] == 0)  # batch row 2 restarts at t = 0
 
 
@@ -235,11 +236,4 @@ def test_gradients_of_a_single_sequence(cell, reset):
     arch = Arch(cell, arch.vocab_size, arch.hidden_size, 2, reset_at_eos=reset)
     x[3, 0] = 0                                  # an <EOS> input (a reset, where lines are sequences)
     assert not any(model.concatenated(arch, l, 1) for l in range(2))
-    logits, _, cache = forward(params, arch, x, state)
-    grads, dstate0 = backward(params, arch, summed_dlogits(logits, y), cache)
-    f = lambda: loss_fn(params, arch, x, y, state)
-    for name in params:
-        assert rel_error(grads[name], numeric_grad(f, params[name])) < TOL, name
-    for l in range(2):
-        for k, s in enumerate(state[l]):
-            assert rel_error(dstate0[l][k], numeric_grad(f, s)) < TOL, f"state {l}.{k}"
+    check_bptt(params, arch, x, y, state)
