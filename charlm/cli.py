@@ -26,6 +26,7 @@ from rich.console import Console
 
 from charlm import __version__
 from charlm import checkpoint as ckpt_io
+from charlm.allocator import keep_freed_memory
 from charlm.errors import CharlmError
 
 app = typer.Typer(
@@ -89,6 +90,7 @@ def main_options(
     """
     _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
     _safe_stdout()
+    keep_freed_memory()   # a training step then reuses the last step's buffers instead of faulting fresh pages in
 
 
 def _output_errors(e: UnicodeEncodeError):
