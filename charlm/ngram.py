@@ -207,6 +207,8 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
     V, N, n = ng.vocab_size, ng.order, len(length)
     if len(ng.gram_keys) == 0:  # nothing counted
         return np.full((n, V) if targets is None else n, 1.0 / V)
+    if targets is None and n == 1:
+        return _one_distribution(ng, tokens[:, 0], int(length[0]))[None]
     h = np.zeros((N, n), dtype=np.int64)           # history keys of every order: Σ_j token_j · V^(j−1)
     if N > 1:
         (tokens[:N - 1] * ng.powers).cumsum(axis=0, out=h[1:])
@@ -234,6 +236,36 @@ def estimate(ng: NGram, tokens: np.ndarray, length: np.ndarray, targets: np.ndar
     where = (r * V).repeat(size) + ng.gram_token[gram]
     p = np.bincount(where, weights=weight, minlength=n * V).reshape(n, V)
     p += base[:, None]
+    return p
+
+
+def _one_distribution(ng: NGram, tokens: np.ndarray, length: int) -> np.ndarray:
+    """`estimate` of one history's whole distribution (V,), with the same arithmetic in the same order.
+
+    Sampling asks for one history per step, where the vectorised form's
+    forty array operations on arrays of a few elements cost more than the
+    work: here the per-order coefficients are Python floats, and each seen
+    order adds its grams to the distribution directly.
+    """
+    V, N = ng.vocab_size, ng.order
+    q, key, weight = [int(ng.ctx_base[0])], 0, 1
+    for k, token in enumerate(tokens[:N - 1].tolist(), start=1):
+        key += token * weight                          # Σ_j token_j · V^(j−1)
+        weight *= V
+        q.append(key + int(ng.ctx_base[k]))
+    i = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
+    found, total, gamma, i = ng.ctx_keys[i].tolist(), ng.ctx_total[i].tolist(), ng.ctx_gamma[i].tolist(), i.tolist()
+    seen = [found[k] == q[k] and length >= k for k in range(N)]   # order k+1 needs k tokens of history
+    a = [gamma[k] / total[k] if seen[k] else 1.0 for k in range(N)]
+    after = [1.0] * N                                  # Π_{j>k} a_j
+    for k in range(N - 2, -1, -1):
+        after[k] = after[k + 1] * a[k + 1]
+    p = np.zeros(V)
+    for k in range(N):
+        if seen[k]:
+            lo, hi = ng.ctx_first[i[k]], ng.ctx_first[i[k] + 1]
+            p[ng.gram_token[lo:hi]] += (after[k] / total[k]) * ng.gram_mass[lo:hi]
+    p += after[0] * a[0] / V                           # (Π_k a_k)/V
     return p
 
 

@@ -191,3 +191,19 @@ def test_searching_in_sorted_order_finds_the_same(monkeypatch):
     monkeypatch.setattr(ngram, "SORT_QUERIES", 1)
     np.testing.assert_array_equal(ngram.probs(ng, test), plain)
     np.testing.assert_array_equal(ngram.next_distribution(ng, test, np.arange(50)), dist)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("order", [1, 2, 4, 7])
+def test_one_history_at_a_time_is_the_same_distribution(order, reset):
+    """Sampling asks for one history per step (a path of its own): bit for bit the batched result, every history length."""
+    ng = ngram.fit(corpus(0, n=3000), V, order, reset)
+    test = corpus(5, n=120)
+    tokens, length = ngram.histories(test, np.arange(len(test)), 0, max(order - 1, 0), reset)
+    batched = ngram.estimate(ng, tokens, length)
+    one = np.concatenate([ngram.estimate(ng, tokens[:, j:j + 1], length[j:j + 1]) for j in range(len(test))])
+    assert len(set(length.tolist())) == max(order - 1, 1)            # histories of every length, short ones included
+    np.testing.assert_array_equal(one, batched)
+    ref = ReferenceKN(list(corpus(0, n=3000)), order, reset)
+    j = len(test) - 1
+    np.testing.assert_allclose(one[j], [ref.prob(ref.history(test, j), w) for w in range(V)], rtol=1e-12)
