@@ -248,13 +248,12 @@ def _one_distribution(ng: NGram, tokens: np.ndarray, length: int) -> np.ndarray:
     order adds its grams to the distribution directly.
     """
     V, N = ng.vocab_size, ng.order
-    q, key, weight = [int(ng.ctx_base[0])], 0, 1
-    for k, token in enumerate(tokens[:N - 1].tolist(), start=1):
-        key += token * weight                          # Σ_j token_j · V^(j−1)
-        weight *= V
+    q, key = [int(ng.ctx_base[0])], 0                  # history keys of every order, offset (as in `estimate`)
+    for k, (token, power) in enumerate(zip(tokens[:N - 1].tolist(), ng.powers[:, 0].tolist()), start=1):
+        key += token * power                           # Σ_j token_j · V^(j−1)
         q.append(key + int(ng.ctx_base[k]))
-    i = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
-    found, total, gamma, i = ng.ctx_keys[i].tolist(), ng.ctx_total[i].tolist(), ng.ctx_gamma[i].tolist(), i.tolist()
+    at = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
+    found, total, gamma, i = ng.ctx_keys[at].tolist(), ng.ctx_total[at].tolist(), ng.ctx_gamma[at].tolist(), at.tolist()
     seen = [found[k] == q[k] and length >= k for k in range(N)]   # order k+1 needs k tokens of history
     a = [gamma[k] / total[k] if seen[k] else 1.0 for k in range(N)]
     after = [1.0] * N                                  # Π_{j>k} a_j
