@@ -19,11 +19,16 @@ and id array) are still mapped and returned on free, so peak memory does
 not grow with them.  It changes where memory comes from, never a result.
 
 Where the C library has no `mallopt` (macOS, Windows) it does nothing.
+
+`aligned_empty` and `aligned_zeros` are np.empty and np.zeros for the
+arrays of the time loops, starting on a 64-byte boundary (see there).
 """
 
 from __future__ import annotations
 
 import ctypes
+
+import numpy as np
 
 M_TRIM_THRESHOLD = -1   # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -50,3 +55,34 @@ def _mallopt(param: int, value: int) -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     return mallopt(param, value) == 1
+
+
+ALIGNMENT = 64   # bytes: a cache line, and the width of an AVX-512 register
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """np.empty, starting on a 64-byte boundary.
+
+    malloc aligns to 16 bytes, so NumPy's arrays usually start in the middle
+    of a cache line, and so does every per-step slice of a (T, …) array whose
+    step size is a multiple of 64 bytes.  A vectorised ufunc loop over such
+    an array then reads and writes registers that straddle two cache lines.
+    Measured here on the in-cache (256 × 32) float32 arrays of one time step:
+    a product of two arrays into a third takes about 3.5–4.4 µs misaligned
+    against 1.8–2.4 µs aligned, and the elementwise part of an LSTM layer's
+    step about 99 against 83 µs.  A view into a slightly larger buffer fixes
+    that; nothing else changes.
+    """
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_zeros(shape, dtype) -> np.ndarray:
+    """np.zeros, starting on a 64-byte boundary (see `aligned_empty`)."""
+    out = aligned_empty(shape, dtype)
+    out.fill(0)
+    return out

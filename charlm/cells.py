@@ -47,7 +47,12 @@ How the time loops are kept cheap (the equations are unchanged):
 - σ(x) = ½·tanh(x/2) + ½, with the ½ folded into the weights, so one tanh
   call activates all the gates of a step;
 - each step's local derivatives are computed inside the backward loop,
-  while its arrays are in cache, and dW is one matmul over all steps after it.
+  while its arrays are in cache, into one (G·H, B) buffer that the
+  recurrent matmul reads and that is then copied, transposed, into the
+  batch-major da; dW is one matmul over all steps after the loop;
+- the loops' arrays start on a 64-byte boundary (`allocator.aligned_empty`),
+  and so does each step's slice of them: vectorised ufunc loops then never
+  straddle two cache lines.
 
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
 
@@ -60,6 +65,8 @@ stops there too).
 from __future__ import annotations
 
 import numpy as np
+
+from charlm.allocator import aligned_empty, aligned_zeros
 
 CELLS = ("rnn", "gru", "lstm")
 ACTIVATIONS = ("tanh", "relu")
@@ -111,11 +118,21 @@ def swap_layout(x: np.ndarray) -> np.ndarray:
     4.3, the 2H + 1 = 513 rows of [h; u] in 1.1 ms instead of 1.6).
     """
     F = x.shape[-2]
+    out = aligned_empty(x.shape[:-2] + (x.shape[-1], F), x.dtype)
     if F <= SWAP_ROWS or x.shape[-1] >= F:
-        return np.ascontiguousarray(np.swapaxes(x, -1, -2))
-    out = np.empty(x.shape[:-2] + (x.shape[-1], F), dtype=x.dtype)
+        np.copyto(out, np.swapaxes(x, -1, -2))
+        return out
     for a in range(0, F, SWAP_ROWS):
         np.copyto(out[..., a:a + SWAP_ROWS], np.swapaxes(x[..., a:a + SWAP_ROWS, :], -1, -2))
+    return out
+
+
+def _initial_gradient(dstate_final, n: int, shape, dtype) -> list:
+    """The n gradients flowing into the last state, as fresh aligned arrays (zeros where none is given)."""
+    out = [aligned_zeros(shape, dtype) for _ in range(n)]
+    if dstate_final is not None:
+        for o, d in zip(out, dstate_final):
+            o += d
     return out
 
 
@@ -133,7 +150,7 @@ def rnn_forward(gx, state0, W_hh, activation="tanh", keep=None):
     """Vanilla RNN over T steps; `activation` is "tanh" or "relu"."""
     T, B, H = gx.shape
     WT = np.ascontiguousarray(W_hh.T)
-    hs = np.empty((T, B, H), dtype=gx.dtype)
+    hs = aligned_empty((T, B, H), gx.dtype)
     h = state0[0]
     for t in range(T):
         if keep is not None:
@@ -151,8 +168,14 @@ def rnn_backward(dhs, dstate_final, cache):
     hs, h0, W_hh, activation, keep = cache
     T, B, H = hs.shape
     # local derivative of the activation, for all steps: tanh' = 1 - h², relu' = [h > 0]
-    da = (1.0 - hs * hs) if activation == "tanh" else (hs > 0).astype(hs.dtype)
-    dh_next = np.zeros((B, H), dtype=hs.dtype) if dstate_final is None else dstate_final[0].copy()
+    da = aligned_empty(hs.shape, hs.dtype)
+    if activation == "tanh":
+        np.subtract(1.0, np.multiply(hs, hs, out=da), out=da)
+    else:
+        np.greater(hs, 0, out=da)
+    dh_next = aligned_zeros((B, H), hs.dtype)
+    if dstate_final is not None:
+        dh_next += dstate_final[0]
     for t in reversed(range(T)):
         dh_next += dhs[t]                      # dh<t> = dL/dh<t> + from step t+1
         da[t] *= dh_next                       # da<t> = dh<t> · act'
@@ -185,13 +208,13 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True):
     Ws = W * _sigmoid_scale(4, H, (0, 1, 3), W.dtype)[:, None]    # σ rows halved
     if gx is not None:
         _halve_rows(gx, ((0, 2 * H), (3 * H, 4 * H)))
-    gates = gx if gx is not None or not cache else np.empty((T, G, B), dtype=W.dtype)
-    cs = np.empty((T, H, B), dtype=W.dtype) if cache else None
-    tcs = np.empty((T, H, B), dtype=W.dtype) if cache else None   # tanh(c<t>)
-    hs = xh[1:, :H] if keep is None else np.empty((T, H, B), dtype=W.dtype)
-    buf = np.empty((G, B), dtype=W.dtype)
-    tmp = np.empty((H, B), dtype=W.dtype)
-    c_bufs = None if cache else np.empty((2, H, B), dtype=W.dtype)
+    gates = gx if gx is not None or not cache else aligned_empty((T, G, B), W.dtype)
+    cs = aligned_empty((T, H, B), W.dtype) if cache else None
+    tcs = aligned_empty((T, H, B), W.dtype) if cache else None    # tanh(c<t>)
+    hs = xh[1:, :H] if keep is None else aligned_empty((T, H, B), W.dtype)
+    buf = aligned_empty((G, B), W.dtype)
+    tmp = aligned_empty((H, B), W.dtype)
+    c_bufs = None if cache else aligned_empty((2, H, B), W.dtype)
     h, c = state0
     for t in range(T):
         if keep is not None:                       # a new sequence starts from zero
@@ -229,25 +252,25 @@ def lstm_backward(dhs, dstate_final, cache):
     xh, gates, cs, tcs, c0, W, keep = cache
     T, H, B = cs.shape
     g4 = gates.reshape(T, 4, H, B)
-    da = np.empty_like(gates)
-    da4 = da.reshape(T, 4, H, B)
+    da = aligned_empty((T, B, 4 * H), W.dtype)                      # batch-major, for the dW matmul
+    da_t = aligned_empty((4 * H, B), W.dtype)                       # one step's, feature-major
+    da_i, da_f, da_g, da_o = da_t.reshape(4, H, B)
+    da_if = da_t[:2 * H].reshape(2, H, B)
     WT = np.ascontiguousarray(W[:, :H].T)                           # W_hhᵀ (H, G)
-    if dstate_final is None:
-        dh = np.zeros((H, B), dtype=W.dtype)
-        dc = np.zeros((H, B), dtype=W.dtype)
-    else:
-        dh, dc = (np.array(d, dtype=W.dtype) for d in dstate_final)
-    tmp = np.empty((H, B), dtype=W.dtype)
-    dh_o = np.empty((H, B), dtype=W.dtype)
+    dh, dc = _initial_gradient(dstate_final, 2, (H, B), W.dtype)
+    tmp = aligned_empty((H, B), W.dtype)
+    dh_o = aligned_empty((H, B), W.dtype)
     # Each step's arrays are small and stay in cache, so the local derivatives
-    # are computed here, step by step, with in-place ufuncs.
+    # are computed here, step by step, with in-place ufuncs, into one
+    # (G·H, B) buffer that the recurrent matmul reads and that is then copied,
+    # transposed, into da<t> (cheaper than writing the steps feature-major
+    # and transposing all of da afterwards).
     for t in reversed(range(T)):
         i, f, g, o = g4[t, 0], g4[t, 1], g4[t, 2], g4[t, 3]
         tc = tcs[t]
         c_prev = cs[t - 1] if t > 0 else c0
         if keep is not None:
             c_prev = c_prev * keep[t]
-        da_i, da_f, da_g, da_o = da4[t, 0], da4[t, 1], da4[t, 2], da4[t, 3]
         dh += dhs[t]                                                  # dh<t>
         np.multiply(dh, o, out=dh_o)                                  # dh·σ(o)
         # da_o = dh·σ(o)(1 - σ(o))·tanh(c)
@@ -256,18 +279,18 @@ def lstm_backward(dhs, dstate_final, cache):
         np.multiply(tc, tc, out=tmp); np.subtract(1.0, tmp, out=tmp); tmp *= dh_o
         dc += tmp
         # [da_i da_f] = dc·σ(1 - σ) of [i f] (one pass over both blocks), then ·tanh(g) and ·c<t-1>
-        da_if, if_ = da4[t, :2], g4[t, :2]
+        if_ = g4[t, :2]
         np.subtract(1.0, if_, out=da_if); da_if *= if_; da_if *= dc
         da_i *= g
         da_f *= c_prev
         # da_g = dc·σ(i)·(1 - tanh²(g))
         np.multiply(g, g, out=da_g); np.subtract(1.0, da_g, out=da_g); da_g *= i; da_g *= dc
         dc *= f                                                       # to c<t-1>: σ(f)·dc
-        np.matmul(WT, da[t], out=dh)                                  # to h<t-1>: W_hhᵀ da<t>
+        np.matmul(WT, da_t, out=dh)                                   # to h<t-1>: W_hhᵀ da<t>
+        np.copyto(da[t], da_t.T)
         if keep is not None:
             dh *= keep[t]
             dc *= keep[t]
-    da = swap_layout(da)
     return da, (dh, dc), _matmul_over_time(da, swap_layout(xh[:T]))
 
 
@@ -302,13 +325,13 @@ def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
     T, K, B = xh.shape[0] - 1, xh.shape[1], xh.shape[2]
     W_rz = W[: 2 * H] * 0.5                                # σ via tanh(x/2)
     W_n = W[2 * H:]                                        # [W_hn | W_un]
-    rxu = np.empty((T, K, B), dtype=W.dtype)               # [r·h<t-1>; u<t>]
+    rxu = aligned_empty((T, K, B), W.dtype)                # [r·h<t-1>; u<t>]
     rxu[:, H:] = xh[:T, H:]
     if gx is not None:
         _halve_rows(gx, ((0, 2 * H),))
-    gates = gx if gx is not None or not cache else np.empty((T, 3 * H, B), dtype=W.dtype)  # [σ(r) σ(z) n]
-    hs = xh[1:, :H] if keep is None else np.empty((T, H, B), dtype=W.dtype)
-    buf = np.empty((3 * H, B), dtype=W.dtype)
+    gates = gx if gx is not None or not cache else aligned_empty((T, 3 * H, B), W.dtype)  # [σ(r) σ(z) n]
+    hs = xh[1:, :H] if keep is None else aligned_empty((T, H, B), W.dtype)
+    buf = aligned_empty((3 * H, B), W.dtype)
     (h,) = state0
     for t in range(T):
         if keep is not None:                               # a new sequence starts from zero
@@ -345,14 +368,15 @@ def gru_backward(dhs, dstate_final, cache):
     T, H, B = dhs.shape
     W_rzT = np.ascontiguousarray(W[: 2 * H, :H].T)         # (H, 2H)
     W_hnT = np.ascontiguousarray(W[2 * H:, :H].T)
-    da = np.empty_like(gates)
-    dh = np.zeros((H, B), dtype=W.dtype) if dstate_final is None else np.array(dstate_final[0], dtype=W.dtype)
-    drh = np.empty((H, B), dtype=W.dtype)
-    tmp = np.empty((H, B), dtype=W.dtype)
+    da = aligned_empty((T, B, 3 * H), W.dtype)                    # batch-major, for the dW matmuls
+    da_t = aligned_empty((3 * H, B), W.dtype)                     # one step's, feature-major (as in lstm_backward)
+    da_r, da_z, da_n = da_t[:H], da_t[H:2 * H], da_t[2 * H:]
+    (dh,) = _initial_gradient(dstate_final, 1, (H, B), W.dtype)
+    drh = aligned_empty((H, B), W.dtype)
+    tmp = aligned_empty((H, B), W.dtype)
     for t in reversed(range(T)):
         r, z, n = gates[t, :H], gates[t, H:2 * H], gates[t, 2 * H:]
         h_prev = xh[t, :H]                                            # (already reset where keep is 0)
-        da_r, da_z, da_n = da[t, :H], da[t, H:2 * H], da[t, 2 * H:]
         dh += dhs[t]                                                  # dh<t>
         # da_n = dh·(1 - z)·(1 - n²)
         np.multiply(n, n, out=da_n); np.subtract(1.0, da_n, out=da_n)
@@ -364,10 +388,10 @@ def gru_backward(dhs, dstate_final, cache):
         np.subtract(1.0, r, out=da_r); da_r *= r; da_r *= h_prev; da_r *= drh
         dh *= z                                                       # to h<t-1>: z·dh
         dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
-        dh += np.matmul(W_rzT, da[t, : 2 * H], out=tmp)               #   + W_hrzᵀ [da_r da_z]
+        dh += np.matmul(W_rzT, da_t[: 2 * H], out=tmp)                #   + W_hrzᵀ [da_r da_z]
+        np.copyto(da[t], da_t.T)
         if keep is not None:
             dh *= keep[t]
-    da = swap_layout(da)
     da2 = da.reshape(T * B, -1)       # a 2-D view: BLAS reads its column blocks in place
     dW = np.empty_like(W)
     np.matmul(da2[:, : 2 * H].T, swap_layout(xh[:T]).reshape(T * B, -1), out=dW[: 2 * H])  # Σ da_rz [h; u]ᵀ

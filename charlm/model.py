@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm import cells
+from charlm.allocator import aligned_empty, aligned_zeros
 from charlm.cells import NUM_GATES
 from charlm.vocab import EOS_ID, UNK_ID
 
@@ -208,13 +209,13 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
         else:
             gx = np.matmul(W_ih, below)
             gx += b[:, None]
-        return W_hh, np.empty((T + 1, H, B), dtype=W_hh.dtype), gx
+        return W_hh, aligned_empty((T + 1, H, B), W_hh.dtype), gx
     if l > 0:
-        xh = np.empty((T + 1, 2 * H + 1, B), dtype=W_hh.dtype)
+        xh = aligned_empty((T + 1, 2 * H + 1, B), W_hh.dtype)
         xh[:T, H:2 * H] = below
         xh[:, 2 * H] = 1.0
         return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, None
-    xh = np.zeros((T + 1, H + arch.vocab_size, B), dtype=W_hh.dtype)
+    xh = aligned_zeros((T + 1, H + arch.vocab_size, B), W_hh.dtype)
     xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
     return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
 

@@ -1,6 +1,6 @@
-"""allocator.keep_freed_memory: a training step reuses freed memory instead of faulting fresh pages in.
+"""allocator: a training step reuses freed memory instead of faulting fresh pages in; the loops' arrays are aligned.
 
-Each measurement runs in a fresh interpreter (the setting is process-wide,
+Each page-fault measurement runs in a fresh interpreter (the setting is process-wide,
 and the CLI tests in this process may have made it already) and counts
 page faults, not time.
 """
@@ -9,9 +9,11 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from charlm.allocator import keep_freed_memory
+from charlm import model
+from charlm.allocator import ALIGNMENT, aligned_empty, aligned_zeros, keep_freed_memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -51,3 +53,35 @@ def test_training_steps_stop_faulting_pages_in():
     # LSTM 2×32, batch 32 × 64: its 0.1–2 MB buffers come back as fresh pages every step by default
     assert faults_per_step("default") > 500
     assert faults_per_step("keep") < 50
+
+
+@pytest.mark.parametrize("shape", [(), 1, 7, (3, 5), (64, 256, 32), (0, 4), (2, 0, 3)])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "uint8"])
+def test_aligned_arrays_start_on_a_cache_line_and_behave_like_numpys(shape, dtype):
+    for _ in range(5):                                   # several allocations: malloc's offsets vary
+        a = aligned_empty(shape, dtype)
+        z = aligned_zeros(shape, dtype)
+        expected_shape = (shape,) if isinstance(shape, int) else shape
+        for arr in (a, z):
+            assert arr.shape == expected_shape and arr.dtype == np.dtype(dtype)
+            assert arr.flags.c_contiguous and arr.flags.writeable
+            if arr.size:
+                assert arr.ctypes.data % ALIGNMENT == 0
+        assert not z.any()
+        a[...] = 3                                       # a view that owns nothing else: writing it touches only it
+        assert (a == 3).all() and not z.any()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_time_loops_arrays_are_aligned(cell):
+    """Every per-step slice of the cached arrays starts on a 64-byte boundary (a step is a multiple of 64 bytes)."""
+    arch = model.Arch(cell, 65, 32, 2)
+    rng = np.random.default_rng(0)
+    params = model.init_params(arch, rng, "float32")
+    x = rng.integers(0, 65, (8, 16))
+    _, _, caches = model._gated_forward(params, arch, x, model.zero_state(arch, 16, np.float32))
+    for _, cache in caches:
+        arrays = [a for a in cache if isinstance(a, np.ndarray) and a.ndim == 3]
+        assert len(arrays) >= 3                          # xh, the gates and (lstm: cs, tanh(cs); gru: [r·h; u])
+        for a in arrays:
+            assert a.ctypes.data % ALIGNMENT == 0 and a[1].ctypes.data % ALIGNMENT == 0
