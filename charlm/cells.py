@@ -14,8 +14,8 @@ the caller for the whole sequence at once, and `dgx` its gradient.
 The gated cells (GRU, LSTM) in the concatenated form of the course notes,
 a<t> = W [h<t-1>; u<t>] with W = [W_hh | W_u], feature-major:
 
-    forward(xh, W, state0, keep, gx)  -> hs (T, H, B), final state, cache
-    backward(dhs, dstate_final, cache) -> da (T, B, G·H), dstate0, dW (G·H, K)
+    forward(xh, W, state0, keep, gx, cache, xs) -> hs (T, H, B), final state, cache
+    backward(dhs, dstate_final, cache)           -> da (T, B, G·H), dstate0, dW (G·H, K)
 
 - xh (T+1, K, B), K = H + E: rows H: of xh[t] hold the step input u<t>
   (t < T), filled by the caller; the loop writes h<t-1> into rows :H, so
@@ -24,6 +24,12 @@ a<t> = W [h<t-1>; u<t>] with W = [W_hh | W_u], feature-major:
   W_ih + b (one column per token: the bias rides along), above it
   u<t> = [x<t>; 1] and W_u = [W_ih | b].  The input projection is then
   part of each step's matmul: no separate pass, no layout copy.
+- xs (T+1, B, K), optional: the same rows batch-major, which the
+  weight-gradient matmul reads.  The caller fills the u part (steps < T);
+  the loop copies each h<t-1> it writes into xh over, transposed, while it
+  is in cache (xs[t, :, :H] = xh[t, :H]ᵀ for t ≤ T, so that without resets
+  xs[1:, :, :H] is the output hs, batch-major).  Without it (and a cache),
+  the forward builds it.
 - gx (T, G·H, B), optional, which the forward overwrites: pre-activations
   added to W [h; u] (for a large vocabulary, whose one-hot input would make
   the matmul too wide, the caller looks the columns up instead and u is
@@ -136,6 +142,15 @@ def _initial_gradient(dstate_final, n: int, shape, dtype) -> list:
     return out
 
 
+def _batch_major_inputs(xh: np.ndarray, H: int, xs: np.ndarray | None) -> np.ndarray:
+    """xs as given, or built from xh's u rows (the forward fills in the h rows)."""
+    if xs is None:
+        T1, K, B = xh.shape
+        xs = aligned_empty((T1, B, K), xh.dtype)
+        np.copyto(xs[:-1, :, H:], np.swapaxes(xh[:-1, H:], 1, 2))
+    return xs
+
+
 def _half_affine(x: np.ndarray) -> None:
     """x <- ½·x + ½ in place (turns tanh(a/2) into σ(a))."""
     x *= 0.5
@@ -200,11 +215,12 @@ def rnn_step(gx_t, state, W_hhT, activation="tanh"):
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True):
-    """The LSTM over T steps; see "The gated cells" above for xh, W, gx and keep."""
+def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
+    """The LSTM over T steps; see "The gated cells" above for xh, W, gx, keep and xs."""
     H = W.shape[0] // 4
     T, B = xh.shape[0] - 1, xh.shape[2]
     G = 4 * H
+    xs = _batch_major_inputs(xh, H, xs) if cache else None
     Ws = W * _sigmoid_scale(4, H, (0, 1, 3), W.dtype)[:, None]    # σ rows halved
     if gx is not None:
         _halve_rows(gx, ((0, 2 * H), (3 * H, 4 * H)))
@@ -221,6 +237,8 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True):
             h, c = np.multiply(h, keep[t], out=xh[t, :H]), c * keep[t]
         elif t == 0:
             xh[0, :H] = h
+        if xs is not None:
+            np.copyto(xs[t, :, :H], xh[t, :H].T)  # h<t-1>, batch-major
         if gates is None:                          # pre-activations (σ blocks halved)
             a = np.matmul(Ws, xh[t], out=buf)
         elif gx is None:
@@ -240,7 +258,8 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True):
         c = c_t
     if not cache:
         return hs, (h, c), None
-    return hs, (h, c), (xh, gates, cs, tcs, state0[1], W, keep)
+    np.copyto(xs[T, :, :H], h.T)
+    return hs, (h, c), (xs, gates, cs, tcs, state0[1], W, keep)
 
 
 def lstm_backward(dhs, dstate_final, cache):
@@ -249,7 +268,7 @@ def lstm_backward(dhs, dstate_final, cache):
     dhs (T, H, B) and the states are feature-major; da is the gradient of
     the pre-activations, dW = Σ_t da<t> [h<t-1>; u<t>]ᵀ.
     """
-    xh, gates, cs, tcs, c0, W, keep = cache
+    xs, gates, cs, tcs, c0, W, keep = cache
     T, H, B = cs.shape
     g4 = gates.reshape(T, 4, H, B)
     da = aligned_empty((T, B, 4 * H), W.dtype)                      # batch-major, for the dW matmul
@@ -291,7 +310,7 @@ def lstm_backward(dhs, dstate_final, cache):
         if keep is not None:
             dh *= keep[t]
             dc *= keep[t]
-    return da, (dh, dc), _matmul_over_time(da, swap_layout(xh[:T]))
+    return da, (dh, dc), _matmul_over_time(da, xs[:T])
 
 
 def lstm_step(gx_t, state, W_hhT, activation=None):
@@ -319,14 +338,19 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
 #   h<t> = (1 - z)·n + z·h<t-1>
 # ----------------------------------------------------------------------------
 
-def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
-    """The GRU over T steps; see "The gated cells" above for xh, W, gx and keep."""
+def gru_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
+    """The GRU over T steps; see "The gated cells" above for xh, W, gx, keep and xs."""
     H = W.shape[0] // 3
     T, K, B = xh.shape[0] - 1, xh.shape[1], xh.shape[2]
     W_rz = W[: 2 * H] * 0.5                                # σ via tanh(x/2)
     W_n = W[2 * H:]                                        # [W_hn | W_un]
     rxu = aligned_empty((T, K, B), W.dtype)                # [r·h<t-1>; u<t>]
     rxu[:, H:] = xh[:T, H:]
+    xs = _batch_major_inputs(xh, H, xs) if cache else None
+    rxs = None                                             # [r·h<t-1>; u<t>], batch-major
+    if cache:
+        rxs = aligned_empty((T, B, K), W.dtype)
+        rxs[:, :, H:] = xs[:T, :, H:]
     if gx is not None:
         _halve_rows(gx, ((0, 2 * H),))
     gates = gx if gx is not None or not cache else aligned_empty((T, 3 * H, B), W.dtype)  # [σ(r) σ(z) n]
@@ -338,6 +362,8 @@ def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
             h = np.multiply(h, keep[t], out=xh[t, :H])
         elif t == 0:
             xh[0, :H] = h
+        if xs is not None:
+            np.copyto(xs[t, :, :H], xh[t, :H].T)          # h<t-1>, batch-major
         a = gates[t] if gates is not None else buf
         rz, n = a[: 2 * H], a[2 * H:]
         if gx is None:
@@ -348,6 +374,8 @@ def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
         _half_affine(rz)                                   # σ(r), σ(z)
         r, z = rz[:H], rz[H:]
         np.multiply(r, h, out=rxu[t, :H])                  # r·h<t-1>
+        if rxs is not None:
+            np.copyto(rxs[t, :, :H], rxu[t, :H].T)
         if gx is None:
             np.matmul(W_n, rxu[t], out=n)                  # W_hn (r·h<t-1>) + W_un u<t>
         else:
@@ -359,12 +387,13 @@ def gru_forward(xh, W, state0, keep=None, gx=None, cache=True):
         h = h_t
     if not cache:
         return hs, (h,), None
-    return hs, (h,), (xh, gates, rxu, W, keep)
+    np.copyto(xs[T, :, :H], h.T)
+    return hs, (h,), (xh, xs, gates, rxs, W, keep)
 
 
 def gru_backward(dhs, dstate_final, cache):
     """BPTT through `gru_forward`: da (T, B, 3H) batch-major, (dh<0>,), dW (3H, K)."""
-    xh, gates, rxu, W, keep = cache
+    xh, xs, gates, rxs, W, keep = cache
     T, H, B = dhs.shape
     W_rzT = np.ascontiguousarray(W[: 2 * H, :H].T)         # (H, 2H)
     W_hnT = np.ascontiguousarray(W[2 * H:, :H].T)
@@ -394,8 +423,8 @@ def gru_backward(dhs, dstate_final, cache):
             dh *= keep[t]
     da2 = da.reshape(T * B, -1)       # a 2-D view: BLAS reads its column blocks in place
     dW = np.empty_like(W)
-    np.matmul(da2[:, : 2 * H].T, swap_layout(xh[:T]).reshape(T * B, -1), out=dW[: 2 * H])  # Σ da_rz [h; u]ᵀ
-    np.matmul(da2[:, 2 * H:].T, swap_layout(rxu).reshape(T * B, -1), out=dW[2 * H:])        # Σ da_n [r·h; u]ᵀ
+    np.matmul(da2[:, : 2 * H].T, xs[:T].reshape(T * B, -1), out=dW[: 2 * H])   # Σ da_rz [h; u]ᵀ
+    np.matmul(da2[:, 2 * H:].T, rxs.reshape(T * B, -1), out=dW[2 * H:])         # Σ da_n [r·h; u]ᵀ
     return da, (dh,), dW
 
 

@@ -192,16 +192,21 @@ def concatenated(arch: Arch, l: int, batch: int) -> bool:
     return l > 0 or arch.vocab_size <= max(arch.hidden_size, ONEHOT_VOCAB)
 
 
-def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | None):
-    """What gated layer l's loop reads: W = [W_hh | W_u], xh (T+1, K, B) with u<t> filled in, and gx (or None).
+def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | None,
+                below_bm: np.ndarray | None = None, batch_major: bool = False):
+    """What gated layer l's loop reads: W = [W_hh | W_u], xh (T+1, K, B) with u<t> filled in, xs, and gx (or None).
 
     Concatenated (see `concatenated`): in layer 0 u<t> = onehot(x<t>) and
     W_u = W_ih + b (the bias rides along with the one column each step
     reads); above, u<t> = [below<t>; 1] and W_u = [W_ih | b].  Otherwise
     W = W_hh, u is empty and gx<t> = W_ih x<t> + b (a column lookup in layer 0).
+    `batch_major` (training) also builds xs (T+1, B, K), the batch-major copy
+    of xh for the weight gradients (see `charlm.cells`), with its u part
+    filled in; `below_bm` is `below` batch-major, (T, B, H).
     """
     T, B = x.shape
     H = arch.hidden_size
+    dtype = params[f"layers.{l}.weight_hh"].dtype
     W_hh, W_ih, b = (params[f"layers.{l}.{k}"] for k in ("weight_hh", "weight_ih", "bias"))
     if not concatenated(arch, l, B):
         if l == 0:
@@ -209,30 +214,45 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
         else:
             gx = np.matmul(W_ih, below)
             gx += b[:, None]
-        return W_hh, aligned_empty((T + 1, H, B), W_hh.dtype), gx
+        xs = aligned_empty((T + 1, B, H), dtype) if batch_major else None
+        return W_hh, aligned_empty((T + 1, H, B), dtype), xs, gx
     if l > 0:
-        xh = aligned_empty((T + 1, 2 * H + 1, B), W_hh.dtype)
+        xh = aligned_empty((T + 1, 2 * H + 1, B), dtype)
         xh[:T, H:2 * H] = below
         xh[:, 2 * H] = 1.0
-        return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, None
-    xh = aligned_zeros((T + 1, H + arch.vocab_size, B), W_hh.dtype)
-    xh[np.arange(T)[:, None], H + x.astype(np.intp), np.arange(B)] = 1.0
-    return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, None
+        xs = None
+        if batch_major:
+            xs = aligned_empty((T + 1, B, 2 * H + 1), dtype)
+            xs[:T, :, H:2 * H] = below_bm
+            xs[:, :, 2 * H] = 1.0
+        return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, xs, None
+    ids = H + x.astype(np.intp)
+    xh = aligned_zeros((T + 1, H + arch.vocab_size, B), dtype)
+    xh[np.arange(T)[:, None], ids, np.arange(B)] = 1.0
+    xs = None
+    if batch_major:
+        xs = aligned_zeros((T + 1, B, H + arch.vocab_size), dtype)
+        xs[np.arange(T)[:, None], np.arange(B), ids] = 1.0
+    return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, xs, None
 
 
 def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
-    """The GRU/LSTM stack, feature-major: the top layer's output (T, H, B), final states, caches."""
+    """The GRU/LSTM stack: the top layer's output (T, H, B) feature-major and, with a cache, (T, B, H) batch-major; final states, caches."""
     keep = state_keep(arch, x, params["head.weight"].dtype)
     keep = None if keep is None else np.swapaxes(keep, 1, 2)              # (T, 1, B)
-    below, caches, final = None, [], []
+    H = arch.hidden_size
+    below = below_bm = None
+    caches, final = [], []
     for l in range(arch.num_layers):
-        W, xh, gx = layer_input(params, arch, l, x, below)
+        W, xh, xs, gx = layer_input(params, arch, l, x, below, below_bm, batch_major=cache)
         state_fm = tuple(np.ascontiguousarray(s.T) for s in state[l])
-        hs, state_l, cache_l = cells.FORWARD[arch.cell](xh, W, state_fm, keep, gx, cache)
+        hs, state_l, cache_l = cells.FORWARD[arch.cell](xh, W, state_fm, keep, gx, cache, xs)
         caches.append((below, cache_l))
         final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
         below = hs if masks is None else hs * masks[l]
-    return below, final, caches
+        if cache:    # the loop has copied hs into xs, batch-major (but the states it reset, and no dropout)
+            below_bm = xs[1:, :, :H] if masks is None and keep is None else cells.swap_layout(below)
+    return below, below_bm, final, caches
 
 
 def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
@@ -242,8 +262,7 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     for `backward`.  `masks[l]` (optional, (T, H, B)) multiplies the output of layer l.
     """
     if arch.cell != "rnn":
-        top, final, caches = _gated_forward(params, arch, x, state, masks)
-        top = cells.swap_layout(top)
+        _, top, final, caches = _gated_forward(params, arch, x, state, masks)
         return _head(params, top), final, (caches, top, masks, x)
     keep = state_keep(arch, x, params["head.weight"].dtype)
     inp = x
@@ -269,7 +288,7 @@ def infer(params, arch: Arch, x: np.ndarray, state):
     if arch.cell == "rnn":
         logits, final, _ = forward(params, arch, x, state)
         return np.swapaxes(logits, 1, 2), final
-    top, final, _ = _gated_forward(params, arch, x, state, cache=False)
+    top, _, final, _ = _gated_forward(params, arch, x, state, cache=False)
     logits = np.matmul(params["head.weight"], top)
     logits += params["head.bias"][:, None]
     return logits, final
