@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm import cells
-from charlm.allocator import aligned_empty, aligned_zeros
+from charlm.allocator import aligned_empty
 from charlm.cells import NUM_GATES
 from charlm.vocab import EOS_ID, UNK_ID
 
@@ -227,11 +227,13 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
             xs[:, :, 2 * H] = 1.0
         return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, xs, None
     ids = H + x.astype(np.intp)
-    xh = aligned_zeros((T + 1, H + arch.vocab_size, B), dtype)
+    xh = aligned_empty((T + 1, H + arch.vocab_size, B), dtype)     # (the loop writes the h rows)
+    xh[:, H:] = 0.0
     xh[np.arange(T)[:, None], ids, np.arange(B)] = 1.0
     xs = None
     if batch_major:
-        xs = aligned_zeros((T + 1, B, H + arch.vocab_size), dtype)
+        xs = aligned_empty((T + 1, B, H + arch.vocab_size), dtype)
+        xs[:, :, H:] = 0.0
         xs[np.arange(T)[:, None], np.arange(B), ids] = 1.0
     return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, xs, None
 
