@@ -279,6 +279,7 @@ def lstm_backward(dhs, dstate_final, cache):
     dh, dc = _initial_gradient(dstate_final, 2, (H, B), W.dtype)
     tmp = aligned_empty((H, B), W.dtype)
     dh_o = aligned_empty((H, B), W.dtype)
+    dh_otc = aligned_empty((H, B), W.dtype)
     # Each step's arrays are small and stay in cache, so the local derivatives
     # are computed here, step by step, with in-place ufuncs, into one
     # (G·H, B) buffer that the recurrent matmul reads and that is then copied,
@@ -292,10 +293,11 @@ def lstm_backward(dhs, dstate_final, cache):
             c_prev = c_prev * keep[t]
         dh += dhs[t]                                                  # dh<t>
         np.multiply(dh, o, out=dh_o)                                  # dh·σ(o)
+        np.multiply(dh_o, tc, out=dh_otc)                             # dh·σ(o)·tanh(c)
         # da_o = dh·σ(o)(1 - σ(o))·tanh(c)
-        np.subtract(1.0, o, out=da_o); da_o *= dh_o; da_o *= tc
+        np.subtract(1.0, o, out=da_o); da_o *= dh_otc
         # dc<t> = dc from step t+1 + dh·σ(o)·(1 - tanh²(c))
-        np.multiply(tc, tc, out=tmp); np.subtract(1.0, tmp, out=tmp); tmp *= dh_o
+        np.multiply(dh_otc, tc, out=tmp); np.subtract(dh_o, tmp, out=tmp)
         dc += tmp
         # [da_i da_f] = dc·σ(1 - σ) of [i f] (one pass over both blocks), then ·tanh(g) and ·c<t-1>
         if_ = g4[t, :2]
@@ -407,16 +409,17 @@ def gru_backward(dhs, dstate_final, cache):
         r, z, n = gates[t, :H], gates[t, H:2 * H], gates[t, 2 * H:]
         h_prev = xh[t, :H]                                            # (already reset where keep is 0)
         dh += dhs[t]                                                  # dh<t>
+        np.subtract(1.0, z, out=tmp); tmp *= dh                       # dh·(1 - z)
         # da_n = dh·(1 - z)·(1 - n²)
-        np.multiply(n, n, out=da_n); np.subtract(1.0, da_n, out=da_n)
-        np.subtract(1.0, z, out=tmp); da_n *= tmp; da_n *= dh
+        np.multiply(n, n, out=da_n); np.subtract(1.0, da_n, out=da_n); da_n *= tmp
         # da_z = dh·(h<t-1> - n)·z(1 - z)
-        np.subtract(h_prev, n, out=da_z); da_z *= z; da_z *= tmp; da_z *= dh
+        np.subtract(h_prev, n, out=da_z); da_z *= z; da_z *= tmp
         np.matmul(W_hnT, da_n, out=drh)                               # d(r·h<t-1>) = W_hnᵀ da_n
+        np.multiply(drh, r, out=drh)                                  # r·d(r·h<t-1>)
         # da_r = d(r·h)·h<t-1>·r(1 - r)
-        np.subtract(1.0, r, out=da_r); da_r *= r; da_r *= h_prev; da_r *= drh
+        np.subtract(1.0, r, out=da_r); da_r *= h_prev; da_r *= drh
         dh *= z                                                       # to h<t-1>: z·dh
-        dh += np.multiply(drh, r, out=tmp)                            #   + r·d(r·h)
+        dh += drh                                                     #   + r·d(r·h)
         dh += np.matmul(W_rzT, da_t[: 2 * H], out=tmp)                #   + W_hrzᵀ [da_r da_z]
         np.copyto(da[t], da_t.T)
         if keep is not None:
