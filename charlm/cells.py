@@ -26,10 +26,11 @@ a<t> = W [h<t-1>; u<t>] with W = [W_hh | W_u], feature-major:
   part of each step's matmul: no separate pass, no layout copy.
 - xs (T+1, B, K), optional: the same rows batch-major, which the
   weight-gradient matmul reads.  The caller fills the u part (steps < T);
-  the loop copies each h<t-1> it writes into xh over, transposed, while it
-  is in cache (xs[t, :, :H] = xh[t, :H]ᵀ for t ≤ T, so that without resets
-  xs[1:, :, :H] is the output hs, batch-major).  Without it (and a cache),
-  the forward builds it.
+  the loop copies each h<t-1>, transposed, from xh into xs while it is in
+  cache (xs[t, :, :H] = xh[t, :H]ᵀ for t ≤ T, so that without resets
+  xs[1:, :, :H] is the output hs, batch-major; the GRU keeps its
+  [r·h<t-1>; u<t>] batch-major the same way).  Without xs (and with a
+  cache), the forward builds it.
 - gx (T, G·H, B), optional, which the forward overwrites: pre-activations
   added to W [h; u] (for a large vocabulary, whose one-hot input would make
   the matmul too wide, the caller looks the columns up instead and u is
