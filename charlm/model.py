@@ -206,8 +206,8 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
     """
     T, B = x.shape
     H = arch.hidden_size
-    dtype = params[f"layers.{l}.weight_hh"].dtype
     W_hh, W_ih, b = (params[f"layers.{l}.{k}"] for k in ("weight_hh", "weight_ih", "bias"))
+    dtype = W_hh.dtype
     if not concatenated(arch, l, B):
         if l == 0:
             gx = cells.swap_layout(input_projection(params, 0, x))
@@ -252,7 +252,7 @@ def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: 
         caches.append((below, cache_l))
         final.append(tuple(np.ascontiguousarray(s.T) for s in state_l))
         below = hs if masks is None else hs * masks[l]
-        if cache:    # the loop has copied hs into xs, batch-major (but the states it reset, and no dropout)
+        if cache:    # xs[1:, :, :H] is hs batch-major, unless states were reset or dropout applies
             below_bm = xs[1:, :, :H] if masks is None and keep is None else cells.swap_layout(below)
     return below, below_bm, final, caches
 
