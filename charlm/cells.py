@@ -189,9 +189,7 @@ def rnn_backward(dhs, dstate_final, cache):
         np.subtract(1.0, np.multiply(hs, hs, out=da), out=da)
     else:
         np.greater(hs, 0, out=da)
-    dh_next = aligned_zeros((B, H), hs.dtype)
-    if dstate_final is not None:
-        dh_next += dstate_final[0]
+    (dh_next,) = _initial_gradient(dstate_final, 1, (B, H), hs.dtype)
     for t in reversed(range(T)):
         dh_next += dhs[t]                      # dh<t> = dL/dh<t> + from step t+1
         da[t] *= dh_next                       # da<t> = dh<t> · act'
