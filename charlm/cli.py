@@ -199,6 +199,14 @@ def _check_writable(path: str) -> None:
         fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} is not writable")
 
 
+def _yaml_path(from_yaml: dict, key: str, source: Optional[str]) -> Optional[str]:
+    """A file named in the YAML config (relative to the working directory, as on the command line)."""
+    value = from_yaml.get(key)
+    if value is not None and not isinstance(value, str):
+        fail(f"{source}: {key} must be a file name, not {value!r}")
+    return value
+
+
 class _Stop:
     """SIGINT/SIGTERM: the first asks the loop to stop and save; a second quits at once."""
 
@@ -284,22 +292,25 @@ def train(
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
     path = checkpoint_path(checkpoint)
     _check_writable(path)  # before training, not after it: a run must not be lost for want of a directory
+    from charlm.config import load_yaml
+
+    from_yaml = load_yaml(config) if config else {}
+    if vocab is None:
+        vocab = _yaml_path(from_yaml, "vocab", config)
+    from_yaml.pop("vocab", None)
     previous = None
     if resume:
         previous = ckpt_io.load(path)
         if not previous.resumable:
             fail(f"{path} holds no resume state (it was not saved by `charlm train`)")
-        from charlm.config import load_yaml
-
         cfg = dataclasses.replace(previous.config)  # a copy: check_resume compares it with the saved one
-        from_yaml = load_yaml(config) if config else {}
         from_flags = {k: v for k, v in flags.items() if v is not None}
         cfg.update(from_yaml, source=config or "config")
         cfg.update(from_flags, source="option")  # flags override the file
         cfg.validate()
         given = {str(k).replace("-", "_") for k in from_yaml} | set(from_flags)
     else:
-        cfg = build_config(config, flags)
+        cfg = build_config(config, flags, from_yaml)
         given = set()
     if not cfg.budget_given:
         cfg.max_time = DEFAULT_MAX_TIME

@@ -77,8 +77,13 @@ class Config:
         for f in fields(self):
             v = getattr(self, f.name)
             if v is None:
+                if not _optional(f):
+                    raise ConfigError(f"--{f.name.replace('_', '-')} has no value (a YAML key needs one, e.g. "
+                                      f"{f.name}: {f.default})")
                 continue
             kind = _kind(f)
+            if kind is float and isinstance(v, str):
+                v = _number(v, f.name)
             if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be an integer, not {v!r}")
             if kind is float:
@@ -133,10 +138,16 @@ class Config:
     def update(self, data: dict, source: str = "config") -> "Config":
         """Set the given keys (hyphens allowed); unknown keys are an error."""
         names = {f.name for f in fields(self)}
+        seen: dict[str, object] = {}
         for key, value in data.items():
             name = str(key).replace("-", "_")
             if name not in names:
+                if name in COMMAND_LINE_ONLY:
+                    raise ConfigError(f"{source}: {key!r} is a command-line option only")
                 raise ConfigError(f"{source}: unknown option {key!r}")
+            if name in seen:
+                raise ConfigError(f"{source}: {name.replace('_', '-')} is given twice (as {seen[name]!r} and {key!r})")
+            seen[name] = key
             setattr(self, name, value)
         return self
 
@@ -181,6 +192,22 @@ def auto_eval_every(steps_per_pass: int) -> int:
     return min(EVAL_EVERY, max(MIN_EVAL_EVERY, steps_per_pass))
 
 
+COMMAND_LINE_ONLY = ("checkpoint", "resume", "config")   # `vocab` may be a YAML key: the train command reads it
+
+
+def _optional(f) -> bool:
+    """Whether the field may be None (auto, or not set)."""
+    return "None" in str(f.type)
+
+
+def _number(text: str, name: str) -> float:
+    """A number written as a string: YAML reads `1e-3` (no dot) as text."""
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {text!r}") from None
+
+
 def _kind(f) -> type:
     t = str(f.type)
     return int if t.startswith("int") else float if t.startswith("float") else str
@@ -209,10 +236,10 @@ def load_yaml(path: str) -> dict:
     return data
 
 
-def build_config(yaml_path: str | None, overrides: dict) -> Config:
-    """Defaults, then the YAML file, then the flags that were given."""
+def build_config(yaml_path: str | None, overrides: dict, from_yaml: dict | None = None) -> Config:
+    """Defaults, then the YAML file (read here, or given as `from_yaml`), then the flags that were given."""
     cfg = Config()
     if yaml_path:
-        cfg.update(load_yaml(yaml_path), source=yaml_path)
+        cfg.update(load_yaml(yaml_path) if from_yaml is None else from_yaml, source=yaml_path)
     cfg.update({k: v for k, v in overrides.items() if v is not None}, source="option")
     return cfg.validate()
