@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 from typing import Annotated, Optional
@@ -38,8 +39,28 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+class _Console(Console):
+    """A rich Console whose reader may go away (`charlm sample | head -1`, `charlm train 2>&1 | head`).
+
+    rich's own answer is to exit with 1 from inside whatever was printing;
+    here the stream goes quiet (its descriptor now points at /dev/null) and
+    `reader_gone` is set.  On stdout, whose text is the product, that ends
+    the command (BrokenPipeError, exit 0); on stderr the command goes on,
+    and `train` stops as on Ctrl-C, saving its checkpoint.
+    """
+
+    reader_gone = False
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        self.reader_gone = True
+        _to_devnull(self.file)
+        if not self.stderr:
+            raise BrokenPipeError
+
+
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
+out = _Console(highlight=False, soft_wrap=True)
 
 
 def handle_errors(command):
@@ -125,6 +146,11 @@ def _json_line(obj) -> str:
     return text
 
 
+EncodingOpt = Annotated[Optional[str], typer.Option(
+    help="Text encoding of the files read. [default: the one the model was trained with]", show_default=False)]
+ErrorsOpt = Annotated[Optional[str], typer.Option(
+    help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: as in training]", show_default=False)]
+
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "-c", "--checkpoint", help="Checkpoint file (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)]
 
@@ -148,27 +174,33 @@ cat notes.txt | charlm build-vocab - -o notes.vocab.json
 @handle_errors
 def build_vocab_cmd(
     corpus: Annotated[str, typer.Argument(help="Text file (UTF-8), one sequence per line; - for stdin.")],
-    output: Annotated[str, typer.Option("-o", "--output", help="Where to write the vocabulary JSON.")] = "vocab.json",
-    min_count: Annotated[int, typer.Option(help="Characters seen fewer times become <UNK>.")] = 1,
-    max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens (<EOS> and <UNK> included), the most frequent.", show_default=False)] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="Where to write the vocabulary JSON (- for stdout).")] = "vocab.json",
+    min_count: Annotated[int, typer.Option(help="Characters seen fewer times become `<UNK>`.")] = 1,
+    max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens (`<EOS>` and `<UNK>` included), the most frequent.", show_default=False)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
     errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (stop), replace, ignore, surrogateescape.")] = "strict",
 ):
     """Build a character vocabulary: `<EOS>` = 0, `<UNK>` = 1, then the kept characters in code-point order."""
     from charlm.corpus import count_corpus
     from charlm.render import vocab_table
-    from charlm.vocab import build_vocab, save_vocab
+    from charlm.vocab import build_vocab, save_vocab, vocab_json
 
     if min_count < 1:
         fail("--min-count must be at least 1")
     if max_size is not None and max_size < 3:
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
+    if output != "-":
+        _check_writable(output, {"corpus": corpus})
     stats = count_corpus(read_source(corpus), encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")
     vocab = build_vocab(stats.counts, min_count, max_size)
-    save_vocab(vocab, output)
     err.print(vocab_table(vocab, stats.num_chars, stats.num_lines))
+    if output == "-":
+        sys.stdout.write(vocab_json(vocab))
+        sys.stdout.flush()
+        return
+    save_vocab(vocab, output)
     err.print(f"wrote {output}")
 
 
@@ -188,11 +220,15 @@ def read_source(path: str):
 # train
 # ---------------------------------------------------------------------------
 
-def _check_writable(path: str) -> None:
-    """Fail now if the checkpoint could not be written at the end of training."""
-    if os.path.isdir(path):
-        fail(f"cannot write {path}: it is a directory")
-    directory = os.path.dirname(os.path.abspath(path))
+def _check_writable(path: str, inputs: dict[str, Optional[str]] = {}) -> None:
+    """Fail now if the output could not be written at the end (or would replace one of the `inputs`)."""
+    from charlm.files import check_output_path, same_file
+
+    check_output_path(path)
+    for what, source in inputs.items():
+        if source and source != "-" and same_file(path, source):
+            fail(f"{path} is the {what}: refusing to write over it (name another output file)")
+    directory = os.path.dirname(os.path.abspath(os.path.realpath(path)))
     if not os.path.isdir(directory):
         fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -205,6 +241,17 @@ def _yaml_path(from_yaml: dict, key: str, source: Optional[str]) -> Optional[str
     if value is not None and not isinstance(value, str):
         fail(f"{source}: {key} must be a file name, not {value!r}")
     return value
+
+
+def _looks_like_checkpoint(path: str) -> bool:
+    """Whether a file is an .npz archive with a charlm checkpoint's `format` member (not a full validation)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "format.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 class _Stop:
@@ -245,9 +292,9 @@ def train(
     num_layers: Annotated[Optional[int], typer.Option(help="Stacked layers. [default: 2]", show_default=False)] = None,
     activation: Annotated[Optional[str], typer.Option(help="rnn activation: tanh or relu. [default: tanh]", show_default=False)] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers and before the head. [default: auto: 0 for a budget of a few passes over the corpus, up to 0.3 for many]", show_default=False)] = None,
-    char_dropout: Annotated[Optional[float], typer.Option(help="Replace each input character (not <EOS>) by <UNK> with this probability while training. [default: auto: 0.1 with a dropout of 0.3 or more, else 0]", show_default=False)] = None,
+    char_dropout: Annotated[Optional[float], typer.Option(help="Replace each input character (not `<EOS>`) by `<UNK>` with this probability while training. [default: auto: 0.1 with a dropout of 0.3 or more, else 0]", show_default=False)] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float32 or float64. [default: float32]", show_default=False)] = None,
-    line_state: Annotated[Optional[str], typer.Option(help="reset: each line is its own sequence (state restarts after <EOS>); carry: the state flows across lines; auto: reset for a list of items (no blank lines), else carry. [default: auto]", show_default=False)] = None,
+    line_state: Annotated[Optional[str], typer.Option(help="reset: each line is its own sequence (state restarts after `<EOS>`); carry: the state flows across lines; auto: reset for a list of items (no blank lines), else carry. [default: auto]", show_default=False)] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Time steps of truncated BPTT. [default: 64]", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Sequences per batch. [default: 32]", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: 0.004]", show_default=False)] = None,
@@ -268,7 +315,7 @@ def train(
     eval_every: Annotated[Optional[int], typer.Option(help="Validate every N steps (0 = at the end only). [default: 200, or every pass over a small corpus]", show_default=False)] = None,
     save_every: Annotated[Optional[int], typer.Option(help="Save a checkpoint every N steps (0 = at the end only). [default: 500]", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed, corpus and options, same model. [default: 0]", show_default=False)] = None,
-    min_count: Annotated[Optional[int], typer.Option(help="Characters rarer than this become <UNK>. [default: 1]", show_default=False)] = None,
+    min_count: Annotated[Optional[int], typer.Option(help="Characters rarer than this become `<UNK>`. [default: 1]", show_default=False)] = None,
     max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens in the vocabulary.", show_default=False)] = None,
     max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after this many non-finite steps in a row. [default: 10]", show_default=False)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
@@ -291,7 +338,10 @@ def train(
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
     path = checkpoint_path(checkpoint)
-    _check_writable(path)  # before training, not after it: a run must not be lost for want of a directory
+    # before training, not after it: a run must not be lost for want of a directory
+    _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab})
+    if not resume and os.path.isfile(path) and not _looks_like_checkpoint(path):
+        fail(f"{path} exists and is not a charlm checkpoint: refusing to overwrite it (name another -c, or remove it)")
     from charlm.config import load_yaml
 
     from_yaml = load_yaml(config) if config else {}
@@ -316,7 +366,13 @@ def train(
         cfg.max_time = DEFAULT_MAX_TIME
         err.print(f"No --steps, --epochs or --max-time given: training for {DEFAULT_MAX_TIME:.0f} seconds.")
     voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
+    if vocab and ({"min_count", "max_size"} & ({k for k, v in flags.items() if v is not None}
+                                               | {str(k).replace("-", "_") for k in from_yaml})):
+        warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    if cfg.ngram and len(data.val_ids) == 0:
+        warn("no validation text (--val-fraction 0): the n-gram's share cannot be fitted, "
+             "so the model is the network alone")
     if previous is not None:
         for change in check_resume(cfg, previous, data, given):
             err.print(f"resume: {change}")
@@ -332,16 +388,18 @@ def train(
     try:
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),
-                                         on_event=reporter.on_event, should_stop=lambda: bool(stop))
+                                         on_event=reporter.on_event,
+                                         should_stop=lambda: bool(stop) or err.reader_gone)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     from charlm.baselines import baselines
 
     reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab)))
-    if ended == "interrupted":
+    if ended == "interrupted" and stop:
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
-                  f"Resume with: charlm train {corpus} --resume" + (f" -c {path}" if checkpoint else ""))
+                  f"Resume with: charlm train {shlex.quote(corpus)} --resume"
+                  + (f" -c {shlex.quote(path)}" if checkpoint else ""))
         raise typer.Exit(128 + stop.signum)
 
 
@@ -362,7 +420,7 @@ charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
 def sample(
     checkpoint: CheckpointOpt = None,
     length: Annotated[int, typer.Option("-n", "--length", help="Maximum characters per sample.")] = 200,
-    temperature: Annotated[float, typer.Option("-t", "--temperature", help="Softmax temperature (0 = greedy; <1 safer, >1 wilder).")] = 1.0,
+    temperature: Annotated[Optional[float], typer.Option("-t", "--temperature", help="Softmax temperature (0 = greedy; <1 safer, >1 wilder). [default: 1]", show_default=False)] = None,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely character (same as --temperature 0).")] = False,
     top_k: Annotated[int, typer.Option(help="Sample only from the k most likely characters (0 = all).")] = 0,
     top_p: Annotated[float, typer.Option(help="Sample from the smallest set of characters with this much probability (1 = all).")] = 1.0,
@@ -371,16 +429,21 @@ def sample(
     echo_prime: Annotated[bool, typer.Option("--echo-prime/--no-echo-prime", help="Print the prime before each sample.")] = True,
     num: Annotated[int, typer.Option(help="Number of independent samples (generated as one batch).")] = 1,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same text). [default: random]", show_default=False)] = None,
-    stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at <EOS> (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
+    stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at `<EOS>` (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
     show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = None,
 ):
     """Generate text from a trained model, greedily or by sampling the softmax."""
     from charlm.sample import generate
 
     if length < 1:
         fail("--length must be at least 1")
+    if greedy and temperature not in (None, 0):
+        fail("give --greedy or --temperature, not both (--greedy is --temperature 0)")
+    temperature = 1.0 if temperature is None else temperature
     if temperature < 0 or not math.isfinite(temperature):
         fail("--temperature must be a finite number ≥ 0 (0 means greedy)")
     if num < 1:
@@ -399,7 +462,8 @@ def sample(
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
     if prime_file is not None:
         from charlm.corpus import iter_text
-        prime = "".join(iter_text(read_source(prime_file)))
+        prime = "".join(iter_text(read_source(prime_file), encoding or ck.config.encoding, errors or ck.config.errors,
+                                  what="prime file"))
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
     prime_ids = None
@@ -471,6 +535,8 @@ def score(
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 128,  # score.BATCH_SIZE
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = None,
 ):
     """Score text: log P(text) = Σ log P(char | previous chars), including the final `<EOS>`.
 
@@ -492,23 +558,27 @@ def score(
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
     sentences = list(sentences or [])
+    decoding = (encoding or ck.config.encoding, errors or ck.config.errors)
     if document:
         if file is None:
             fail("--document needs --file FILE (or --file - for stdin)")
         if sentences:
             fail("--document scores --file; do not also give sentences")
-        ids = encode_corpus(read_source(file), ck.vocab)
+        ids = encode_corpus(read_source(file), ck.vocab, *decoding, what="file")
         if len(ids) == 0:
             fail(f"{file} is empty")
         results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]
     else:
-        if sentences == ["-"]:
-            sentences = []
-            file = "-"
+        if "-" in sentences:   # a lone - among the sentences: the lines of stdin, in its place
+            if file == "-":
+                fail("standard input is read once: give - or --file -, not both")
+            at = sentences.index("-")
+            sentences[at:at + 1] = read_lines(read_source("-"), *decoding, what="standard input")
         if file is not None:
-            sentences += read_lines(read_source(file))
+            sentences += read_lines(read_source(file), *decoding)
         if not sentences:
-            fail("nothing to score: give sentences, --file FILE, or - to read stdin")
+            given = f"{file} has no lines" if file is not None else "give sentences, --file FILE, or - to read stdin"
+            fail(f"nothing to score: {given}")
         results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix)
     if as_json:
         for r in results:
@@ -617,6 +687,16 @@ def main():
     except BrokenPipeError:
         _quiet_broken_pipe()
         sys.exit(0)
+    except MemoryError as e:  # sizes the machine cannot hold (--num, --hidden-size, --batch-size, ...)
+        err.print(f"[bold red]error:[/] not enough memory{': ' + str(e) if str(e) else ''} "
+                  "(try smaller sizes)", soft_wrap=True)
+        sys.exit(1)
+    except OSError as e:  # the system refused: a full disk, a closed or failing output
+        if os.environ.get("CHARLM_DEBUG"):
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        err.print(f"[bold red]error:[/] {e.strerror or e}{where}", soft_wrap=True)
+        sys.exit(1)
     except Exception as e:  # anything else is a bug in charlm
         if os.environ.get("CHARLM_DEBUG"):
             raise
@@ -627,8 +707,14 @@ def main():
 
 def _quiet_broken_pipe():
     """The reader went away (e.g. `charlm sample | head -1`): send the rest of stdout nowhere."""
+    _to_devnull(sys.stdout)
+
+
+def _to_devnull(stream) -> None:
+    """Point the stream's file descriptor at /dev/null (nothing more reaches the reader that went away)."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. under a test runner)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # no real descriptor (a test runner)
         pass

@@ -26,12 +26,25 @@ CHUNK_BYTES = 1 << 20
 ERRORS_CHOICES = ("strict", "replace", "ignore", "surrogateescape")
 
 
-def _open_binary(path):
+def _open_binary(path, what: str):
     if isinstance(path, (bytes, bytearray, memoryview)):  # the bytes of stdin, read by the caller
         return io.BytesIO(bytes(path)), True
     if path == "-":
         return sys.stdin.buffer, False
-    return open_user_file(path, "corpus", CorpusError), True
+    return open_user_file(path, what, CorpusError), True
+
+
+def _text_decoder(encoding: str, errors: str):
+    """An incremental decoder of bytes to text; refuses unknown values and bytes-to-bytes codecs (base64, rot13)."""
+    if errors not in ERRORS_CHOICES:
+        raise CorpusError(f"unknown --errors value {errors!r} (choose from {', '.join(ERRORS_CHOICES)})")
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise CorpusError(f"unknown encoding {encoding!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise CorpusError(f"{encoding!r} is not a text encoding (it does not turn bytes into characters)")
+    return info.incrementaldecoder(errors)
 
 
 def _line_ends(data: bytes, after_cr: bool) -> int:
@@ -44,15 +57,10 @@ def _line_ends(data: bytes, after_cr: bool) -> int:
 
 
 def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
-              chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """Yield the decoded text of `path` in chunks, with universal newlines."""
-    if errors not in ERRORS_CHOICES:
-        raise CorpusError(f"unknown --errors value {errors!r} (choose from {', '.join(ERRORS_CHOICES)})")
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors)
-    except LookupError:
-        raise CorpusError(f"unknown encoding {encoding!r}") from None
-    f, close = _open_binary(path)
+              chunk_bytes: int = CHUNK_BYTES, what: str = "corpus") -> Iterator[str]:
+    """Yield the decoded text of `path` in chunks, with universal newlines; `what` names it in messages."""
+    decoder = _text_decoder(encoding, errors)
+    f, close = _open_binary(path, what)
     name = "standard input" if isinstance(path, (bytes, bytearray, memoryview)) or path == "-" else path
     consumed = 0  # bytes handed to the decoder before this chunk
     lines_before = 0
@@ -63,11 +71,13 @@ def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
             try:
                 raw = f.read(chunk_bytes)
             except OSError as e:
-                raise CorpusError(f"cannot read corpus {name}: {e.strerror}") from None
+                raise CorpusError(f"cannot read {what} {name}: {e.strerror}") from None
             final = not raw
             try:
                 text = decoder.decode(raw, final=final)
-            except UnicodeDecodeError as e:
+            except UnicodeError as e:
+                if not isinstance(e, UnicodeDecodeError):   # e.g. UTF-16 with an odd number of bytes
+                    raise CorpusError(f"{name} is not valid {encoding}: {e}") from None
                 pending = len(decoder.getstate()[0]) if hasattr(decoder, "getstate") else 0
                 offset = consumed - pending + e.start
                 bad = e.object[e.start:e.start + 1]
@@ -128,7 +138,7 @@ def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> 
 
 
 def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict",
-                  num_tokens: int | None = None) -> np.ndarray:
+                  num_tokens: int | None = None, what: str = "corpus") -> np.ndarray:
     """The whole corpus as one compact id array, each line ending in `<EOS>`.
 
     With `num_tokens` (characters + lines, as `count_corpus` found them) the
@@ -139,7 +149,7 @@ def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str 
     parts = []
     filled = 0
     last_is_eos = True
-    for text in iter_text(path, encoding, errors):
+    for text in iter_text(path, encoding, errors, what=what):
         ids = vocab.encode(text)
         if out is not None and filled + len(ids) <= len(out):
             out[filled:filled + len(ids)] = ids
@@ -159,9 +169,9 @@ def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str 
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=vocab.dtype)
 
 
-def read_lines(path: str, encoding: str = "utf-8", errors: str = "strict") -> list[str]:
+def read_lines(path: str, encoding: str = "utf-8", errors: str = "strict", what: str = "file") -> list[str]:
     """The lines of a text file (without their line ends)."""
-    text = "".join(iter_text(path, encoding, errors))
+    text = "".join(iter_text(path, encoding, errors, what=what))
     if not text:
         return []
     lines = text.split("\n")

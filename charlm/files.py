@@ -6,13 +6,18 @@ error of the caller's kind (CorpusError, VocabError, ...), naming the path.
 Writing: a temporary file beside the target, fsync, rename.  A reader (or a
 crash at any moment) sees either the old file or the new one, never a
 partial write.  A failed write leaves the old file untouched and raises a
-one-line :class:`CharlmError`.
+one-line :class:`CharlmError`.  A symbolic link is written through (its
+target is replaced, the link stays); a file that is not a regular file (a
+device, a FIFO) is refused, since renaming onto it would replace it.  The
+new file gets the old file's permissions, or the usual ones of a new file
+(0666 less the umask).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import sys
 import tempfile
 from typing import BinaryIO, Callable
@@ -41,12 +46,14 @@ def open_user_file(path: str, what: str, error: type[CharlmError] = CharlmError,
 def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     """Call `write(file)` on a temporary file, then rename it onto `path`."""
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise CharlmError(f"cannot write {path}: it is a directory")
-    directory = os.path.dirname(os.path.abspath(path))
+    check_output_path(path)
+    shown, path = path, os.path.realpath(path)   # through a symbolic link, onto its target
+    directory = os.path.dirname(path)
+    mode = _new_file_mode(path)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -56,13 +63,41 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
         _fsync_dir(directory)
     except OSError as e:
         reason = e.strerror or str(e)
-        raise CharlmError(f"cannot write {path}: {reason} (the previous file, if any, is intact)") from None
+        raise CharlmError(f"cannot write {shown}: {reason} (the previous file, if any, is intact)") from None
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+def check_output_path(path: str) -> None:
+    """Refuse an output path that cannot be replaced by a new regular file."""
+    if path == "-":
+        raise CharlmError("cannot write this output to - (standard output): give a file name")
+    if os.path.isdir(path):
+        raise CharlmError(f"cannot write {path}: it is a directory")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise CharlmError(f"cannot write {path}: it is not a regular file (a device, FIFO or socket)")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one existing file (through links)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def _new_file_mode(path: str) -> int:
+    """The permissions of the file being replaced, else 0666 less the umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

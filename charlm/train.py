@@ -76,8 +76,8 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
     for name in FIXED_OPTIONS:
         if getattr(cfg, name) != getattr(old, name):
             raise ConfigError(
-                f"cannot resume with --{name.replace('_', '-')} {getattr(cfg, name)}: the checkpoint was trained "
-                f"with {getattr(old, name)} (start a new run with another -c PATH)")
+                f"cannot resume with --{name.replace('_', '-')} {_shown(getattr(cfg, name))}: the checkpoint was "
+                f"trained with {_shown(getattr(old, name))} (start a new run with another -c PATH)")
     if corpus.vocab.tokens != ckpt.vocab.tokens:
         raise ConfigError("cannot resume with another vocabulary: the corpus or --vocab differs from the checkpoint's")
     old_corpus = ckpt.meta.get("corpus")
@@ -86,6 +86,9 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
     if old_fp and old_fp != corpus.info["fingerprint"]:
         raise ConfigError("cannot resume on another corpus: its contents differ from the checkpoint's "
                           f"({old_corpus.get('name')})")
+    done = ckpt.train_state["step"]
+    if "steps" in given and cfg.steps is not None and cfg.steps <= done:
+        raise ConfigError(f"the run is already at step {done:,}: --steps counts the run's total, so give more than {done}")
     changes = []
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
                  "weight_decay", "dropout", "char_dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
@@ -95,6 +98,11 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
             else:
                 setattr(cfg, name, getattr(old, name))
     return changes
+
+
+def _shown(value) -> str:
+    """An option's value in a message (None: not set)."""
+    return "none" if value is None else str(value)
 
 
 @dataclass

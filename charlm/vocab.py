@@ -173,12 +173,16 @@ def build_vocab(counts: np.ndarray, min_count: int = 1, max_size: int | None = N
     return Vocab(tokens, all_counts, unk_chars)
 
 
+def vocab_json(vocab: Vocab) -> str:
+    """The vocabulary file's text: JSON, ASCII only."""
+    return json.dumps(vocab.to_json(), ensure_ascii=True, indent=1) + "\n"
+
+
 def save_vocab(vocab: Vocab, path: str) -> None:
     """Write the vocabulary as JSON, atomically."""
     from charlm.files import atomic_write_bytes
 
-    text = json.dumps(vocab.to_json(), ensure_ascii=True, indent=1)
-    atomic_write_bytes(path, (text + "\n").encode("ascii"))
+    atomic_write_bytes(path, vocab_json(vocab).encode("ascii"))
 
 
 def vocab_from_json(data) -> Vocab:

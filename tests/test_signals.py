@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -145,9 +146,10 @@ def assert_same_train_state(a, b):
 # (a), (b): SIGINT and SIGTERM during train
 # ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_signal_during_train_saves_and_says_how_to_resume(corpus, tmp_path, sig, code, name):
-    ck = tmp_path / "ck.npz"
+@pytest.mark.parametrize("sig, code, name, ckname", [(signal.SIGINT, 130, "Ctrl-C", "ck.npz"),
+                                                     (signal.SIGTERM, 143, "SIGTERM", "my ck.npz")])
+def test_signal_during_train_saves_and_says_how_to_resume(corpus, tmp_path, sig, code, name, ckname):
+    ck = tmp_path / ckname
     r = Run(tmp_path, "train", corpus.name, "--steps", "100000", *TINY, "--save-every", "5", "--eval-every", "0",
             "-c", ck.name)
     r.wait_until(ck.exists, "the first periodic checkpoint")
@@ -157,7 +159,7 @@ def test_signal_during_train_saves_and_says_how_to_resume(corpus, tmp_path, sig,
     assert rc == code, err
     assert "Traceback" not in err
     assert name in err
-    assert f"charlm train {corpus.name} --resume -c {ck.name}" in flat(err)
+    assert f"charlm train {corpus.name} --resume -c {shlex.quote(ck.name)}" in flat(err)   # pasteable into a shell
     c = ckpt_io.load(str(ck))
     assert c.resumable
     step = c.train_state["step"]

@@ -169,3 +169,37 @@ def test_the_installed_console_script_pipes_cleanly(ckpt_path):
     assert json.loads(r.stdout)["text"] == "Anna" and not ANSI.search(r.stdout)
     r = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("charlm ")
+
+
+def _names_corpus(d):
+    corpus = d / "names.txt"
+    corpus.write_text("\n".join(["Anna", "Bob", "Carla", "Dave", "Emma", "Fred", "Gina", "Hugo"] * 20) + "\n")
+    return corpus
+
+
+def test_train_whose_progress_reader_leaves_saves_and_exits_0(tmp_path):
+    """`charlm train … 2>&1 | head -1`: training stops as on Ctrl-C, with a resumable checkpoint, exit 0."""
+    corpus = _names_corpus(tmp_path)
+    path = tmp_path / "m.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "train", str(corpus), "-c", str(path),
+                             "--steps", "100000", "--hidden-size", "8", "--num-layers", "1", "--batch-size", "4",
+                             "--seq-len", "8", "--eval-every", "5", "--save-every", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    while not proc.stdout.readline().startswith(b"step"):   # the first validation line: training is under way
+        pass
+    proc.stdout.close()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0
+    ck = checkpoint.load(str(path))     # --save-every 0: only the stop could have saved it
+    assert ck.resumable and 5 <= ck.train_state["step"] < 100000
+
+
+def test_info_curve_into_a_closed_pipe_is_quiet(ckpt_path):
+    """Rich's own reaction to a closed stdout is exit 1; charlm's is 0 and silence."""
+    proc = subprocess.Popen([sys.executable, "-m", "charlm", "info", ckpt_path, "--curve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="60"))
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "error" not in err

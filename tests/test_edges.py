@@ -1,0 +1,247 @@
+"""Edges a careful user runs into: where outputs go, YAML spellings, decoding, odd argument mixes.
+
+Each behaviour here was found by trying to break the tool (an exploratory
+QA pass); each test fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from charlm import checkpoint as ckpt_io
+from test_cli import TINY, TINY2, invoke, ok, one_line_error, write_names
+
+
+@pytest.fixture(autouse=True)
+def _no_env_checkpoint(monkeypatch):
+    monkeypatch.delenv("CHARLM_CHECKPOINT", raising=False)
+    monkeypatch.delenv("CHARLM_DEBUG", raising=False)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_names(tmp_path / "names.txt")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("edges")
+    corpus = write_names(d / "names.txt")
+    path = d / "m.npz"
+    ok(invoke("train", corpus, *TINY, "-c", path))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Outputs: never over an input, through links, never onto a device, usual permissions
+# ---------------------------------------------------------------------------
+
+def test_train_refuses_to_write_its_checkpoint_over_the_corpus(corpus):
+    before = corpus.read_bytes()
+    one_line_error(invoke("train", corpus, *TINY2, "-c", corpus), "is the corpus")
+    assert corpus.read_bytes() == before
+
+
+def test_build_vocab_refuses_to_write_over_the_corpus(corpus):
+    before = corpus.read_bytes()
+    one_line_error(invoke("build-vocab", corpus, "-o", corpus), "is the corpus")
+    assert corpus.read_bytes() == before
+
+
+def test_train_refuses_to_overwrite_a_file_that_is_not_a_checkpoint(corpus, tmp_path):
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes\n")
+    one_line_error(invoke("train", corpus, *TINY2, "-c", other), "not a charlm checkpoint")
+    assert other.read_text() == "my notes\n"
+
+
+def test_train_over_an_old_checkpoint_warns_and_replaces_it(corpus, tmp_path):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY2, "-c", path))
+    r = ok(invoke("train", corpus, *TINY2, "--seed", "1", "-c", path))
+    assert "will be overwritten" in r.stderr
+    assert ckpt_io.load(str(path)).config.seed == 1
+
+
+def test_a_symbolic_link_is_written_through(corpus, tmp_path):
+    (tmp_path / "real").mkdir()
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "real" / "target.json")
+    ok(invoke("build-vocab", corpus, "-o", link))
+    assert link.is_symlink()
+    assert json.loads((tmp_path / "real" / "target.json").read_text())["format"] == "charlm-vocab"
+
+
+def test_a_fifo_is_refused_not_replaced(corpus, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    one_line_error(invoke("build-vocab", corpus, "-o", fifo), "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_new_files_get_the_umask_and_replaced_files_keep_their_mode(corpus, tmp_path):
+    out = tmp_path / "v.json"
+    old = os.umask(0o027)
+    try:
+        ok(invoke("build-vocab", corpus, "-o", out))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o640
+    os.chmod(out, 0o604)
+    ok(invoke("build-vocab", corpus, "-o", out, "--min-count", "2"))
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o604
+
+
+def test_build_vocab_to_stdout(corpus):
+    r = ok(invoke("build-vocab", corpus, "-o", "-"))
+    assert json.loads(r.stdout)["format"] == "charlm-vocab"
+    assert not os.path.exists("-")
+
+
+def test_train_to_a_checkpoint_named_dash_is_refused(corpus):
+    one_line_error(invoke("train", corpus, *TINY2, "-c", "-"), "file name")
+
+
+# ---------------------------------------------------------------------------
+# YAML spellings
+# ---------------------------------------------------------------------------
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("clip:\n", "--clip has no value"),
+    ("num-layers: 1\nnum_layers: 2\n", "given twice"),
+    ("checkpoint: x.npz\n", "command-line option only"),
+    ("lr: abc\n", "--lr must be a number"),
+    ("vocab: 3\n", "vocab must be a file name"),
+])
+def test_yaml_mistakes_are_one_line_errors(corpus, tmp_path, text, needle):
+    one_line_error(invoke("train", corpus, *TINY2, "--config", _yaml(tmp_path, text), "-c", tmp_path / "m.npz"),
+                   needle)
+
+
+def test_yaml_reads_1e_minus_3_as_a_number(corpus, tmp_path):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY2, "--config", _yaml(tmp_path, "lr: 1e-3\n"), "-c", path))
+    assert ckpt_io.load(str(path)).config.lr == pytest.approx(1e-3)
+
+
+def test_yaml_vocab_key_names_the_vocabulary(corpus, tmp_path):
+    voc = tmp_path / "v.json"
+    ok(invoke("build-vocab", corpus, "-o", voc, "--max-size", "5"))
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY2, "--config", _yaml(tmp_path, f"vocab: {voc}\n"), "-c", path))
+    assert len(ckpt_io.load(str(path)).vocab) == 5
+
+
+def test_vocab_with_min_count_warns_that_it_is_ignored(corpus, tmp_path):
+    voc = tmp_path / "v.json"
+    ok(invoke("build-vocab", corpus, "-o", voc))
+    r = ok(invoke("train", corpus, *TINY2, "--vocab", voc, "--min-count", "5", "-c", tmp_path / "m.npz"))
+    assert "ignored" in r.stderr
+
+
+def test_no_validation_text_warns_that_the_ngram_is_dropped(corpus, tmp_path):
+    r = ok(invoke("train", corpus, *TINY2, "--val-fraction", "0", "-c", tmp_path / "m.npz"))
+    assert "network alone" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Decoding what score and sample read
+# ---------------------------------------------------------------------------
+
+def test_score_file_takes_encoding_and_errors(model, tmp_path):
+    f = tmp_path / "latin1.txt"
+    f.write_bytes("anna\nlé\n".encode("latin-1"))
+    one_line_error(invoke("score", "-c", model, "--file", f), "not valid utf-8")
+    r = ok(invoke("score", "-c", model, "--file", f, "--encoding", "latin-1", "--json"))
+    assert [json.loads(line)["text"] for line in r.stdout.splitlines()] == ["anna", "lé"]
+    r = ok(invoke("score", "-c", model, "--file", f, "--errors", "replace", "--json"))
+    assert json.loads(r.stdout.splitlines()[1])["text"] == "l\ufffd"
+
+
+def test_score_uses_the_models_own_errors_setting(tmp_path):
+    corpus = tmp_path / "raw.txt"
+    corpus.write_bytes(b"anna\nbob\xff\n" * 30)
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY2, "--errors", "surrogateescape", "-c", path))
+    r = ok(invoke("score", "-c", path, "--file", corpus, "--json"))
+    assert len(r.stdout.splitlines()) == 60
+
+
+def test_sample_prime_file_takes_encoding(model, tmp_path):
+    f = tmp_path / "prime.txt"
+    f.write_bytes("é".encode("latin-1"))
+    one_line_error(invoke("sample", "-c", model, "--prime-file", f, "--seed", "0"), "not valid utf-8")
+    ok(invoke("sample", "-c", model, "--prime-file", f, "--encoding", "latin-1", "--seed", "0"))
+
+
+@pytest.mark.parametrize("encoding, needle", [("rot13", "not a text encoding"), ("base64", "not a text encoding"),
+                                              ("utf-16", "not valid utf-16"), ("klingon", "unknown encoding")])
+def test_encodings_that_cannot_decode_are_one_line_errors(model, tmp_path, encoding, needle):
+    f = tmp_path / "s.txt"
+    f.write_bytes(b"A\x00B")
+    one_line_error(invoke("score", "-c", model, "--file", f, "--encoding", encoding), needle)
+
+
+def test_missing_prime_file_is_named_as_such(model):
+    one_line_error(invoke("sample", "-c", model, "--prime-file", "no-such-file"), "prime file not found")
+
+
+def test_empty_score_file_says_so(model, tmp_path):
+    f = tmp_path / "empty.txt"
+    f.write_text("")
+    one_line_error(invoke("score", "-c", model, "--file", f), "empty.txt has no lines")
+
+
+# ---------------------------------------------------------------------------
+# Argument mixes
+# ---------------------------------------------------------------------------
+
+def test_dash_among_sentences_reads_stdin_in_its_place(model):
+    r = ok(invoke("score", "-c", model, "anna", "-", "eve", "--json", input="bob\nida\n"))
+    assert [json.loads(line)["text"] for line in r.stdout.splitlines()] == ["anna", "bob", "ida", "eve"]
+
+
+def test_greedy_with_another_temperature_is_an_error(model):
+    one_line_error(invoke("sample", "-c", model, "--greedy", "--temperature", "0.5"), "not both")
+    ok(invoke("sample", "-c", model, "--greedy", "--temperature", "0"))
+
+
+def test_resume_with_fewer_steps_than_done_is_an_error(corpus, tmp_path):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY, "-c", path))
+    one_line_error(invoke("train", corpus, "--resume", "--steps", "10", "-c", path), "already at step 20")
+
+
+def test_help_shows_eos_and_unk():
+    for command in ("sample", "build-vocab", "train"):
+        r = ok(invoke(command, "--help", env={"COLUMNS": "250"}))
+        assert "<EOS>" in r.stdout and ("<UNK>" in r.stdout or command == "sample"), command
+        assert "( and  included)" not in r.stdout and "at  (end" not in r.stdout
+
+
+def test_not_enough_memory_is_a_one_line_error(model):
+    r = subprocess.run([sys.executable, "-m", "charlm", "sample", "-c", str(model), "--num", "1000000000",
+                        "--length", "5"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: not enough memory") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_full_disk_on_stdout_is_a_one_line_error(model):
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "charlm", "score", "-c", str(model), "anna", "--json"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: No space left on device") and "Traceback" not in r.stderr
