@@ -9,10 +9,10 @@ reads the file):
     config                 0-d str   JSON of the Config (cell, hidden_size, ...)
     vocab                  1-d str   tokens in id order ("<EOS>", "<UNK>", ...)
     vocab.counts           1-d int64 token counts when the vocabulary was built
-    meta                   0-d str   JSON: corpus, steps, time, characters seen, validation
+    meta                   0-d str   JSON: corpus, steps, time, characters seen, validation (META)
     layers.{l}.weight_ih, layers.{l}.weight_hh, layers.{l}.bias, head.weight, head.bias
     -- only in resumable checkpoints --
-    train_state            0-d str   JSON: step, data position, clock, RNG state, history
+    train_state            0-d str   JSON: step, data position, clock, RNG state, history (TRAIN_STATE)
     optim.step             0-d int   optimizer steps taken
     optim.{slot}.{param}   optimizer moments (Adam m/v, SGD v, Adagrad g2) and,
                            with --ema, the average of the weights (slot avg)
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -50,6 +51,44 @@ VERSION = 1
 DEFAULT_PATH = "charlm.npz"
 ENV_VAR = "CHARLM_CHECKPOINT"
 MIX_KEYS = {"last": "mix.weight", "best": "best.mix.weight"}  # the network's share for each set of weights
+
+# The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
+# A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
+# names a kind of value (_KINDS), with " or null" if it may be null and ", optional" if it may be left out.
+META = {
+    "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
+               "fingerprint": "str", "line_items": "bool"},
+    "steps": "count", "train_seconds": "seconds", "chars_seen": "count", "skipped_steps": "count",
+    "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
+    "last_train_bpc": "number or null",
+    "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
+}
+TRAIN_STATE = {
+    "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",
+    "chars_seen": "count", "skipped_steps": "count", "bad_streak": "count",
+    "best_val": "number or null", "best_step": "count or null", "last_loss": "number or null",
+    "last_val": "number or null",
+    "rng": {"bit_generator": "PCG64", "state": {"state": "uint128", "inc": "uint128"},
+            "has_uint32": "bit", "uinteger": "uint32"},
+    "history": [{"step": "count", "seconds": "seconds", "chars": "count", "train_bpc": "number or null",
+                 "val_bpc": "number", "net_val_bpc": "number", "mix_weight": "share or null"}],
+}
+# keys that validation sets together: all null (no validation yet) or none
+TOGETHER = {"meta": ("best_val_bpc", "best_step", "last_val_bpc"), "train_state": ("best_val", "best_step", "last_val")}
+_KINDS = {  # kind: (JSON type, test of the value, what the value must be)
+    "count": (int, lambda v: v >= 0, "a non-negative integer"),
+    "bit": (int, lambda v: v in (0, 1), "0 or 1"),
+    "uint32": (int, lambda v: 0 <= v < 2 ** 32, "an integer from 0 to 2**32 - 1"),
+    "uint128": (int, lambda v: 0 <= v < 2 ** 128, "an integer from 0 to 2**128 - 1"),
+    "number": (float, math.isfinite, "a finite number"),
+    "seconds": (float, lambda v: 0 <= v < math.inf, "a non-negative finite number"),
+    "share": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "str": (str, None, "a string"),
+    "bool": (bool, None, "true or false"),
+    "PCG64": (str, lambda v: v == "PCG64", '"PCG64"'),
+}
+# options that training resolves before it saves (None and "auto" are for a run not yet started)
+RESOLVED = {"dropout": None, "char_dropout": None, "eval_every": None, "line_state": "auto"}
 
 
 @dataclass
@@ -202,6 +241,51 @@ def _json(arrays, key) -> dict:
     return value
 
 
+def _checked_json(arrays, key, schema) -> dict:
+    """The JSON object under `key`, checked against `schema`."""
+    value = _json(arrays, key)
+    _check(value, schema, key)
+    group = TOGETHER[key]
+    if len({value[k] is None for k in group}) > 1:
+        raise CheckpointError(f"damaged checkpoint: {key}.{', '.join(group)} must all be null or all be set")
+    return value
+
+
+def _check(value, schema, where: str) -> None:
+    """CheckpointError naming the field unless `value` fits `schema` (a dict, [item schema] or a kind)."""
+    if isinstance(schema, dict):
+        if type(value) is not dict:
+            raise CheckpointError(f"damaged checkpoint: {where} must be a JSON object, not {_shown(value)}")
+        for key, spec in schema.items():
+            optional = isinstance(spec, str) and spec.endswith(", optional")
+            if key in value:
+                _check(value[key], spec.removesuffix(", optional") if optional else spec, f"{where}.{key}")
+            elif not optional:
+                raise CheckpointError(f"damaged checkpoint: {where} has no {key!r}")
+        extra = sorted(set(value) - set(schema))
+        if extra:
+            raise CheckpointError(f"damaged checkpoint: {where} has an unexpected key {extra[0][:40]!r}")
+    elif isinstance(schema, list):
+        if type(value) is not list:
+            raise CheckpointError(f"damaged checkpoint: {where} must be a list, not {_shown(value)}")
+        for i, item in enumerate(value):
+            _check(item, schema[0], f"{where}[{i}]")
+    else:
+        kind = schema.removesuffix(" or null")
+        if value is None and kind != schema:
+            return
+        json_type, fits, what = _KINDS[kind]
+        if type(value) is not json_type or (fits is not None and not fits(value)):
+            raise CheckpointError(f"damaged checkpoint: {where} must be {what}{schema[len(kind):]}, not {_shown(value)}")
+
+
+def _shown(value) -> str:
+    """A JSON value in a message: scalars as JSON (cut short), lists and objects by kind."""
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "an object"
+    return json.dumps(value)[:40]
+
+
 def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
     """Validate the arrays of a checkpoint and build it; CheckpointError if anything is off."""
     if _scalar_str(arrays, "format") != FORMAT:
@@ -215,6 +299,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
         cfg = Config.from_dict(_json(arrays, "config"), source="checkpoint config")
     except CharlmError as e:
         raise CheckpointError(f"invalid config: {e}") from None
+    for name, unset in RESOLVED.items():
+        if getattr(cfg, name) == unset:
+            raise CheckpointError(f"invalid config: {name} must hold the value training used, not {_shown(unset)}")
     tokens = arrays.get("vocab")
     if tokens is None or tokens.ndim != 1 or tokens.dtype.kind != "U":
         raise CheckpointError("missing or malformed key 'vocab' (a 1-d string array)")
@@ -235,10 +322,12 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
     dtype = np.dtype(cfg.dtype)
     params = {name: _weights(arrays, name, shape, dtype) for name, shape in shapes.items()}
     known = set(shapes) | {"format", "version", "config", "vocab", "vocab.counts", "meta"}
-    ckpt = Checkpoint(cfg, vocab, params, meta=_json(arrays, "meta") if "meta" in arrays else {})
+    ckpt = Checkpoint(cfg, vocab, params, meta=_checked_json(arrays, "meta", META))
 
     if "train_state" in arrays:
-        ckpt.train_state = _json(arrays, "train_state")
+        ckpt.train_state = _checked_json(arrays, "train_state", TRAIN_STATE)
+        if ckpt.train_state["offset"] >= cfg.seq_len:
+            raise CheckpointError(f"damaged checkpoint: train_state.offset must be less than seq_len ({cfg.seq_len})")
         known.add("train_state")
     optim_keys = [k for k in arrays if k.startswith("optim.")]
     if optim_keys:

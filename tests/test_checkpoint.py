@@ -22,7 +22,9 @@ def trained(cell="lstm", dtype="float64", layers=2, text=TEXT, **kw):
     vocab = build_vocab(count_code_points(code_points(text)))
     ids = vocab.encode(text)
     n_val = 20
-    corpus = Corpus(vocab, ids[:-n_val], ids[-n_val:], {"name": "t.txt", "fingerprint": "f00"})
+    info = {"name": "t.txt", "num_chars": len(text) - text.count("\n"), "num_lines": text.count("\n"),
+            "num_tokens": len(ids), "fingerprint": "f00", "line_items": False}  # as load_corpus describes it
+    corpus = Corpus(vocab, ids[:-n_val], ids[-n_val:], info)
     cfg = Config(cell=cell, hidden_size=8, num_layers=layers, seq_len=8, batch_size=2, steps=6, eval_every=2,
                  save_every=0, dtype=dtype, val_fraction=0.1, seed=1, warmup_steps=0, **kw).validate()
     ckpt, _ = train(cfg, corpus)
@@ -86,12 +88,12 @@ def test_plain_numpy_reads_the_file_without_pickle(tmp_path, ckpt):
 
 
 def test_a_checkpoint_without_resume_state_loads(tmp_path, ckpt):
-    light = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, meta={"note": "weights only"})
+    light = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, meta=ckpt.meta)
     path = str(tmp_path / "w.npz")
     save(light, path)
     back = load(path)
     assert not back.resumable and back.carry is None and back.best_params is None
-    assert back.meta == {"note": "weights only"}
+    assert back.meta == json.loads(json.dumps(ckpt.meta))
     arrays_equal_bitwise(back.params, ckpt.params)
 
 
@@ -187,7 +189,7 @@ def test_wrong_format_and_version(tmp_path, ckpt):
 @pytest.mark.parametrize("key", ["format", "version", "config", "vocab", "vocab.counts", "layers.0.weight_ih",
                                  "layers.1.bias", "head.weight", "head.bias", "optim.step", "optim.m.head.bias",
                                  "optim.v.layers.0.weight_hh", "carry.1.1", "carry.0.0", "best.layers.0.bias",
-                                 "train_state"])
+                                 "train_state", "meta"])
 def test_missing_key(tmp_path, ckpt, key):
     refuse(mutated(tmp_path, ckpt, lambda a: a.pop(key)))
 
@@ -348,7 +350,7 @@ def test_saving_non_finite_values_is_refused(tmp_path, ckpt, where):
 def test_without_best_weights_best_means_the_weight_average(tmp_path, ckpt):
     state = dict(ckpt.optim_state)
     state.update({f"avg.{k}": v + 1.0 for k, v in ckpt.params.items()})
-    no_best = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, ckpt.train_state, state, ckpt.carry, None)
+    no_best = Checkpoint(ckpt.config, ckpt.vocab, ckpt.params, ckpt.train_state, state, ckpt.carry, None, ckpt.meta)
     path = str(tmp_path / "avg.npz")
     save(no_best, path)
     back = load(path)
