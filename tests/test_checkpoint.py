@@ -17,14 +17,13 @@ from charlm.vocab import build_vocab, code_points, count_code_points
 TEXT = "abc ab\nbca cab\n\x00zé\n" * 8  # a NUL character is an ordinary token
 
 
-def trained(cell="lstm", dtype="float64", layers=2, text=TEXT, **kw):
+def trained(cell="lstm", dtype="float64", layers=2, text=TEXT, n_val=20, **kw):
     """A real resumable checkpoint: params, Adam moments, carry, best weights, history."""
     vocab = build_vocab(count_code_points(code_points(text)))
     ids = vocab.encode(text)
-    n_val = 20
     info = {"name": "t.txt", "num_chars": len(text) - text.count("\n"), "num_lines": text.count("\n"),
             "num_tokens": len(ids), "fingerprint": "f00", "line_items": False}  # as load_corpus describes it
-    corpus = Corpus(vocab, ids[:-n_val], ids[-n_val:], info)
+    corpus = Corpus(vocab, ids[:len(ids) - n_val], ids[len(ids) - n_val:], info)
     cfg = Config(cell=cell, hidden_size=8, num_layers=layers, seq_len=8, batch_size=2, steps=6, eval_every=2,
                  save_every=0, dtype=dtype, val_fraction=0.1, seed=1, warmup_steps=0, **kw).validate()
     ckpt, _ = train(cfg, corpus)
@@ -260,6 +259,90 @@ def test_inconsistent_contents(tmp_path, ckpt):
     refuse(mutated(tmp_path, ckpt, lambda a: a.update({"optim.step": np.array(-1)})), "optim.step")
     # resume state must be complete
     refuse(mutated(tmp_path, ckpt, lambda a: [a.pop(k) for k in list(a) if k.startswith("optim.")]), "train_state")
+
+
+def json_changed(key, path, value):
+    """Set (or, with value KeyError, delete) the field at `path` of the JSON under `key`."""
+    def change(a):
+        data = json.loads(str(a[key]))
+        *outer, last = path
+        d = data
+        for k in outer:
+            d = d[k]
+        if value is KeyError:
+            del d[last]
+        else:
+            d[last] = value
+        a[key] = np.array(json.dumps(data))
+    return change
+
+
+# (key, path, bad value or KeyError to delete it, what the message must say); each loaded before
+# meta and train_state were checked, and then failed in sample, score, info or train --resume
+BAD_JSON = [
+    ("meta", ["corpus"], 5, ["meta.corpus", "object"]),
+    ("meta", ["corpus"], KeyError, ["meta", "'corpus'"]),
+    ("meta", ["corpus", "line_items"], "yes", ["meta.corpus.line_items", "true or false"]),
+    ("meta", ["corpus", "num_chars"], -1, ["meta.corpus.num_chars", "non-negative integer"]),
+    ("meta", ["best_step"], None, ["meta.best_val_bpc", "best_step", "null"]),
+    ("meta", ["best_step"], "x", ["meta.best_step", "integer", '"x"']),
+    ("meta", ["best_step"], 1.5, ["meta.best_step", "integer"]),
+    ("meta", ["last_val_bpc"], None, ["meta.", "last_val_bpc"]),
+    ("meta", ["best_val_bpc"], float("nan"), ["meta.best_val_bpc", "finite"]),
+    ("meta", ["train_seconds"], "x", ["meta.train_seconds", "number"]),
+    ("meta", ["steps"], True, ["meta.steps", "integer", "true"]),     # a bool is not an integer
+    ("meta", ["chars_seen"], -10 ** 20, ["meta.chars_seen", "non-negative"]),
+    ("meta", ["ngram_val_bpc"], [], ["meta.ngram_val_bpc", "a list"]),
+    ("meta", ["surprise"], 1, ["meta", "unexpected key 'surprise'"]),
+    ("train_state", ["step"], 1.5, ["train_state.step", "integer"]),
+    ("train_state", ["offset"], 10 ** 6, ["train_state.offset", "seq_len"]),
+    ("train_state", ["chars_seen"], KeyError, ["train_state", "chars_seen"]),
+    ("train_state", ["best_step"], None, ["train_state.best_val", "best_step"]),
+    ("train_state", ["best_val"], "x", ["train_state.best_val", "number"]),
+    ("train_state", ["last_loss"], float("inf"), ["train_state.last_loss", "finite"]),
+    ("train_state", ["train_seconds"], -1.0, ["train_state.train_seconds", "non-negative"]),
+    ("train_state", ["history"], "x", ["train_state.history", "list"]),
+    ("train_state", ["history", 0, "val_bpc"], "x", ["train_state.history[0].val_bpc", "number"]),
+    ("train_state", ["history", 1, "mix_weight"], 1.5, ["train_state.history[1].mix_weight", "from 0 to 1"]),
+    ("train_state", ["rng"], {}, ["train_state.rng", "bit_generator"]),
+    ("train_state", ["rng", "bit_generator"], "MT19937", ["train_state.rng.bit_generator", "PCG64"]),
+    ("train_state", ["rng", "state", "inc"], -1, ["train_state.rng.state.inc", "2**128"]),
+    ("train_state", ["rng", "state", "state"], 2 ** 128, ["train_state.rng.state.state", "2**128"]),
+    ("train_state", ["rng", "uinteger"], 10 ** 30, ["train_state.rng.uinteger", "2**32"]),
+    ("train_state", ["rng", "has_uint32"], 2, ["train_state.rng.has_uint32", "0 or 1"]),
+    # a saved config holds what training used: None ("auto") is only for a run not yet started
+    ("config", ["dropout"], None, ["config", "dropout"]),
+    ("config", ["char_dropout"], None, ["config", "char_dropout"]),
+    ("config", ["eval_every"], None, ["config", "eval_every"]),
+    ("config", ["line_state"], "auto", ["config", "line_state"]),
+    ("config", ["ema"], None, ["config", "ema"]),
+]
+
+
+@pytest.mark.parametrize("key,path,value,needles", BAD_JSON,
+                         ids=[f"{k}.{'.'.join(map(str, p))}" + ("-deleted" if v is KeyError else f"={v!r}"[:30])
+                              for k, p, v, _ in BAD_JSON])
+def test_wrong_types_and_ranges_in_the_json_are_refused(tmp_path, ckpt, key, path, value, needles):
+    refuse(mutated(tmp_path, ckpt, json_changed(key, path, value)), *needles)
+
+
+def test_a_checkpoint_without_meta_is_refused(tmp_path, ckpt):
+    # (with no meta, sampling would no longer stop at <EOS> on a list of items)
+    refuse(mutated(tmp_path, ckpt, lambda a: a.pop("meta")), "missing key 'meta'")
+
+
+def test_the_json_of_every_kind_of_trained_checkpoint_loads(tmp_path):
+    with_ngram = trained("gru", "float32", layers=1)                     # validation and an n-gram
+    assert "ngram_val_bpc" in with_ngram.meta and with_ngram.meta["best_step"] is not None
+    no_validation = trained("rnn", "float32", layers=1, n_val=0, ngram=0)  # the validation figures are null
+    assert "ngram_val_bpc" not in no_validation.meta and no_validation.meta["best_val_bpc"] is None
+    assert no_validation.train_state["best_val"] is None and no_validation.train_state["history"] == []
+    for ck in (with_ngram, no_validation):
+        path = str(tmp_path / "m.npz")
+        save(ck, path)
+        back = load(path)
+        assert back.meta == json.loads(json.dumps(ck.meta))
+        assert back.train_state == json.loads(json.dumps(ck.train_state))
 
 
 def test_the_message_names_the_path(tmp_path, ckpt):
