@@ -11,22 +11,16 @@ import json
 import numpy as np
 import pytest
 
-from test_cli import TINY, invoke, one_line_error, write_names
+from test_cli import invoke, one_line_error
 
 
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch):
-    monkeypatch.delenv("CHARLM_CHECKPOINT", raising=False)
-    monkeypatch.delenv("CHARLM_DEBUG", raising=False)
+pytestmark = pytest.mark.usefixtures("no_env_checkpoint")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("trained")
-    corpus = write_names(d / "names.txt")
-    ck = d / "model.npz"
-    r = invoke("train", corpus, *TINY, "-c", ck)
-    assert r.exit_code == 0, r.output
+def saved(trained):
+    """conftest's tiny trained model: its corpus, and its checkpoint's arrays."""
+    _, corpus, ck = trained
     with np.load(ck, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return corpus, arrays
@@ -58,8 +52,8 @@ def crafted(arrays, key, path, value):
 
 
 @pytest.mark.parametrize("key,path,value,needles", CASES, ids=[f"{c[0]}.{'.'.join(c[1] or ['deleted'])}" for c in CASES])
-def test_every_command_refuses_it_in_one_line(tmp_path, trained, key, path, value, needles):
-    corpus, arrays = trained
+def test_every_command_refuses_it_in_one_line(tmp_path, saved, key, path, value, needles):
+    corpus, arrays = saved
     ck = tmp_path / "crafted.npz"
     np.savez(ck, **crafted(arrays, key, path, value))
     for args in (["sample", "-c", ck, "--length", "20"], ["score", "-c", ck, "anna"], ["info", ck],

@@ -26,6 +26,7 @@ from charlm.cli import app
 from charlm.config import Config
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("no_env_checkpoint")   # the fixtures `trained` and `corpus` are in conftest.py
 
 TINY = ["--steps", "20", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "8",
         "--eval-every", "10"]
@@ -62,32 +63,10 @@ def one_line_error(r, *needles, code=1):
     return lines[0]
 
 
-@pytest.fixture(autouse=True)
-def _no_env_checkpoint(monkeypatch):
-    monkeypatch.delenv("CHARLM_CHECKPOINT", raising=False)
-    monkeypatch.delenv("CHARLM_DEBUG", raising=False)
-
-
 def write_names(path, n=300, seed=0):
     rng = random.Random(seed)
     path.write_text("\n".join(rng.choice(NAMES) for _ in range(n)) + "\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained once for the read-only tests: (directory, corpus, checkpoint)."""
-    d = tmp_path_factory.mktemp("trained")
-    corpus = write_names(d / "names.txt")
-    ck = d / "model.npz"
-    r = invoke("train", corpus, *TINY, "-c", ck)
-    ok(r)
-    return d, corpus, ck
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return write_names(tmp_path / "names.txt")
 
 
 # ---------------------------------------------------------------------------

@@ -15,27 +15,16 @@ import sys
 import pytest
 
 from charlm import checkpoint as ckpt_io
-from test_cli import TINY, TINY2, invoke, ok, one_line_error, write_names
+from test_cli import TINY, TINY2, invoke, ok, one_line_error
 
 
-@pytest.fixture(autouse=True)
-def _no_env_checkpoint(monkeypatch):
-    monkeypatch.delenv("CHARLM_CHECKPOINT", raising=False)
-    monkeypatch.delenv("CHARLM_DEBUG", raising=False)
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return write_names(tmp_path / "names.txt")
+pytestmark = pytest.mark.usefixtures("no_env_checkpoint")   # the fixtures `trained` and `corpus` are in conftest.py
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("edges")
-    corpus = write_names(d / "names.txt")
-    path = d / "m.npz"
-    ok(invoke("train", corpus, *TINY, "-c", path))
-    return path
+def model(trained):
+    """The path of conftest's tiny trained model."""
+    return trained[2]
 
 
 # ---------------------------------------------------------------------------
