@@ -185,6 +185,15 @@ def save(ckpt: Checkpoint, path: str) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def looks_like_checkpoint(path: str) -> bool:
+    """Whether a file is an .npz archive with a checkpoint's `format` member (a quick look, not a validation)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "format.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
 def read_arrays(path: str) -> dict[str, np.ndarray]:
     """Every array of an .npz file, read with allow_pickle=False."""
     with open_user_file(path, "checkpoint", CheckpointError,

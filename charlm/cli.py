@@ -220,12 +220,12 @@ def read_source(path: str):
 # train
 # ---------------------------------------------------------------------------
 
-def _check_writable(path: str, inputs: dict[str, Optional[str]] = {}) -> None:
+def _check_writable(path: str, inputs: Optional[dict[str, Optional[str]]] = None) -> None:
     """Fail now if the output could not be written at the end (or would replace one of the `inputs`)."""
     from charlm.files import check_output_path, same_file
 
     check_output_path(path)
-    for what, source in inputs.items():
+    for what, source in (inputs or {}).items():
         if source and source != "-" and same_file(path, source):
             fail(f"{path} is the {what}: refusing to write over it (name another output file)")
     directory = os.path.dirname(os.path.abspath(os.path.realpath(path)))
@@ -241,17 +241,6 @@ def _yaml_path(from_yaml: dict, key: str, source: Optional[str]) -> Optional[str
     if value is not None and not isinstance(value, str):
         fail(f"{source}: {key} must be a file name, not {value!r}")
     return value
-
-
-def _looks_like_checkpoint(path: str) -> bool:
-    """Whether a file is an .npz archive with a charlm checkpoint's `format` member (not a full validation)."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            return "format.npy" in z.namelist()
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
 
 
 class _Stop:
@@ -340,7 +329,7 @@ def train(
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
     _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab})
-    if not resume and os.path.isfile(path) and not _looks_like_checkpoint(path):
+    if not resume and os.path.isfile(path) and not ckpt_io.looks_like_checkpoint(path):
         fail(f"{path} exists and is not a charlm checkpoint: refusing to overwrite it (name another -c, or remove it)")
     from charlm.config import load_yaml
 
@@ -348,33 +337,31 @@ def train(
     if vocab is None:
         vocab = _yaml_path(from_yaml, "vocab", config)
     from_yaml.pop("vocab", None)
+    from_flags = {k: v for k, v in flags.items() if v is not None}
+    named = {str(k).replace("-", "_") for k in from_yaml} | set(from_flags)   # the options the user gave
     previous = None
     if resume:
         previous = ckpt_io.load(path)
         if not previous.resumable:
             fail(f"{path} holds no resume state (it was not saved by `charlm train`)")
         cfg = dataclasses.replace(previous.config)  # a copy: check_resume compares it with the saved one
-        from_flags = {k: v for k, v in flags.items() if v is not None}
         cfg.update(from_yaml, source=config or "config")
         cfg.update(from_flags, source="option")  # flags override the file
         cfg.validate()
-        given = {str(k).replace("-", "_") for k in from_yaml} | set(from_flags)
     else:
         cfg = build_config(config, flags, from_yaml)
-        given = set()
     if not cfg.budget_given:
         cfg.max_time = DEFAULT_MAX_TIME
         err.print(f"No --steps, --epochs or --max-time given: training for {DEFAULT_MAX_TIME:.0f} seconds.")
     voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
-    if vocab and ({"min_count", "max_size"} & ({k for k, v in flags.items() if v is not None}
-                                               | {str(k).replace("-", "_") for k in from_yaml})):
+    if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
     if cfg.ngram and len(data.val_ids) == 0:
         warn("no validation text (--val-fraction 0): the n-gram's share cannot be fitted, "
              "so the model is the network alone")
     if previous is not None:
-        for change in check_resume(cfg, previous, data, given):
+        for change in check_resume(cfg, previous, data, named):
             err.print(f"resume: {change}")
     elif os.path.exists(path) and not os.path.isdir(path):
         warn(f"{path} exists and will be overwritten (use --resume to continue that run)")
