@@ -177,11 +177,19 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
 
 
 def save(ckpt: Checkpoint, path: str) -> None:
-    """Write the checkpoint atomically (temporary file, fsync, rename)."""
+    """Write the checkpoint atomically (temporary file, fsync, rename), if `load` would accept it.
+
+    The arrays go through the same checks as a file being loaded
+    (`from_arrays`), so nothing is written that `load` would refuse.
+    """
     arrays = to_arrays(ckpt)
     for name, a in arrays.items():
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             raise CharlmError(f"refusing to save a checkpoint with non-finite values in {name}")
+    try:
+        from_arrays(arrays)
+    except CheckpointError as e:
+        raise CharlmError(f"refusing to save a checkpoint that could not be loaded: {e}") from None
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 

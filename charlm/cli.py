@@ -110,6 +110,8 @@ def main_options(
     ```
     """
     _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
+    if sys.stdout is None:   # the shell closed it (`charlm sample >&-`): Python gives None, and text would vanish
+        sys.stdout = _ClosedStdout()
     _safe_stdout()
     keep_freed_memory()   # a training step then reuses the last step's buffers instead of faulting fresh pages in
 
@@ -124,6 +126,25 @@ def _output_errors(e: UnicodeEncodeError):
 
 
 codecs.register_error("charlm.stdout", _output_errors)
+
+
+class _ClosedStdout:
+    """Stands in for a standard output that was closed before charlm started: writing to it is an error.
+
+    Commands whose product goes to stdout (sample, score, info, build-vocab -o -)
+    then fail in one line with exit 1; `train`, which prints to stderr, runs.
+    """
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise CharlmError("standard output is closed: there is nowhere to print the result")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _safe_stdout():
@@ -424,6 +445,7 @@ def sample(
     errors: ErrorsOpt = None,
 ):
     """Generate text from a trained model, greedily or by sampling the softmax."""
+    from charlm.render import fmt_logprob
     from charlm.sample import generate
 
     if length < 1:
@@ -493,8 +515,7 @@ def sample(
         stream.flush()
         if show_logprob:
             ntok = len(texts[n]) + (1 if stop_at_eos else 0)
-            err.print(f"sample {n + 1}: log P = {logps[n]:.4f} nats over {ntok} tokens"
-                      f" ({-logps[n] / max(ntok, 1) / math.log(2):.4f} bits/char)")
+            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntok)}")
 
 
 # ---------------------------------------------------------------------------
@@ -604,7 +625,7 @@ charlm info --curve
 def info(
     path: Annotated[Optional[str], typer.Argument(help="Checkpoint (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-    curve: Annotated[bool, typer.Option("--curve", help="Draw the training and validation bits/char against step.")] = False,
+    curve: Annotated[bool, typer.Option("--curve", help="Draw the training and validation bits/char against step (with --json: add the evaluation history).")] = False,
 ):
     """Describe a checkpoint: model, vocabulary, training, validation."""
     from charlm.inspect import describe, render_info
@@ -613,6 +634,8 @@ def info(
     ck = ckpt_io.load(p)
     d = describe(ck, p)
     if as_json:
+        if curve:   # the points the curve is drawn from
+            d["history"] = (ck.train_state or {}).get("history") or []
         print(_json_line(d))
         return
     render_info(out, d, ck, curve)

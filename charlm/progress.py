@@ -83,7 +83,7 @@ class TrainReporter:
         c = self.corpus.info
         parts = []
         if self.budget.total_steps:
-            parts.append(f"{self.budget.total_steps:,} step{'' if self.budget.total_steps == 1 else 's'}")
+            parts.append(f"{fmt_count(self.budget.total_steps)} step{'' if self.budget.total_steps == 1 else 's'}")
         if self.budget.max_time:
             parts.append(f"{fmt_seconds(self.budget.max_time)} of training steps (validation adds a little)")
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""

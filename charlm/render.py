@@ -13,8 +13,17 @@ from rich.table import Table
 from charlm.vocab import Vocab, char_name
 
 
+HUGE = 1e15   # counts and hours from here on are shown as 1.5e+20 (a budget of `--epochs 1e300`), not in 300 digits
+
+
 def fmt_count(n: float) -> str:
-    return f"{n:,.0f}"
+    return f"{n:,.0f}" if n < HUGE else f"{n:.3g}"
+
+
+def fmt_logprob(logp: float, ntok: int) -> str:
+    """A sample's log-probability in nats, and bits per token (`--show-logprob`)."""
+    bits = -logp / max(ntok, 1) / math.log(2) + 0.0        # + 0.0: a certain sample is 0.0000, not -0.0000
+    return f"log P = {logp + 0.0:.4f} nats over {ntok} token{'' if ntok == 1 else 's'} ({bits:.4f} bits/char)"
 
 
 def fmt_seconds(s: float) -> str:
@@ -23,6 +32,8 @@ def fmt_seconds(s: float) -> str:
         return f"{s:.0f} s"
     if s < 3600:
         return f"{int(s // 60)} min {int(s % 60):02d} s"
+    if s >= HUGE:
+        return f"{s / 3600:.3g} h"
     return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
 
 

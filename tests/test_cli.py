@@ -553,6 +553,10 @@ def test_info(trained):
     assert d["ngram"]["order"] == 7 and d["ngram"]["grams"] > 0 and set(d["ngram"]["network_share"]) == {"best", "last"}
     r = ok(invoke("info", ck, "--curve"))
     assert "bits/char against step" in r.stdout
+    assert "history" not in d
+    hist = json.loads(ok(invoke("info", ck, "--json", "--curve")).stdout)["history"]
+    assert hist and hist[-1]["step"] == 20 and all(h["val_bpc"] > 0 for h in hist)
+    assert [h["step"] for h in hist] == sorted(h["step"] for h in hist)
 
 
 # ---------------------------------------------------------------------------

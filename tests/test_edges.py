@@ -234,3 +234,43 @@ def test_a_full_disk_on_stdout_is_a_one_line_error(model):
                            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     assert r.returncode == 1
     assert r.stderr.startswith("error: No space left on device") and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# Numbers as shown: huge budgets, certain samples
+# ---------------------------------------------------------------------------
+
+def test_huge_counts_and_times_are_shown_compactly():
+    from charlm.render import fmt_count, fmt_seconds
+    assert fmt_count(1234) == "1,234" and fmt_count(10 ** 14) == "100,000,000,000,000"
+    assert fmt_count(15 * 10 ** 300) == "1.5e+301"              # `--epochs 1e300` used to print 300 digits
+    assert fmt_seconds(7200) == "2 h 00 min" and fmt_seconds(3.6e303) == "1e+300 h"
+
+
+def test_a_certain_sample_has_zero_bits_not_minus_zero():
+    from charlm.render import fmt_logprob
+    assert fmt_logprob(0.0, 3) == "log P = 0.0000 nats over 3 tokens (0.0000 bits/char)"
+    assert fmt_logprob(-0.0, 1) == "log P = 0.0000 nats over 1 token (0.0000 bits/char)"
+    assert fmt_logprob(-2 * 0.6931471805599453, 2) == "log P = -1.3863 nats over 2 tokens (1.0000 bits/char)"
+
+
+def test_a_huge_epoch_budget_is_shown_in_a_few_characters(corpus, tmp_path):
+    r = ok(invoke("train", corpus, *TINY, "--epochs", "1e300", "--steps", "2", "-c", tmp_path / "m.npz"))
+    assert "budget 2 steps" in r.stderr
+    r = ok(invoke("train", corpus, "--hidden-size", "4", "--num-layers", "1", "--batch-size", "2", "--seq-len", "4",
+                  "--epochs", "1e300", "--max-time", "0.2", "-c", tmp_path / "m2.npz"))
+    budget = r.stderr.split("; budget ", 1)[1].split(" steps", 1)[0]
+    assert "e+" in budget and len(budget) < 10
+
+
+# ---------------------------------------------------------------------------
+# The library: save writes only what load accepts
+# ---------------------------------------------------------------------------
+
+def test_save_refuses_a_checkpoint_that_load_would_refuse(model, tmp_path):
+    ck = ckpt_io.load(str(model))
+    ck.meta = {}
+    path = tmp_path / "bad.npz"
+    with pytest.raises(ckpt_io.CharlmError, match="could not be loaded: .*meta has no 'corpus'"):
+        ckpt_io.save(ck, str(path))
+    assert not path.exists()

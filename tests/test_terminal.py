@@ -203,3 +203,26 @@ def test_info_curve_into_a_closed_pipe_is_quiet(ckpt_path):
     proc.wait(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "error" not in err
+
+
+@pytest.mark.parametrize("args", [["sample", "-c", "{ck}"], ["score", "-c", "{ck}", "Anna"], ["info", "{ck}", "--json"]])
+def test_a_closed_stdout_is_an_error_not_silence(ckpt_path, args):
+    """`charlm sample >&-`: the result cannot be printed, so the exit code says so (it used to be 0)."""
+    args = [a.format(ck=ckpt_path) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "charlm", *args], stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: os.close(1), timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["error: standard output is closed: there is nowhere to print the result"]
+
+
+def test_train_runs_with_a_closed_stdout(tmp_path):
+    """train prints to stderr only, so a closed stdout does not stop it."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abc\nabd\n" * 50)
+    out = tmp_path / "m.npz"
+    proc = subprocess.run([sys.executable, "-m", "charlm", "train", str(corpus), "--steps", "2", "--hidden-size", "4",
+                           "--num-layers", "1", "--batch-size", "2", "--seq-len", "4", "-c", str(out)],
+                          stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert checkpoint.load(str(out)).meta["steps"] == 2
