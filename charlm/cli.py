@@ -676,6 +676,100 @@ def bench(
         out.print(render(result))
 
 
+@app.command(epilog="""**Examples**
+
+```
+charlm gradcheck                                 # rnn, gru and lstm, 2 layers each
+charlm gradcheck --cell lstm --num-layers 3 --seq-len 8
+charlm gradcheck --cell rnn --activation relu --line-state reset
+charlm gradcheck --cell gru --hidden-size 32 --entries 20 --json
+```
+""")
+@handle_errors
+def gradcheck(
+    cell: Annotated[str, typer.Option(help="rnn, gru, lstm, or all three.")] = "all",
+    num_layers: Annotated[int, typer.Option(help="Stacked layers.")] = 2,
+    hidden_size: Annotated[int, typer.Option(help="Hidden units per layer.")] = 4,
+    activation: Annotated[str, typer.Option(help="The vanilla RNN's g: tanh or relu.")] = "tanh",
+    line_state: Annotated[str, typer.Option(help="carry: the state flows through `<EOS>`; reset: it restarts from zero after each `<EOS>` in the input.")] = "carry",
+    vocab_size: Annotated[int, typer.Option(help="Tokens in the (random) vocabulary.")] = 7,
+    seq_len: Annotated[int, typer.Option(help="Time steps T that BPTT goes back through.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Sequences B in the batch.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed for the weights, inputs, targets and initial state.")] = 0,
+    epsilon: Annotated[float, typer.Option(help="The step ε of the differences.")] = 1e-5,
+    tolerance: Annotated[float, typer.Option(help="The largest difference ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖) that passes.")] = 1e-6,
+    entries: Annotated[int, typer.Option(help="Check this many random entries of each array (0 = every entry).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object instead of the tables.")] = False,
+):
+    """Check BPTT's gradients against finite differences in float64, on a small random model.
+
+    For every weight, bias and initial state: (J(θ + ε) − J(θ − ε)) / 2ε for each entry, with J the loss summed
+    over all steps, against the gradient backpropagation through time computes. Exit code 1 if any differs.
+    """
+    from charlm.cells import ACTIVATIONS, CELLS
+    from charlm.gradcheck import check, make_problem
+    from charlm.model import Arch
+    from charlm.render import gradcheck_table
+
+    cells = list(CELLS) if cell == "all" else [cell]
+    if cell != "all" and cell not in CELLS:
+        fail(f"--cell must be one of {', '.join(CELLS)} or all, not {cell!r}")
+    if activation not in ACTIVATIONS:
+        fail(f"--activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if line_state not in ("carry", "reset"):
+        fail(f"--line-state must be carry or reset, not {line_state!r}")
+    for name, value, least in (("--num-layers", num_layers, 1), ("--hidden-size", hidden_size, 1),
+                               ("--vocab-size", vocab_size, 2), ("--seq-len", seq_len, 1),
+                               ("--batch-size", batch_size, 1), ("--entries", entries, 0), ("--seed", seed, 0)):
+        if value < least:
+            fail(f"{name} must be at least {least}")
+    if not (0 < epsilon <= 0.1):
+        fail("--epsilon must be in (0, 0.1]")
+    if not (0 < tolerance < 1):
+        fail("--tolerance must be in (0, 1)")
+    reports, failed = [], []
+    for c in cells:
+        arch = Arch(c, vocab_size, hidden_size, num_layers, activation, line_state == "reset")
+        problem = make_problem(arch, seq_len, batch_size, seed)
+        perturbed = sum(a.size if not entries else min(entries, a.size) for a in problem.params.values())
+        if perturbed > 20_000:
+            warn(f"{c}: {perturbed:,} entries to perturb, two forward passes each; --entries N checks N of each array")
+        results = check(problem, epsilon, entries, seed)
+        failed += [(c, r) for r in results if not r.ok(tolerance)]
+        reports.append((arch, results))
+    worst = max(r.difference for _, results in reports for r in results)
+    if as_json:
+        print(_json_line({
+            "epsilon": epsilon, "tolerance": tolerance, "seq_len": seq_len, "batch_size": batch_size, "seed": seed,
+            "ok": not failed, "largest_difference": worst,
+            "cells": [{"cell": a.cell, "num_layers": a.num_layers, "hidden_size": a.hidden_size,
+                       "vocab_size": a.vocab_size, "activation": a.activation, "line_state": line_state,
+                       "ok": all(r.ok(tolerance) for r in results),
+                       "arrays": [{"name": r.name, "shape": list(r.shape), "checked": r.checked,
+                                   "difference": r.difference, "max_abs_error": r.max_abs_error,
+                                   "ok": r.ok(tolerance)} for r in results]}
+                      for a, results in reports],
+        }))
+    else:
+        out.print(f"BPTT against finite differences (J(θ + ε) − J(θ − ε)) / 2ε in float64, ε = {epsilon:g}; "
+                  f"J is the loss summed over {seq_len} step{'s' * (seq_len != 1)} × "
+                  f"{batch_size} sequence{'s' * (batch_size != 1)}; difference = ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖).")
+        for arch, results in reports:
+            act = f" ({arch.activation})" if arch.cell == "rnn" else ""
+            title = (f"{arch.cell}{act}, {arch.num_layers} layer{'s' * (arch.num_layers != 1)} × "
+                     f"{arch.hidden_size} hidden, vocabulary {arch.vocab_size}, "
+                     + ("state reset after each <EOS>" if arch.reset_at_eos else "state carried across <EOS>"))
+            out.print(gradcheck_table(title, results, tolerance), markup=True)
+        if not failed:
+            n = sum(len(results) for _, results in reports)
+            out.print(f"All {n} arrays match: the largest difference is {worst:.1e} (tolerance {tolerance:g}).")
+    if failed:
+        names = ", ".join(f"{c} {r.name} ({r.difference:.1e})" for c, r in failed[:4])
+        more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""
+        fail(f"{len(failed)} gradient{'s differ' if len(failed) != 1 else ' differs'} from finite differences by more "
+             f"than {tolerance:g}: {names}{more}")
+
+
 def _interrupted(signum, frame):
     """Ctrl-C outside training: stop at once with the conventional code 130."""
     try:

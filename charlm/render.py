@@ -170,3 +170,17 @@ def heat_map(surprise, worst: int = 3):
         rows.append(Text(f"  position {i + 1}: {surprise.tokens[i]!r} P = {p:.2%} "
                          f"({surprise.bits[i]:.2f} bits); the model expected {alts}"))
     return Group(*rows)
+
+
+def gradcheck_table(title: str, results, tolerance: float) -> Table:
+    """One cell's gradient check: per array, how far BPTT is from the finite differences."""
+    t = Table(title=title, title_justify="left")
+    for name, justify in (("array", "left"), ("shape", "right"), ("checked", "right"),
+                          ("difference", "right"), ("max |error|", "right"), ("", "left")):
+        t.add_column(name, justify=justify, overflow="fold")
+    for r in results:
+        good = r.ok(tolerance)
+        t.add_row(r.name, "×".join(map(str, r.shape)), f"{r.checked:,}", f"{r.difference:.1e}",
+                  f"{r.max_abs_error:.1e}", "ok" if good else "[bold red]FAIL[/]")
+    return t
+

@@ -16,7 +16,7 @@ from charlm.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-COMMANDS = ["build-vocab", "train", "sample", "score", "info", "bench"]
+COMMANDS = [c.name or c.callback.__name__ for c in app.registered_commands]   # every command has a README section
 
 
 def quickstart_commands():
