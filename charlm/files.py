@@ -53,7 +53,8 @@ def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        os.fchmod(fd, mode)
+        if hasattr(os, "fchmod"):     # (not on Windows before Python 3.13, where mode bits mean little)
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
