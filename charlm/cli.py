@@ -107,6 +107,7 @@ def main_options(
     charlm train corpora/names.txt --max-time 60
     charlm sample --num 5 --temperature 0.8
     charlm score "Anna" "Xqzzt" --json
+    charlm gradcheck --cell lstm
     ```
     """
     _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
