@@ -382,9 +382,9 @@ def train(
     if cfg.ngram and len(data.val_ids) == 0:
         warn("no validation text (--val-fraction 0): the n-gram's share cannot be fitted, "
              "so the model is the network alone")
+    notes = []
     if previous is not None:
-        for change in check_resume(cfg, previous, data, named):
-            err.print(f"resume: {change}")
+        notes = [f"resume: {change}" for change in check_resume(cfg, previous, data, named)]
     elif os.path.exists(path) and not os.path.isdir(path):
         warn(f"{path} exists and will be overwritten (use --resume to continue that run)")
 
@@ -393,7 +393,7 @@ def train(
     old_term = signal.signal(signal.SIGTERM, stop)
     from charlm.progress import TrainReporter
 
-    reporter = TrainReporter(err, cfg, data, path)
+    reporter = TrainReporter(err, cfg, data, path, notes=notes)
     try:
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),

@@ -22,8 +22,10 @@ from charlm.score import LN2
 
 
 class TrainReporter:
-    def __init__(self, console: Console, cfg, corpus, checkpoint_path: str, metrics: bool = True):
+    def __init__(self, console: Console, cfg, corpus, checkpoint_path: str, metrics: bool = True,
+                 notes: list[str] | None = None):
         self.console = console
+        self.notes = list(notes or [])   # printed before training's first event (none if it is refused first)
         self.cfg = cfg
         self.corpus = corpus
         self.path = checkpoint_path
@@ -63,6 +65,8 @@ class TrainReporter:
 
     # -- events ------------------------------------------------------------------
     def on_event(self, kind: str, info: dict):
+        while self.notes:
+            self.console.print(self.notes.pop(0))
         getattr(self, f"_on_{kind}", lambda info: None)(info)
 
     def _on_adapted(self, info):
@@ -76,6 +80,12 @@ class TrainReporter:
         about = "many" if not math.isfinite(passes) else f"about {passes:.1f}"
         self.console.print(f"Dropout {info['dropout']:g}, character dropout {info['char_dropout']:g}: "
                            f"chosen for a budget of {about} passes over the training split (--dropout sets it).")
+
+    def _on_schedule(self, info):
+        self.console.print(f"[yellow]warning:[/] the {info['schedule']} learning-rate schedule spans the run's new "
+                           f"budget, so at step {info['step']:,} the rate goes from {info['old_lr']:.3g} to "
+                           f"{info['new_lr']:.3g}: the rest of the run follows the schedule of a run started with "
+                           "this budget (--schedule constant keeps the rate fixed)")
 
     def _on_start(self, info):
         self.budget = info["budget"]
@@ -91,7 +101,7 @@ class TrainReporter:
             f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
             f"vocabulary {arch.vocab_size}) on {c['name']}: {fmt_count(info['train_tokens'])} training / "
             f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}; "
-            f"budget {' or '.join(parts)} (whichever comes first){resumed}.")
+            f"budget {' or '.join(parts)}{' (whichever comes first)' if len(parts) > 1 else ''}{resumed}.")
         if self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("step {task.fields[step]:>6}"),

@@ -70,6 +70,9 @@ def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | Non
     return Corpus(vocab, train_ids, val_ids, info)
 
 
+BUDGET = {"steps", "epochs", "max_time"}   # the run's totals; whichever is reached first ends it
+
+
 def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> list[str]:
     """Refuse options that contradict the checkpoint; describe allowed changes."""
     old = ckpt.config
@@ -90,11 +93,18 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
     if "steps" in given and cfg.steps is not None and cfg.steps <= done:
         raise ConfigError(f"the run is already at step {done:,}: --steps counts the run's total, so give more than {done}")
     changes = []
+    if BUDGET & given:   # a budget given on resume replaces the saved one (whose limits would still apply)
+        for name in sorted(BUDGET - given):
+            if getattr(cfg, name) is not None:
+                changes.append(f"{name.replace('_', '-')}: {getattr(cfg, name)} -> none (the budget given replaces it)")
+                setattr(cfg, name, None)
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
                  "weight_decay", "dropout", "char_dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
         if getattr(cfg, name) != getattr(old, name):
             if name in given:
                 changes.append(f"{name.replace('_', '-')}: {getattr(old, name)} -> {getattr(cfg, name)}")
+            elif name in BUDGET and BUDGET & given:
+                pass                      # cleared above
             else:
                 setattr(cfg, name, getattr(old, name))
     return changes
@@ -222,6 +232,21 @@ def make_budget(cfg: Config, steps_per_epoch: int) -> Budget:
     return Budget(total, cfg.max_time)
 
 
+def _check_resumed_budget(cfg: Config, old_cfg: Config, budget: Budget, old_budget: Budget, st: RunState,
+                          on_event) -> None:
+    """Refuse a resumed run with nothing left to do; report a learning rate that the new budget moves."""
+    if budget.done(st):
+        spent = [f"{budget.total_steps:,} steps" if budget.total_steps is not None else "",
+                 f"{budget.max_time:g} s of training" if budget.max_time is not None else ""]
+        raise ConfigError(f"the run has already used its budget ({' or '.join(p for p in spent if p)}; it is at step "
+                          f"{st.step:,} after {st.train_seconds:.0f} s): --steps, --epochs and --max-time count "
+                          "the run's total, so give one that goes beyond that")
+    old_lr = optim.learning_rate(old_cfg, old_budget.progress(st), st.step)
+    new_lr = optim.learning_rate(cfg, budget.progress(st), st.step)
+    if not math.isclose(old_lr, new_lr, rel_tol=0.01):
+        on_event("schedule", {"step": st.step, "old_lr": old_lr, "new_lr": new_lr, "schedule": cfg.schedule})
+
+
 def measure_speed(params, arch, x, y, state, clock) -> float:
     """Training characters per second, from the faster of two timed steps (after one untimed)."""
     model.loss_and_grads(params, arch, x, y, state)
@@ -322,6 +347,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     plan = batches.BatchPlan(N, B, T, st.offset)
     steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
     budget = make_budget(cfg, max(1, steps_per_pass))
+    if resume is not None:
+        _check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
     dtype = np.dtype(cfg.dtype)
     if cfg.eval_every is None:
         cfg.eval_every = auto_eval_every(steps_per_pass)

@@ -274,3 +274,36 @@ def test_save_refuses_a_checkpoint_that_load_would_refuse(model, tmp_path):
     with pytest.raises(ckpt_io.CharlmError, match="could not be loaded: .*meta has no 'corpus'"):
         ckpt_io.save(ck, str(path))
     assert not path.exists()
+
+
+# ---------------------------------------------------------------------------
+# Resume: the budget given replaces the saved one; nothing left to do is an error
+# ---------------------------------------------------------------------------
+
+def test_resume_with_a_new_kind_of_budget_replaces_the_saved_one(corpus, tmp_path):
+    """`--steps 20` then `--resume --epochs E`: the saved 20 steps no longer cap the run (it used to stop at once, exit 0)."""
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY, "--ngram", "0", "-c", path))
+    r = ok(invoke("train", corpus, "--resume", "--epochs", "30", "-c", path))
+    assert "steps: 20 -> none (the budget given replaces it)" in r.stderr
+    ck = ckpt_io.load(str(path))
+    assert ck.meta["steps"] > 20 and ck.config.steps is None and ck.config.epochs == 30
+
+
+def test_resume_with_nothing_left_to_do_is_an_error(corpus, tmp_path):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY, "--ngram", "0", "-c", path))
+    before = path.read_bytes()
+    one_line_error(invoke("train", corpus, "--resume", "-c", path), "already used its budget (20 steps")
+    one_line_error(invoke("train", corpus, "--resume", "--epochs", "0.01", "-c", path), "already used its budget")
+    one_line_error(invoke("train", corpus, "--resume", "--max-time", "0.001", "-c", path), "already used its budget")
+    assert path.read_bytes() == before                       # refused before anything was written
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_resume_says_when_a_longer_budget_moves_the_learning_rate(corpus, tmp_path, schedule):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY, "--ngram", "0", "--schedule", schedule, "--warmup-steps", "0", "-c", path))
+    r = ok(invoke("train", corpus, "--resume", "--steps", "40", "-c", path))
+    moved = "learning-rate schedule spans the run's new budget, so at step 20 the rate goes from" in r.stderr
+    assert moved == (schedule == "cosine")
