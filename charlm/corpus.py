@@ -113,28 +113,42 @@ class CorpusStats:
     num_chars: int  # characters excluding line ends
     num_lines: int
     num_empty_lines: int
+    num_inner_empty_lines: int = 0  # those between two non-empty lines (not the blank lines an editor leaves at the end)
 
 
 def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> CorpusStats:
     """Count every character of a corpus; `counts[10]` is the number of lines."""
     counts = None
     num_chars = num_lines = num_empty = 0
+    inner = pending = 0     # empty lines between non-empty ones; empty lines since the last non-empty one
+    seen_text = False
     prev_is_newline = True  # an empty first line counts as empty
     for text in iter_text(path, encoding, errors):
         cps = code_points(text)
         counts = count_code_points(cps, counts)
         newline = cps == 10
         prev = np.concatenate(([prev_is_newline], newline[:-1]))
-        num_empty += int(np.count_nonzero(newline & prev))
+        empty_at = np.flatnonzero(newline & prev)        # where each empty line ends
+        num_empty += len(empty_at)
         num_lines += int(np.count_nonzero(newline))
         num_chars += len(cps) - int(np.count_nonzero(newline))
         prev_is_newline = bool(newline[-1])
+        text_at = np.flatnonzero(~newline)
+        if len(text_at) == 0:
+            pending += len(empty_at)
+            continue
+        first, last = text_at[0], text_at[-1]
+        if seen_text:                                    # the empty lines before this chunk's first text are inner
+            inner += pending + int(np.count_nonzero(empty_at < first))
+        inner += int(np.count_nonzero((empty_at > first) & (empty_at < last)))
+        pending = int(np.count_nonzero(empty_at > last))
+        seen_text = True
     if counts is None:
         counts = np.zeros(0, dtype=np.int64)
     if not prev_is_newline:  # the last line ends without a newline: still a line
         counts = count_code_points(np.array([10], dtype=np.uint32), counts)
         num_lines += 1
-    return CorpusStats(counts, num_chars, num_lines, num_empty)
+    return CorpusStats(counts, num_chars, num_lines, num_empty, inner)
 
 
 def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict",

@@ -81,6 +81,14 @@ class TrainReporter:
         self.console.print(f"Dropout {info['dropout']:g}, character dropout {info['char_dropout']:g}: "
                            f"chosen for a budget of {about} passes over the training split (--dropout sets it).")
 
+    def _on_line_state(self, info):
+        if info["line_state"] == "reset":
+            self.console.print("A list of items (no blank lines between lines): each line is its own sequence, "
+                               "and samples stop at <EOS> (--line-state carry sets it otherwise).")
+        else:
+            self.console.print("Prose (blank lines between lines): the state flows from line to line "
+                               "(--line-state reset sets it otherwise).")
+
     def _on_schedule(self, info):
         self.console.print(f"[yellow]warning:[/] the {info['schedule']} learning-rate schedule spans the run's new "
                            f"budget, so at step {info['step']:,} the rate goes from {info['old_lr']:.3g} to "

@@ -64,7 +64,8 @@ def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | Non
         "num_tokens": int(len(ids)),
         "fingerprint": hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}",
         # a list of items (names, words): no blank lines; samples then stop at <EOS>
-        "line_items": stats.num_empty_lines == 0 and stats.num_lines > 1,
+        # (blank lines before the first line and after the last do not count: editors leave them)
+        "line_items": stats.num_inner_empty_lines == 0 and stats.num_lines > 1,
     }
     train_ids, val_ids = batches.split(ids, cfg.val_fraction)   # consumes ids
     return Corpus(vocab, train_ids, val_ids, info)
@@ -334,6 +335,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     """
     if cfg.line_state == "auto":  # a list of items (no blank lines): each line is its own sequence
         cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
+        on_event("line_state", {"line_state": cfg.line_state})
     arch = arch_of(cfg, len(corpus.vocab))
     N = len(corpus.train_ids)
     B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)

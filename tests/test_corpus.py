@@ -147,6 +147,11 @@ def test_property_chunking_does_not_change_the_text(data, n):
         stats = count_corpus(data, errors="surrogateescape")
         assert stats.num_lines == len(lines if reference else [])
         assert stats.num_chars == len(reference) - reference.count("\n")
+        kept = lines if reference else []
+        filled = [i for i, line in enumerate(kept) if line]
+        inner = sum(1 for line in kept[filled[0]:filled[-1]] if not line) if filled else 0
+        assert stats.num_empty_lines == sum(1 for line in kept if not line)
+        assert stats.num_inner_empty_lines == inner       # blank lines between two non-empty ones
 
 
 # ---------------------------------------------------------------------------

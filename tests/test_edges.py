@@ -307,3 +307,19 @@ def test_resume_says_when_a_longer_budget_moves_the_learning_rate(corpus, tmp_pa
     r = ok(invoke("train", corpus, "--resume", "--steps", "40", "-c", path))
     moved = "learning-rate schedule spans the run's new budget, so at step 20 the rate goes from" in r.stderr
     assert moved == (schedule == "cosine")
+
+
+def test_blank_lines_at_the_end_leave_a_list_a_list(tmp_path):
+    """Editors add a blank last line; it used to turn a list of names into prose (state carried, samples not stopping)."""
+    names = tmp_path / "names.txt"
+    names.write_text("\n" + "\n".join(["anna", "bob", "carla", "dave", "eve"] * 30) + "\n\n\n")
+    prose = tmp_path / "prose.txt"
+    prose.write_text("anna bob\n\ncarla dave\n" * 30)
+    for corpus, items in ((names, True), (prose, False)):
+        path = tmp_path / f"{corpus.stem}.npz"
+        r = ok(invoke("train", corpus, *TINY2, "-c", path))
+        ck = ckpt_io.load(str(path))
+        assert ck.meta["corpus"]["line_items"] is items
+        assert ck.config.line_state == ("reset" if items else "carry")
+        assert ("each line is its own sequence" in r.stderr) is items
+        assert ("the state flows from line to line" in r.stderr) is not items
