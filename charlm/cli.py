@@ -490,6 +490,7 @@ def sample(
     stream = out.file
     texts = [""] * num
     logps = np.zeros(num)
+    ntoks = [0] * num        # tokens generated (a final <EOS> included), which logps sums over
     head = (prime or "") if echo_prime else ""
     live = num == 1
     if live and head:
@@ -499,6 +500,7 @@ def sample(
         for n in np.flatnonzero(active):
             tok = int(ids[n])
             logps[n] += lp[n]
+            ntoks[n] += 1
             if stop_at_eos and tok == 0:
                 continue
             ch = vocab.decode([tok])
@@ -515,8 +517,7 @@ def sample(
             stream.write("\n")
         stream.flush()
         if show_logprob:
-            ntok = len(texts[n]) + (1 if stop_at_eos else 0)
-            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntok)}")
+            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")
 
 
 # ---------------------------------------------------------------------------

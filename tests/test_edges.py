@@ -323,3 +323,14 @@ def test_blank_lines_at_the_end_leave_a_list_a_list(tmp_path):
         assert ck.config.line_state == ("reset" if items else "carry")
         assert ("each line is its own sequence" in r.stderr) is items
         assert ("the state flows from line to line" in r.stderr) is not items
+
+
+def test_show_logprob_counts_the_tokens_generated_when_length_cuts_a_sample(model):
+    """A sample cut by --length has no final <EOS>; it used to be counted anyway (understating bits/char)."""
+    r = ok(invoke("sample", "-c", model, "--seed", "0", "--num", "5", "--length", "1", "--show-logprob"))
+    counts = [line.split(" over ", 1)[1].split(" (", 1)[0] for line in r.stderr.splitlines() if "log P" in line]
+    assert counts == ["1 token"] * 5
+    r = ok(invoke("sample", "-c", model, "--seed", "0", "--length", "300", "--show-logprob"))
+    text = r.stdout.rstrip("\n")
+    expected = len(text) + 1 if len(text) < 300 else 300      # ended at <EOS>: its characters and the <EOS>
+    assert f"over {expected} tokens" in r.stderr
