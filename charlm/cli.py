@@ -380,8 +380,9 @@ def train(
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
     if cfg.ngram and len(data.val_ids) == 0:
-        warn("no validation text (--val-fraction 0): the n-gram's share cannot be fitted, "
-             "so the model is the network alone")
+        why = ("--val-fraction 0" if cfg.val_fraction == 0 else
+               f"the corpus, {len(data.train_ids):,} tokens, is too small to hold out any")
+        warn(f"no validation text ({why}): the n-gram's share cannot be fitted, so the model is the network alone")
     notes = []
     if previous is not None:
         notes = [f"resume: {change}" for change in check_resume(cfg, previous, data, named)]

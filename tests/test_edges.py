@@ -142,7 +142,11 @@ def test_vocab_with_min_count_warns_that_it_is_ignored(corpus, tmp_path):
 
 def test_no_validation_text_warns_that_the_ngram_is_dropped(corpus, tmp_path):
     r = ok(invoke("train", corpus, *TINY2, "--val-fraction", "0", "-c", tmp_path / "m.npz"))
-    assert "network alone" in r.stderr
+    assert "no validation text (--val-fraction 0)" in r.stderr and "network alone" in r.stderr
+    tiny = tmp_path / "one.txt"
+    tiny.write_text("a")
+    r = ok(invoke("train", tiny, *TINY2, "-c", tmp_path / "t.npz"))    # the default --val-fraction, nothing to hold out
+    assert "too small to hold out any" in r.stderr and "--val-fraction 0" not in r.stderr
 
 
 # ---------------------------------------------------------------------------
