@@ -379,6 +379,12 @@ def train(
     if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    from charlm.ngram import max_order
+
+    if cfg.ngram and cfg.ngram > max_order(len(data.vocab)):
+        k = max_order(len(data.vocab))
+        warn(f"over {len(data.vocab):,} tokens an n-gram can be at most a {k}-gram here (its keys are 64-bit "
+             f"integers): counting {k}-grams, not {cfg.ngram}-grams")
     if cfg.ngram and len(data.val_ids) == 0:
         why = ("--val-fraction 0" if cfg.val_fraction == 0 else
                f"the corpus, {len(data.train_ids):,} tokens, is too small to hold out any")

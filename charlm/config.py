@@ -96,6 +96,8 @@ class Config:
                 raise ConfigError(f"--{f.name.replace('_', '-')} must be a string, not {v!r}")
         need(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}, not {self.cell!r}")
         need(self.activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        need(self.activation == "tanh" or self.cell == "rnn", "activation",
+             f"applies to --cell rnn only (the {self.cell.upper()}'s gates use σ and tanh)")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         need(self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}")
         need(self.dtype in DTYPES, "dtype", f"must be one of {', '.join(DTYPES)}")

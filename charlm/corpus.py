@@ -66,6 +66,7 @@ def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
     lines_before = 0
     raw_ended_cr = False  # the bytes read so far end with \r
     carry_cr = False
+    bom = codecs.lookup(encoding).name == "utf-8"   # a UTF-8 file may start with a byte-order mark: not text
     try:
         while True:
             try:
@@ -96,6 +97,8 @@ def iter_text(path: str, encoding: str = "utf-8", errors: str = "strict",
                 text, carry_cr = text[:-1], True
             if "\r" in text:
                 text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if bom and text:
+                text, bom = text.removeprefix("\ufeff"), False
             if text:
                 yield text
             if final:

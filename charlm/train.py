@@ -322,6 +322,7 @@ def fit_ngram(cfg: Config, arch, corpus: Corpus) -> tuple[ngram.NGram, np.ndarra
     return ngram.fit(np.concatenate([corpus.train_ids, corpus.val_ids]), V, cfg.ngram, reset), p_ngram
 
 
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")   # non-finite steps are caught and reported below
 def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
           save: Callable[[Checkpoint], None] = lambda c: None,
           on_event: Callable[[str, dict], None] = lambda kind, info: None,

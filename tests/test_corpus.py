@@ -272,3 +272,13 @@ def test_dash_reads_standard_input(monkeypatch):
     FakeStdin.buffer = io.BytesIO(b"x\xff")
     with pytest.raises(CorpusError, match="standard input"):
         read_lines("-")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, 1 << 20])
+def test_a_utf8_byte_order_mark_at_the_start_is_not_text(chunk):
+    """Windows tools start UTF-8 files with U+FEFF; it used to become a vocabulary token (and <UNK> in score input)."""
+    data = b"\xef\xbb\xbfab\n\xef\xbb\xbfc\n"
+    assert "".join(iter_text(data, chunk_bytes=chunk)) == "ab\n\ufeffc\n"     # only the leading one is a signature
+    stats = count_corpus(data)
+    assert stats.num_chars == 4 and stats.counts[0xFEFF] == 1
+    assert "".join(iter_text("\ufeffab".encode("utf-16"), encoding="utf-16")) == "\ufeffab"   # (utf-16 keeps its own rules)

@@ -338,3 +338,27 @@ def test_show_logprob_counts_the_tokens_generated_when_length_cuts_a_sample(mode
     text = r.stdout.rstrip("\n")
     expected = len(text) + 1 if len(text) < 300 else 300      # ended at <EOS>: its characters and the <EOS>
     assert f"over {expected} tokens" in r.stderr
+
+
+def test_activation_is_for_the_vanilla_rnn_only(corpus, tmp_path):
+    one_line_error(invoke("train", corpus, *TINY2, "--cell", "gru", "--activation", "relu", "-c", tmp_path / "m.npz"),
+                   "--activation applies to --cell rnn only")
+    ok(invoke("train", corpus, *TINY2, "--cell", "rnn", "--activation", "relu", "-c", tmp_path / "m.npz"))
+
+
+def test_a_huge_learning_rate_is_one_error_without_numpy_warnings(corpus, tmp_path):
+    """Run as a user runs it (pytest would catch the warnings itself)."""
+    r = subprocess.run([sys.executable, "-m", "charlm", "train", str(corpus), *TINY2, "--steps", "30", "--lr", "1e40",
+                        "-c", str(tmp_path / "m.npz")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "RuntimeWarning" not in r.stderr and "overflow encountered" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: the weights overflowed")
+
+
+def test_a_large_vocabulary_lowers_the_ngram_order_and_says_so(tmp_path):
+    big = tmp_path / "han.txt"
+    big.write_text("".join(chr(0x4E00 + i) for i in range(5000)) + "\n")
+    path = tmp_path / "m.npz"
+    r = ok(invoke("train", big, *TINY2, "-c", path))
+    assert "at most a 5-gram here" in r.stderr and "counting 5-grams, not 7-grams" in r.stderr
+    assert ckpt_io.load(str(path)).ngram.order == 5
