@@ -29,6 +29,7 @@ from charlm import __version__
 from charlm import checkpoint as ckpt_io
 from charlm.allocator import keep_freed_memory
 from charlm.errors import CharlmError
+from charlm.files import forget_stdin
 
 app = typer.Typer(
     name="charlm",
@@ -110,7 +111,7 @@ def main_options(
     charlm gradcheck --cell lstm
     ```
     """
-    _stdin_cache.clear()  # each invocation reads its own standard input (matters when run in-process)
+    forget_stdin()        # each invocation reads its own standard input (matters when run in-process)
     if sys.stdout is None:   # the shell closed it (`charlm sample >&-`): Python gives None, and text would vanish
         sys.stdout = _ClosedStdout()
     _safe_stdout()
@@ -181,6 +182,13 @@ def checkpoint_path(path: Optional[str]) -> str:
     return path or ckpt_io.default_path()
 
 
+def one_stdin(**inputs) -> None:
+    """Fail if more than one input is - (standard input can be read only once)."""
+    dashes = [name.replace("_", " ") for name, value in inputs.items() if value == "-"]
+    if len(dashes) > 1:
+        fail(f"only one input can come from standard input (-), not the {' and the '.join(dashes)}")
+
+
 # ---------------------------------------------------------------------------
 # build-vocab
 # ---------------------------------------------------------------------------
@@ -213,7 +221,7 @@ def build_vocab_cmd(
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
     if output != "-":
         _check_writable(output, {"corpus": corpus})
-    stats = count_corpus(read_source(corpus), encoding, errors)
+    stats = count_corpus(read_source(corpus, "corpus"), encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")
     vocab = build_vocab(stats.counts, min_count, max_size)
@@ -226,16 +234,11 @@ def build_vocab_cmd(
     err.print(f"wrote {output}")
 
 
-_stdin_cache: dict = {}
+def read_source(path: str, what: str):
+    """A text source: a path, or the bytes of stdin for "-" (read once, for one input: `what`)."""
+    from charlm.files import read_stdin
 
-
-def read_source(path: str):
-    """A corpus source: a path, or the bytes of stdin for "-" (read once)."""
-    if path != "-":
-        return path
-    if "data" not in _stdin_cache:
-        _stdin_cache["data"] = sys.stdin.buffer.read()
-    return _stdin_cache["data"]
+    return read_stdin(what) if path == "-" else path
 
 
 # ---------------------------------------------------------------------------
@@ -348,6 +351,7 @@ def train(
                  clip=clip, clip_value=clip_value, ema=ema, ngram=ngram, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
+    one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
     _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab})
@@ -378,7 +382,7 @@ def train(
     voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
     if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
-    data = load_corpus(read_source(corpus), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    data = load_corpus(read_source(corpus, "corpus"), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
     from charlm.ngram import max_order
 
     if cfg.ngram and cfg.ngram > max_order(len(data.vocab)):
@@ -473,13 +477,14 @@ def sample(
         fail("--seed must be non-negative")
     if prime is not None and prime_file is not None:
         fail("give --prime or --prime-file, not both")
+    one_stdin(checkpoint=checkpoint, prime_file=prime_file)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     V = len(ck.vocab)
     if top_k > V:
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
     if prime_file is not None:
         from charlm.corpus import iter_text
-        prime = "".join(iter_text(read_source(prime_file), encoding or ck.config.encoding, errors or ck.config.errors,
+        prime = "".join(iter_text(read_source(prime_file, "prime file"), encoding or ck.config.encoding, errors or ck.config.errors,
                                   what="prime file"))
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
@@ -571,6 +576,9 @@ def score(
         fail("--show explains sentences; it does not combine with --document")
     if exact and not document:
         fail("--exact applies to --document only (sentences are always scored exactly)")
+    if "-" in (sentences or []) and file == "-":
+        fail("standard input is read once: give - or --file -, not both")
+    one_stdin(checkpoint=checkpoint, file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
@@ -581,18 +589,16 @@ def score(
             fail("--document needs --file FILE (or --file - for stdin)")
         if sentences:
             fail("--document scores --file; do not also give sentences")
-        ids = encode_corpus(read_source(file), ck.vocab, *decoding, what="file")
+        ids = encode_corpus(read_source(file, "file"), ck.vocab, *decoding, what="file")
         if len(ids) == 0:
             fail(f"{file} is empty")
         results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]
     else:
         if "-" in sentences:   # a lone - among the sentences: the lines of stdin, in its place
-            if file == "-":
-                fail("standard input is read once: give - or --file -, not both")
             at = sentences.index("-")
-            sentences[at:at + 1] = read_lines(read_source("-"), *decoding, what="standard input")
+            sentences[at:at + 1] = read_lines(read_source("-", "sentences"), *decoding, what="standard input")
         if file is not None:
-            sentences += read_lines(read_source(file), *decoding)
+            sentences += read_lines(read_source(file, "file"), *decoding)
         if not sentences:
             given = f"{file} has no lines" if file is not None else "give sentences, --file FILE, or - to read stdin"
             fail(f"nothing to score: {given}")

@@ -25,6 +25,23 @@ from typing import BinaryIO, Callable
 from charlm.errors import CharlmError
 
 
+_stdin = {"by": None, "data": b""}   # standard input is read once, for one input of a command
+
+
+def read_stdin(what: str) -> bytes:
+    """All of standard input, as the input `what` ("corpus", "checkpoint", ...); refused for a second input."""
+    if _stdin["by"] is None:
+        _stdin["by"], _stdin["data"] = what, sys.stdin.buffer.read()
+    elif _stdin["by"] != what:
+        raise CharlmError(f"standard input is already the {_stdin['by']}: the {what} cannot be read from - as well")
+    return _stdin["data"]
+
+
+def forget_stdin() -> None:
+    """A new command reads its own standard input (matters when commands run in one process, as in tests)."""
+    _stdin["by"], _stdin["data"] = None, b""
+
+
 def open_user_file(path: str, what: str, error: type[CharlmError] = CharlmError, hint: str = "") -> BinaryIO:
     """Open a file the user named, for reading bytes; refuse clearly what cannot be read.
 
@@ -32,7 +49,7 @@ def open_user_file(path: str, what: str, error: type[CharlmError] = CharlmError,
     is appended to the not-found message.  "-" is standard input.
     """
     if path == "-":
-        return io.BytesIO(sys.stdin.buffer.read())
+        return io.BytesIO(read_stdin(what))
     if not os.path.exists(path):
         raise error(f"{what} not found: {path}{hint}")
     if os.path.isdir(path):

@@ -362,3 +362,29 @@ def test_a_large_vocabulary_lowers_the_ngram_order_and_says_so(tmp_path):
     r = ok(invoke("train", big, *TINY2, "-c", path))
     assert "at most a 5-gram here" in r.stderr and "counting 5-grams, not 7-grams" in r.stderr
     assert ckpt_io.load(str(path)).ngram.order == 5
+
+
+@pytest.mark.parametrize("args,names", [
+    (["score", "-c", "-", "-"], "the checkpoint and the sentences"),
+    (["score", "-c", "-", "--file", "-"], "the checkpoint and the file"),
+    (["sample", "-c", "-", "--prime-file", "-"], "the checkpoint and the prime file"),
+    (["train", "-", "--vocab", "-", "--steps", "1"], "the corpus and the vocabulary"),
+    (["train", "-", "--config", "-"], "the corpus and the config file"),
+])
+def test_two_inputs_from_stdin_are_refused_up_front(model, args, names):
+    """They used to compete for it: "nothing to score", "a config file must be a mapping", an empty prime."""
+    r = invoke(*args, input=open(model, "rb").read())
+    one_line_error(r, f"only one input can come from standard input (-), not {names}")
+
+
+def test_a_second_reader_of_stdin_is_refused_by_the_reader_itself(monkeypatch):
+    """The guard under the up-front check: whatever reads - second is told who read it first."""
+    import io as _io
+
+    from charlm import files
+    monkeypatch.setattr("sys.stdin", _io.TextIOWrapper(_io.BytesIO(b"abc\n")))
+    files.forget_stdin()
+    assert files.read_stdin("corpus") == b"abc\n" and files.read_stdin("corpus") == b"abc\n"   # the same input, twice
+    with pytest.raises(files.CharlmError, match="standard input is already the corpus: the vocabulary"):
+        files.open_user_file("-", "vocabulary")
+    files.forget_stdin()
