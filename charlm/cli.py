@@ -541,7 +541,7 @@ def sample(
 ```
 charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
 charlm score --file sentences.txt --json | jq .bits_per_char
-charlm score --document --file val.txt         # a whole file as one sequence
+charlm score --document --file val.txt    # the file as one sequence
 echo "hello world" | charlm score -
 ```
 """)
@@ -659,10 +659,10 @@ def info(
 @app.command(epilog="""**Examples**
 
 ```
-charlm bench                                     # about 3 minutes
+charlm bench                      # about 3 minutes
 charlm bench --quick --seconds 5
-charlm bench --repeats 3                         # training figures: medians of 3 turns
-charlm bench --peer-python /path/to/torch-venv/bin/python --json > bench.json
+charlm bench --repeats 3          # training: medians of 3 turns
+charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
 ```
 """)
 @handle_errors
@@ -694,7 +694,7 @@ def bench(
 @app.command(epilog="""**Examples**
 
 ```
-charlm gradcheck                                 # rnn, gru and lstm, 2 layers each
+charlm gradcheck                  # rnn, gru and lstm, 2 layers each
 charlm gradcheck --cell lstm --num-layers 3 --seq-len 8
 charlm gradcheck --cell rnn --activation relu --line-state reset
 charlm gradcheck --cell gru --hidden-size 32 --entries 20 --json

@@ -74,3 +74,11 @@ def test_help_ends_with_examples(command):
     assert result.exit_code == 0
     tail = result.output[result.output.rindex("Examples"):]
     assert "charlm " in tail
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_examples_fit_an_80_column_terminal(command):
+    """An example that wraps reads as two commands (its comment used to land on a line of its own)."""
+    [c] = [c for c in app.registered_commands if (c.name or c.callback.__name__) == command]
+    examples = c.epilog.split("```")[1].strip("\n").splitlines()
+    assert examples and all(len(line) <= 76 for line in examples), [line for line in examples if len(line) > 76]
