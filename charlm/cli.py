@@ -668,7 +668,7 @@ charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
 @handle_errors
 def bench(
     seconds: Annotated[float, typer.Option(help="Seconds of training per configuration.")] = 15.0,
-    quick: Annotated[bool, typer.Option("--quick", help="Only the first training configuration.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Only the first training configuration, fewer scoring sentences and a shorter document, no 7-gram rows.")] = False,
     data: Annotated[Optional[str], typer.Option(help="Text to train on (default: tinyshakespeare if found, else synthetic).", show_default=False)] = None,
     peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: shared/peers/torch_charlm.py if found).", show_default=False)] = None,
     sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: shared/peers/torch_sample.py if found).", show_default=False)] = None,
@@ -679,8 +679,8 @@ def bench(
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
     from charlm.bench import render, run_bench
 
-    if seconds <= 0:
-        fail("--seconds must be positive")
+    if not math.isfinite(seconds) or seconds <= 0:
+        fail("--seconds must be a finite number above 0")
     if repeats < 1:
         fail("--repeats must be at least 1")
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
