@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.console import Console
 
 from charlm import __version__
@@ -60,8 +61,9 @@ class _Console(Console):
             raise BrokenPipeError
 
 
-err = _Console(stderr=True, highlight=False, soft_wrap=True)
-out = _Console(highlight=False, soft_wrap=True)
+# markup off: messages hold file names and user text ("[b]notes.txt"); the few styled ones ask for it
+err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = _Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def handle_errors(command):
@@ -81,12 +83,12 @@ def handle_errors(command):
 
 
 def fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str):
-    err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+    err.print(f"[yellow]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def _version(value: bool):
@@ -684,7 +686,7 @@ def bench(
     if repeats < 1:
         fail("--repeats must be at least 1")
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
-                       progress=lambda msg: err.print(f"[dim]… {msg}[/]"), repeats=repeats)
+                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)
     if as_json:
         print(json.dumps(result))
     else:
@@ -801,26 +803,26 @@ def main():
     try:
         app()  # usage errors exit 2; typer.Exit carries its own code
     except CharlmError as e:
-        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
         sys.exit(1)
     except BrokenPipeError:
         _quiet_broken_pipe()
         sys.exit(0)
     except MemoryError as e:  # sizes the machine cannot hold (--num, --hidden-size, --batch-size, ...)
-        err.print(f"[bold red]error:[/] not enough memory{': ' + str(e) if str(e) else ''} "
-                  "(try smaller sizes)", soft_wrap=True)
+        err.print(f"[bold red]error:[/] not enough memory{': ' + escape(str(e)) if str(e) else ''} "
+                  "(try smaller sizes)", markup=True, soft_wrap=True)
         sys.exit(1)
     except OSError as e:  # the system refused: a full disk, a closed or failing output
         if os.environ.get("CHARLM_DEBUG"):
             raise
         where = f" ({e.filename})" if e.filename else ""
-        err.print(f"[bold red]error:[/] {e.strerror or e}{where}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(e.strerror or e) + where)}", markup=True, soft_wrap=True)
         sys.exit(1)
     except Exception as e:  # anything else is a bug in charlm
         if os.environ.get("CHARLM_DEBUG"):
             raise
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (set CHARLM_DEBUG=1 for a traceback)",
-                  soft_wrap=True)
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set CHARLM_DEBUG=1 for a traceback)",
+                  markup=True, soft_wrap=True)
         sys.exit(1)
 
 

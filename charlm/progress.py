@@ -14,6 +14,7 @@ import math
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -64,6 +65,10 @@ class TrainReporter:
             self._metrics_file.flush()
 
     # -- events ------------------------------------------------------------------
+    def _warning(self, message: str) -> None:
+        console = self.progress.console if self.progress is not None else self.console
+        console.print(f"[yellow]warning:[/] {escape(message)}", markup=True)
+
     def on_event(self, kind: str, info: dict):
         while self.notes:
             self.console.print(self.notes.pop(0))
@@ -72,8 +77,8 @@ class TrainReporter:
     def _on_adapted(self, info):
         B, T = info["batch_size"], info["seq_len"]
         rb, rt = info["requested"]
-        self.console.print(f"[yellow]warning:[/] the training split has only {info['N']} characters, less than one "
-                           f"batch of {rb}×{rt}: using --batch-size {B} --seq-len {T}")
+        self._warning(f"the training split has only {info['N']} characters, less than one "
+                      f"batch of {rb}×{rt}: using --batch-size {B} --seq-len {T}")
 
     def _on_auto(self, info):
         passes = info["passes"]
@@ -90,10 +95,10 @@ class TrainReporter:
                                "(--line-state reset sets it otherwise).")
 
     def _on_schedule(self, info):
-        self.console.print(f"[yellow]warning:[/] the {info['schedule']} learning-rate schedule spans the run's new "
-                           f"budget, so at step {info['step']:,} the rate goes from {info['old_lr']:.3g} to "
-                           f"{info['new_lr']:.3g}: the rest of the run follows the schedule of a run started with "
-                           "this budget (--schedule constant keeps the rate fixed)")
+        self._warning(f"the {info['schedule']} learning-rate schedule spans the run's new "
+                      f"budget, so at step {info['step']:,} the rate goes from {info['old_lr']:.3g} to "
+                      f"{info['new_lr']:.3g}: the rest of the run follows the schedule of a run started with "
+                      "this budget (--schedule constant keeps the rate fixed)")
 
     def _on_start(self, info):
         self.budget = info["budget"]
@@ -164,10 +169,7 @@ class TrainReporter:
     def _on_skipped(self, info):
         msg = (f"step {info['step']}: non-finite loss or gradient (loss {info['loss']}, gradient norm "
                f"{info['grad_norm']}); update skipped ({info['streak']} in a row)")
-        if self.progress is not None:
-            self.progress.console.print(f"[yellow]warning:[/] {msg}")
-        else:
-            self.console.print(f"warning: {msg}")
+        self._warning(msg)
 
     def _speed(self) -> float:
         return self.chars_timed / self.step_seconds if self.step_seconds else 0.0

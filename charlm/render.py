@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from rich.table import Table
+from rich.text import Text
 
 from charlm.vocab import Vocab, char_name
 
@@ -62,6 +63,40 @@ def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
     return t
 
 
+ESCAPE_STYLE = "dim"   # how an escaped character (\\x1b, \\t, ...) is set apart from the text around it
+
+
+def visible_text(text: str) -> Text:
+    """`text` for a terminal: every character that does not print is shown as its escape.
+
+    A control character (C0, DEL, C1), a format character (bidirectional
+    overrides, zero-width ones), a line or paragraph separator, a space
+    other than U+0020, a lone surrogate, an unassigned or private-use code
+    point: each is written as Python writes it in a string literal (\\x1b,
+    \\t, \\u202e, \\U000e0001), in ESCAPE_STYLE; a byte that did not decode
+    (U+DC80..U+DCFF, from --errors surrogateescape) as the byte, \\xff.  So text from a file
+    cannot move the cursor, change colours, split a table row or reorder
+    what is shown; and it is a `Text`, so "[bold]" in it is shown as
+    written, never read as Rich markup.
+    """
+    if text.isprintable():
+        return Text(text)
+    out = Text()
+    plain = []
+    for ch in text:
+        if ch.isprintable():
+            plain.append(ch)
+            continue
+        if plain:
+            out.append("".join(plain))
+            plain.clear()
+        undecodable = 0xDC80 <= ord(ch) <= 0xDCFF     # a byte read with --errors surrogateescape: show the byte
+        out.append(f"\\x{ord(ch) - 0xDC00:02x}" if undecodable else ascii(ch)[1:-1], style=ESCAPE_STYLE)
+    if plain:
+        out.append("".join(plain))
+    return out
+
+
 def score_table(scores, show_text_width: int = 40) -> Table:
     t = Table(title=None)
     t.add_column("text", overflow="fold", max_width=show_text_width)
@@ -71,7 +106,7 @@ def score_table(scores, show_text_width: int = 40) -> Table:
     t.add_column("tokens", justify="right")
     t.add_column("<UNK>", justify="right")
     for s in scores:
-        t.add_row(s.text, f"{s.log_prob:.4f}", f"{s.bits_per_char:.4f}", f"{s.perplexity:.3f}",
+        t.add_row(visible_text(s.text), f"{s.log_prob:.4f}", f"{s.bits_per_char:.4f}", f"{s.perplexity:.3f}",
                   str(s.num_tokens), str(s.num_unk))
     return t
 
@@ -181,6 +216,6 @@ def gradcheck_table(title: str, results, tolerance: float) -> Table:
     for r in results:
         good = r.ok(tolerance)
         t.add_row(r.name, "×".join(map(str, r.shape)), f"{r.checked:,}", f"{r.difference:.1e}",
-                  f"{r.max_abs_error:.1e}", "ok" if good else "[bold red]FAIL[/]")
+                  f"{r.max_abs_error:.1e}", "ok" if good else Text("FAIL", style="bold red"))
     return t
 

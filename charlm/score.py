@@ -94,35 +94,77 @@ BATCH_SIZE = 128  # sentences scored together (`score --batch-size`)
 
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
                     batch_size: int = BATCH_SIZE, keep_tokens: bool = False, mix: Mixture | None = None) -> list[Score]:
-    """Score each sentence (its characters, then <EOS>), batched by length."""
+    """Score each sentence (its characters, then <EOS>), batched by length.
+
+    Memory does not grow with the longest sentence: a batch is read in
+    stretches of time with the state carried (see `sentence_log_probs`).
+    """
     encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
     order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
     results: list[Score | None] = [None] * len(sentences)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        T = max(len(encoded[i]) for i in idx)
-        targets = np.full((T, len(idx)), EOS_ID, dtype=np.intp)
-        mask = np.zeros((T, len(idx)), dtype=bool)
-        for b, i in enumerate(idx):
-            targets[: len(encoded[i]), b] = encoded[i]
-            mask[: len(encoded[i]), b] = True
-        inputs = np.vstack([np.full((1, len(idx)), EOS_ID, dtype=np.intp), targets[:-1]])
-        logp, _ = token_log_probs(params, arch, inputs, targets)
-        if mix is not None:  # sentence b is the stream targets[:, b]: position b·T + t of the columns laid end to end
-            pos = np.arange(T)[:, None] + T * np.arange(len(idx))[None, :]
-            logp = mixed(mix, logp, targets.T.ravel(), pos, start=T * np.arange(len(idx))[None, :])
-        logp = np.where(mask, logp, 0.0)
-        for b, i in enumerate(idx):
-            n = len(encoded[i])
+        idx = order[start:start + batch_size][::-1]           # longest first
+        for i, logp in zip(idx, sentence_log_probs(params, arch, [encoded[i] for i in idx], mix)):
             results[i] = Score(
                 text=sentences[i],
-                log_prob=float(logp[:n, b].sum()),
-                num_tokens=n,
+                log_prob=float(logp.sum()),
+                num_tokens=len(logp),
                 num_unk=int(np.count_nonzero(encoded[i] == UNK_ID)),
                 num_eos=int(np.count_nonzero(encoded[i] == EOS_ID)),
-                token_log_probs=logp[:n, b].copy() if keep_tokens else None,
+                token_log_probs=logp if keep_tokens else None,
             )
     return results  # type: ignore[return-value]
+
+
+def sentence_log_probs(params, arch: Arch, seqs: list[np.ndarray], mix: Mixture | None = None,
+                       max_tokens: int | None = None) -> list[np.ndarray]:
+    """log P of every token of each id sequence, each read from input <EOS> and the zero state.
+
+    `seqs` are side by side in one batch, longest first, padded and masked.
+    They are read in stretches of time with the state carried from one
+    stretch to the next, as `_read_in_order` reads a document: a stretch is
+    max(1, max_tokens // n) steps of the n sequences not yet finished (a
+    prefix of `seqs`), so a forward call reads at most max(max_tokens,
+    len(seqs)) tokens (default SENTENCE_TOKENS) however long a sequence is,
+    and a long one does not make the short ones beside it pay for its length.
+    The numbers are those of reading each sequence in one piece.  With a
+    mixture, each sequence's n-gram history starts at the sequence.
+    """
+    if max_tokens is None:
+        max_tokens = SENTENCE_TOKENS
+    lengths = np.array([len(q) for q in seqs], dtype=np.int64)
+    if len(seqs) == 0:
+        return []
+    if np.any(lengths[1:] > lengths[:-1]) or lengths[-1] < 1:
+        raise ValueError("sentence_log_probs needs non-empty sequences, longest first")
+    out = [np.empty(int(n)) for n in lengths]
+    if mix is not None:   # the sequences laid end to end: sequence b is flat[offsets[b]:offsets[b] + lengths[b]]
+        flat = np.concatenate(seqs).astype(np.intp, copy=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    state = model.zero_state(arch, len(seqs), params["head.weight"].dtype)
+    T = int(lengths[0])
+    s = 0
+    while s < T:
+        active = int(np.count_nonzero(lengths > s))
+        e = min(T, s + max(1, max_tokens // active))
+        state = [tuple(x[:active] for x in layer) for layer in state]   # the finished ones leave the batch
+        targets = np.full((e - s, active), EOS_ID, dtype=np.intp)
+        first = np.full(active, EOS_ID, dtype=np.intp)
+        for b in range(active):
+            seg = seqs[b][s:e]
+            targets[:len(seg), b] = seg
+            if s:
+                first[b] = seqs[b][s - 1]
+        inputs = np.vstack([first[None], targets[:-1]])
+        logp, state = token_log_probs(params, arch, inputs, targets, state)
+        if mix is not None:
+            t, b = np.nonzero(np.arange(s, e)[:, None] < lengths[None, :active])
+            logp[t, b] = mixed(mix, logp[t, b], flat, offsets[b] + s + t, start=offsets[b])
+        for b in range(active):
+            n = int(min(e, lengths[b])) - s
+            out[b][s:s + n] = logp[:n, b]
+        s = e
+    return out
 
 
 def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exact: bool = False,
@@ -159,6 +201,8 @@ BURN_IN = 512            # tokens each piece re-reads before its own stretch (do
 MAX_BURN_IN = 4096
 JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at a joint
 CHUNK_TOKENS = 4096      # tokens per forward call when reading in pieces (a forward keeps ~25 kB per token)
+SENTENCE_TOKENS = 16_384  # at most this many tokens per forward call when scoring sentences (a batch of 128
+#                           sentences of up to 128 tokens in one call; a longer one is read in stretches)
 
 
 def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int, adjust=None) -> float:
@@ -242,20 +286,28 @@ class Surprise:
 
 
 def explain(params, arch: Arch, vocab: Vocab, sentence: str, k: int = 3, mix: Mixture | None = None) -> Surprise:
-    """Surprisal of every token of `sentence` (and its <EOS>) with the top-k alternatives."""
+    """Surprisal of every token of `sentence` (and its <EOS>) with the top-k alternatives.
+
+    The network reads the sentence CHUNK_TOKENS tokens at a time, the state
+    carried, so its memory does not grow with the sentence.
+    """
     ids = np.append(vocab.encode(sentence).astype(np.intp), EOS_ID)
     inputs, targets = inputs_targets(ids)
     state = model.zero_state(arch, 1, params["head.weight"].dtype)
-    logits, _, _ = model.forward(params, arch, inputs[:, None], state)
-    logp = model.log_softmax(logits[:, 0].astype(np.float64))
-    if mix is not None:
-        logp = mixture.log_prob(mix.weight, logp, ngram.next_distribution(mix.ngram, ids, np.arange(len(ids))))
-    picked = logp[np.arange(len(ids)), ids]
-    top_ids = np.argsort(-logp, axis=-1, kind="stable")[:, :k]
+    bits = np.empty(len(ids))
+    top = []
+    for s in range(0, len(ids), CHUNK_TOKENS):
+        pos = np.arange(s, min(s + CHUNK_TOKENS, len(ids)))
+        logits, state = model.infer(params, arch, inputs[pos][:, None], state)      # (T, V, 1)
+        logp = model.log_softmax(logits[:, :, 0].astype(np.float64))
+        if mix is not None:
+            logp = mixture.log_prob(mix.weight, logp, ngram.next_distribution(mix.ngram, ids, pos))
+        bits[pos] = -logp[np.arange(len(pos)), targets[pos]] / LN2
+        top_ids = np.argsort(-logp, axis=-1, kind="stable")[:, :k]
+        top += [[(_display(vocab, int(j)), float(np.exp(logp[t, j]))) for j in top_ids[t]] for t in range(len(pos))]
     # one id per code point, a newline being <EOS>: the tokens are the characters, then <EOS>
     tokens = ["⏎" if ch == "\n" else ch for ch in sentence] + ["⏎"]
-    top = [[(_display(vocab, int(j)), float(np.exp(logp[t, j]))) for j in top_ids[t]] for t in range(len(ids))]
-    return Surprise(tokens, -picked / LN2, top)
+    return Surprise(tokens, bits, top)
 
 
 def _display(vocab: Vocab, i: int) -> str:

@@ -29,6 +29,7 @@ SPECIALS = (EOS, UNK)
 NEWLINE = 0x0A
 UNK_DISPLAY = "\ufffd"  # how <UNK> is written when ids are decoded to text
 VOCAB_FORMAT = "charlm-vocab"
+VOCAB_VERSION = 1   # the version of the vocabulary file this charlm writes and reads
 
 
 def code_points(text: str) -> np.ndarray:
@@ -109,7 +110,7 @@ class Vocab:
     def to_json(self) -> dict:
         return {
             "format": VOCAB_FORMAT,
-            "version": 1,
+            "version": VOCAB_VERSION,
             "tokens": list(self.tokens),
             "counts": list(self.counts),
             "unk_chars": self.unk_chars,
@@ -117,22 +118,29 @@ class Vocab:
 
 
 def validate_tokens(tokens) -> None:
-    """Refuse a token list that breaks the id rule (specials first, then sorted characters)."""
+    """Refuse a token list that breaks the id rule (specials first, then sorted characters, each once)."""
     tokens = list(tokens)
     if tokens[:2] != [EOS, UNK]:
         raise VocabError('a vocabulary must start with "<EOS>" (id 0) and "<UNK>" (id 1)')
-    prev = -1
+    first: dict[str, int] = {}
     for i, tok in enumerate(tokens[2:], start=2):
         if not isinstance(tok, str) or len(tok) != 1:
             raise VocabError(f"vocabulary token {i} ({tok!r}) is not a single character")
-        cp = ord(tok)
-        if cp == NEWLINE:
+        if ord(tok) == NEWLINE:
             raise VocabError("the newline character cannot be a token (line ends are <EOS>)")
-        if cp == prev:
-            raise VocabError(f"vocabulary token {i} ({char_name(tok)!r}) is a duplicate")
-        if cp < prev:
-            raise VocabError(f"vocabulary token {i} ({char_name(tok)!r}) is out of code-point order")
-        prev = cp
+        if tok in first:   # (before the order check: a repeat further on also looks out of order)
+            raise VocabError(f"vocabulary token {i} ({_named(tok)}) is a duplicate of token {first[tok]}")
+        first[tok] = i
+    prev = -1
+    for i, tok in enumerate(tokens[2:], start=2):
+        if ord(tok) < prev:
+            raise VocabError(f"vocabulary token {i} ({_named(tok)}) is out of code-point order")
+        prev = ord(tok)
+
+
+def _named(ch: str) -> str:
+    """A character for a message: its printable form and its code point, e.g. 'a' (U+0061)."""
+    return f"'{char_name(ch)}' (U+{ord(ch):04X})"
 
 
 def count_code_points(cps: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray:
@@ -185,22 +193,81 @@ def save_vocab(vocab: Vocab, path: str) -> None:
     atomic_write_bytes(path, vocab_json(vocab).encode("ascii"))
 
 
+VOCAB_KEYS = ("format", "version", "tokens", "counts", "unk_chars")
+MAX_COUNT = 2 ** 63 - 1           # counts are stored as int64 in a checkpoint
+MAX_NUMBER_DIGITS = 30            # longer integers in the file are refused while parsing
+
+
+def _shown(value, limit: int = 40) -> str:
+    """A JSON value for a one-line message, cut short."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _is_count(c) -> bool:
+    return type(c) is int and 0 <= c <= MAX_COUNT     # (not a bool: true is no count)
+
+
 def vocab_from_json(data) -> Vocab:
-    """Build a vocabulary from parsed JSON, refusing anything malformed."""
+    """Build a vocabulary from parsed JSON, refusing anything malformed.
+
+    The file must hold what `save_vocab` writes: "format": "charlm-vocab",
+    "version": 1 and "tokens"; "counts" and "unk_chars" may be left out;
+    no other key.
+    """
     if not isinstance(data, dict):
         raise VocabError("a vocabulary file must hold a JSON object")
-    if data.get("format", VOCAB_FORMAT) != VOCAB_FORMAT:
-        raise VocabError(f"not a charlm vocabulary (format {data.get('format')!r})")
+    if "format" not in data:
+        raise VocabError(f'not a charlm vocabulary: no "format" key (a vocabulary from build-vocab has '
+                         f'"format": "{VOCAB_FORMAT}")')
+    if data["format"] != VOCAB_FORMAT:
+        raise VocabError(f'not a charlm vocabulary (format {_shown(data["format"])}, expected "{VOCAB_FORMAT}")')
+    if "version" not in data:
+        raise VocabError(f'the vocabulary has no "version" key (this charlm reads version {VOCAB_VERSION})')
+    version = data["version"]
+    if type(version) is not int:
+        raise VocabError(f'the vocabulary\'s "version" must be an integer, not {_shown(version)} '
+                         f'(this charlm reads version {VOCAB_VERSION})')
+    if version != VOCAB_VERSION:
+        raise VocabError(f"vocabulary format version {_shown(version)} is not supported: "
+                         f"this charlm reads version {VOCAB_VERSION}")
+    unknown = [k for k in data if k not in VOCAB_KEYS]
+    if unknown:
+        raise VocabError(f"unexpected key {_shown(unknown[0])} in the vocabulary (known: {', '.join(VOCAB_KEYS)})")
     tokens = data.get("tokens")
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise VocabError('a vocabulary file needs "tokens": a list of strings')
     counts = data.get("counts", [])
-    if not isinstance(counts, list) or not all(isinstance(c, int) and c >= 0 for c in counts):
+    if not isinstance(counts, list):
         raise VocabError('"counts" must be a list of non-negative integers')
+    for i, c in enumerate(counts):
+        if not _is_count(c):
+            raise VocabError(f'"counts" must be a list of non-negative integers below 2^63: '
+                             f"entry {i} is {_shown(c)}")
     unk_chars = data.get("unk_chars", {})
     if not isinstance(unk_chars, dict):
         raise VocabError('"unk_chars" must be an object')
-    return Vocab(tuple(tokens), tuple(counts), dict(unk_chars))
+    vocab = Vocab(tuple(tokens), tuple(counts))
+    kept = set(tokens[2:])
+    for ch, c in unk_chars.items():
+        problem = ("is not a single character" if len(ch) != 1 else "is the newline (line ends are <EOS>)"
+                   if ord(ch) == NEWLINE else "is a token of the vocabulary" if ch in kept else None)
+        if problem:
+            raise VocabError(f'"unk_chars" maps the characters folded into <UNK> to their counts: key {_shown(ch)} {problem}')
+        if not _is_count(c):
+            raise VocabError(f'"unk_chars" must map characters to non-negative integer counts below 2^63: '
+                             f"{_shown(ch)} has {_shown(c)}")
+    return Vocab(vocab.tokens, vocab.counts, dict(unk_chars))
+
+
+class _LongNumber(Exception):
+    """An integer in the file too long to be a count (raised while parsing)."""
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:   # before Python's own limit (4300 digits) turns it into a ValueError
+        raise _LongNumber(len(text.lstrip("-")))
+    return int(text)
 
 
 def load_vocab(path: str) -> Vocab:
@@ -209,11 +276,18 @@ def load_vocab(path: str) -> Vocab:
 
     try:
         with open_user_file(path, "vocabulary file", VocabError) as f:
-            data = json.loads(f.read().decode("utf-8"))
+            data = json.loads(f.read().decode("utf-8"), parse_int=_parse_int)
     except UnicodeDecodeError as e:
         raise VocabError(f"vocabulary file {path} is not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise VocabError(f"vocabulary file {path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except _LongNumber as e:
+        raise VocabError(f"vocabulary file {path} is not a valid vocabulary: it holds an integer of {e.args[0]:,} "
+                         f"digits (counts are below 2^63)") from None
+    except RecursionError:
+        raise VocabError(f"vocabulary file {path} is not a valid vocabulary: its JSON is nested too deeply") from None
+    except ValueError as e:   # (anything else json.loads refuses)
+        raise VocabError(f"vocabulary file {path} is not valid JSON: {str(e).splitlines()[0][:120]}") from None
     except OSError as e:
         raise VocabError(f"cannot read vocabulary file {path}: {e.strerror}") from None
     try:

@@ -260,3 +260,201 @@ def test_reading_in_pieces_keeps_each_forward_call_small(monkeypatch):
         score.read_in_pieces(params, arch, ids, pieces, burn_in=512)
         assert max(t * b for t, b in shapes) <= max(score.CHUNK_TOKENS, 16 * pieces)
         assert sum(t * b for t, b in shapes) >= len(ids)          # ...and every token is still read
+
+
+# ---------------------------------------------------------------------------
+# long lines: read in stretches, the state carried, in bounded memory
+# ---------------------------------------------------------------------------
+
+def one_piece_log_probs(params, arch, ids, mix=None):
+    """A line read as one sequence in a single forward call, as score_sentences read every line before."""
+    from charlm import mixture, ngram
+    from charlm.score import token_log_probs
+
+    ids = np.asarray(ids, dtype=np.intp)
+    inputs = np.concatenate([[EOS_ID], ids[:-1]])
+    logp, _ = token_log_probs(params, arch, inputs[:, None], ids[:, None])
+    logp = logp[:, 0]
+    if mix is not None:
+        logp = mixture.log_prob(mix.weight, logp, ngram.probs(mix.ngram, ids))
+    return logp
+
+
+def record_forward_shapes(monkeypatch):
+    """Every (T, B) the network's forward functions are called with."""
+    shapes = []
+    for name in ("forward", "infer"):
+        real = getattr(model, name)
+        monkeypatch.setattr(model, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
+    return shapes
+
+
+def long_line(n, seed=0, alphabet=" abcé🙂x"):
+    return "".join(np.random.default_rng(seed).choice(list(alphabet), size=n))
+
+
+@pytest.mark.parametrize("cell,reset,with_ngram", [("rnn", False, False), ("gru", False, True), ("lstm", True, True),
+                                                    ("lstm", False, False)])
+def test_a_long_line_scored_in_pieces_equals_the_line_read_in_one_piece(monkeypatch, cell, reset, with_ngram):
+    from charlm import ngram, score
+    from charlm.mixture import Mixture
+
+    rng = np.random.default_rng(5)
+    arch = Arch(cell, len(VOCAB), 6, 2, reset_at_eos=reset)
+    params = {k: rng.standard_normal(s) * 0.7 for k, s in param_shapes(arch).items()}
+    mix = None
+    if with_ngram:
+        mix = Mixture(ngram.fit(VOCAB.encode(long_line(3000, seed=9) + "\n"), len(VOCAB), 5, reset), 0.6)
+    monkeypatch.setattr(score, "SENTENCE_TOKENS", 1000)    # (the default, 16,384, in the tests below)
+    line = long_line(3 * score.SENTENCE_TOKENS + 77)       # 3,077 tokens: four stretches
+    others = ["abc", "", long_line(1500, seed=1), "é🙂 a"]  # shorter lines in the same batch
+    shapes = record_forward_shapes(monkeypatch)
+    results = score_sentences(params, arch, VOCAB, others[:2] + [line] + others[2:], keep_tokens=True, mix=mix)
+    assert len(shapes) >= 4 and max(t * b for t, b in shapes) <= score.SENTENCE_TOKENS   # really read in pieces
+    monkeypatch.undo()
+    expected = one_piece_log_probs(params, arch, VOCAB.encode(line).tolist() + [EOS_ID], mix)
+    s = results[2]
+    assert s.num_tokens == len(line) + 1 == len(expected) and s.num_eos == 1 and s.num_unk == line.count("x")
+    np.testing.assert_allclose(s.token_log_probs, expected, rtol=0, atol=1e-10)   # every character, the <EOS> too
+    assert s.log_prob == pytest.approx(expected.sum(), rel=1e-12)
+    for text, r in zip(others[:2] + others[2:], results[:2] + results[3:]):     # and the lines beside it
+        one = one_piece_log_probs(params, arch, VOCAB.encode(text).tolist() + [EOS_ID], mix)
+        np.testing.assert_allclose(r.token_log_probs, one, rtol=0, atol=1e-10)
+
+
+def test_a_long_line_in_float32_scores_as_in_one_piece():
+    from charlm import score
+
+    params, arch = make_model("lstm", seed=7)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    line = long_line(score.SENTENCE_TOKENS + 5, seed=3)    # two stretches at the default
+    (s,) = score_sentences(p32, arch, VOCAB, [line], keep_tokens=True)
+    expected = one_piece_log_probs(p32, arch, VOCAB.encode(line).tolist() + [EOS_ID])
+    np.testing.assert_allclose(s.token_log_probs, expected, rtol=0, atol=1e-5)
+    assert s.log_prob == pytest.approx(expected.sum(), rel=1e-6)
+
+
+def test_scoring_lines_keeps_each_forward_call_small(monkeypatch):
+    """Memory: whatever the longest line, a forward call reads at most max(SENTENCE_TOKENS, batch) tokens.
+
+    (A forward call's memory is proportional to the tokens it reads: logits
+    and log-softmax of V floats per token, and the cells' per-step arrays.)
+    """
+    from charlm import score
+
+    params, arch = make_model("gru", H=4, layers=1, seed=2)
+    line = long_line(40_000, seed=4)          # three stretches at the default SENTENCE_TOKENS
+    short = [long_line(n, seed=n) for n in range(300)]
+    shapes = record_forward_shapes(monkeypatch)
+    for batch_size in (1, 7, 128, 300):
+        shapes.clear()
+        results = score_sentences(params, arch, VOCAB, short + [line] + short[:40], batch_size=batch_size)
+        assert max(t * b for t, b in shapes) <= max(score.SENTENCE_TOKENS, batch_size)
+        total = sum(r.num_tokens for r in results)
+        read = sum(t * b for t, b in shapes)
+        assert total <= read < 1.2 * total + score.SENTENCE_TOKENS   # every token read, and not the long line's length
+        #                                                            times the batch (no padding to the longest)
+    shapes.clear()
+    score.explain(params, arch, VOCAB, line[:10_000])   # --show reads a long line in pieces too
+    assert max(t * b for t, b in shapes) <= score.CHUNK_TOKENS and sum(t for t, _ in shapes) == 10_001
+
+
+def test_scoring_a_long_line_allocates_little_beyond_the_line_itself(monkeypatch):
+    """Measured memory (tracemalloc sees NumPy's buffers), not time: the peak grows by bytes per character,
+    not by what a forward call over the whole line takes per character (the control, read in one piece)."""
+    import tracemalloc
+
+    from charlm import score
+
+    monkeypatch.setattr(score, "SENTENCE_TOKENS", 1000)   # stretches shorter than the lines (tracemalloc is slow)
+    params, arch = make_model("lstm", H=16, layers=1, seed=8)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+
+    def peak(run):
+        tracemalloc.start()
+        try:
+            run()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    lines = {n: long_line(n, seed=n) for n in (4_000, 16_000)}
+    pieces = {n: peak(lambda: score_sentences(p32, arch, VOCAB, [line])) for n, line in lines.items()}
+    whole = {n: peak(lambda: one_piece_log_probs(p32, arch, VOCAB.encode(line).tolist() + [EOS_ID]))
+             for n, line in lines.items()}
+    per_char = (pieces[16_000] - pieces[4_000]) / 12_000
+    control = (whole[16_000] - whole[4_000]) / 12_000
+    assert per_char < 100, pieces        # the ids and one float64 per token
+    assert control > 4 * per_char, (control, per_char)   # (one piece: ~500 bytes a character for this tiny model)
+    assert pieces[4_000] < 20e6, pieces
+
+
+def test_explain_in_pieces_equals_explain_in_one_piece(monkeypatch):
+    from charlm import ngram, score
+    from charlm.mixture import Mixture
+
+    params, arch = make_model("gru", seed=5)
+    mix = Mixture(ngram.fit(VOCAB.encode(long_line(2000, seed=2) + "\n"), len(VOCAB), 4, False), 0.7)
+    line = long_line(1000, seed=6)
+    ids = VOCAB.encode(line).tolist() + [EOS_ID]
+    monkeypatch.setattr(score, "CHUNK_TOKENS", 64)
+    pieces = score.explain(params, arch, VOCAB, line, mix=mix)
+    monkeypatch.setattr(score, "CHUNK_TOKENS", 10 ** 6)
+    whole = score.explain(params, arch, VOCAB, line, mix=mix)
+    np.testing.assert_allclose(pieces.bits, whole.bits, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(pieces.bits, -one_piece_log_probs(params, arch, ids, mix) / math.log(2), rtol=0, atol=1e-10)
+    assert [[c for c, _ in t] for t in pieces.top] == [[c for c, _ in t] for t in whole.top]
+    assert len(pieces.tokens) == len(pieces.top) == len(ids)
+
+
+# ---------------------------------------------------------------------------
+# the table shows untrusted text safely
+# ---------------------------------------------------------------------------
+
+UNSAFE = ["B\x1b[31mred\x1b[0m", "a\tb", "x\x7fy\x85z\u202eq\x00", "[bold]b[/bold] [/] [red]r :smile:", "An\udcffna",
+          "zero\u200bwidth\u2028sep", "é🙂 ok"]
+SHOWN = ["B\\x1b[31mred\\x1b[0m", "a\\tb", "x\\x7fy\\x85z\\u202eq\\x00", "[bold]b[/bold] [/] [red]r :smile:", "An\\xffna",
+         "zero\\u200bwidth\\u2028sep", "é🙂 ok"]
+
+
+def render(renderable, **console):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=250, **console).print(renderable)
+    return buf.getvalue()
+
+
+def test_score_table_escapes_characters_that_do_not_print_and_shows_markup_as_written():
+    from charlm.render import score_table, visible_text
+
+    table = score_table([Score(t, -1.0, len(t) + 1, 0) for t in UNSAFE], show_text_width=200)
+    plain = render(table, color_system=None)
+    assert [ch for ch in plain if not ch.isprintable() and ch != "\n"] == []   # no control character at all
+    rows = [line for line in plain.splitlines() if "│" in line]
+    assert len(rows) == len(UNSAFE)                                            # a tab or separator splits no row
+    for row, shown in zip(rows, SHOWN):
+        assert row.split("│")[1].strip() == shown
+    terminal = render(table, force_terminal=True, color_system="truecolor")
+    assert "\x1b[31m" not in terminal                          # Rich's own styles, but none from the text:
+    assert "\x1b[2m\\x1b\x1b[0m[31mred" in terminal             # its escape, dimmed, then the rest as written
+    assert [visible_text(t).plain for t in UNSAFE] == SHOWN
+    assert visible_text("plain text, 'quotes' and \\ backslash").plain == "plain text, 'quotes' and \\ backslash"
+
+
+def test_score_command_escapes_the_table_and_keeps_json_exact(trained, tmp_path):
+    import json
+
+    from test_cli import invoke, ok
+
+    _, _, ck = trained
+    f = tmp_path / "unsafe.txt"
+    f.write_bytes("\n".join(UNSAFE[:4] + UNSAFE[5:]).encode("utf-8") + b"\nAn\xffna\n")
+    r = ok(invoke("score", "-c", ck, "--file", f, "--errors", "surrogateescape"))
+    assert "\x1b" not in r.stdout and "\t" not in r.stdout and "\\x1b[31mred" in r.stdout
+    assert "[bold]b[/bold]" in r.stdout and "An\\xffna" in r.stdout
+    r = ok(invoke("score", "-c", ck, "--file", f, "--errors", "surrogateescape", "--json"))
+    texts = [json.loads(line)["text"] for line in r.stdout.split("\n")[:-1]]   # (not splitlines: U+0085 is in a text)
+    assert texts == UNSAFE[:4] + UNSAFE[5:] + ["An\udcffna"]

@@ -156,27 +156,32 @@ def write(tmp_path, content, name="v.json"):
     return str(p)
 
 
+def v1(**fields) -> dict:
+    """A vocabulary file's object as save_vocab writes it: format and version first."""
+    return {"format": "charlm-vocab", "version": 1, **fields}
+
+
 @pytest.mark.parametrize("content,needle", [
     ("{not json", "not valid JSON"),
     ("", "not valid JSON"),
     (b"\xff\xfe{}", "not UTF-8"),
     ([1, 2, 3], "JSON object"),
-    ({"tokens": "abc"}, "tokens"),
-    ({"tokens": [EOS, UNK, 3]}, "tokens"),
-    ({}, "tokens"),
-    ({"format": "something-else", "tokens": [EOS, UNK]}, "format"),
-    ({"tokens": ["a", "b"]}, "<EOS>"),
-    ({"tokens": [UNK, EOS, "a"]}, "<EOS>"),
-    ({"tokens": [EOS, "a"]}, "<UNK>"),
-    ({"tokens": [EOS, UNK, "a", "a"]}, "duplicate"),
-    ({"tokens": [EOS, UNK, "b", "a"]}, "order"),
-    ({"tokens": [EOS, UNK, "ab"]}, "single character"),
-    ({"tokens": [EOS, UNK, ""]}, "single character"),
-    ({"tokens": [EOS, UNK, "a", EOS]}, "single character"),
-    ({"tokens": [EOS, UNK, "\n"]}, "newline"),
-    ({"tokens": [EOS, UNK, "a"], "counts": [1, 2]}, "counts"),
-    ({"tokens": [EOS, UNK, "a"], "counts": [1, -2, 3]}, "counts"),
-    ({"tokens": [EOS, UNK, "a"], "unk_chars": [1]}, "unk_chars"),
+    (v1(tokens="abc"), "tokens"),
+    (v1(tokens=[EOS, UNK, 3]), "tokens"),
+    (v1(), "tokens"),
+    ({"format": "something-else", "version": 1, "tokens": [EOS, UNK]}, "format"),
+    (v1(tokens=["a", "b"]), "<EOS>"),
+    (v1(tokens=[UNK, EOS, "a"]), "<EOS>"),
+    (v1(tokens=[EOS, "a"]), "<UNK>"),
+    (v1(tokens=[EOS, UNK, "a", "a"]), "duplicate"),
+    (v1(tokens=[EOS, UNK, "b", "a"]), "order"),
+    (v1(tokens=[EOS, UNK, "ab"]), "single character"),
+    (v1(tokens=[EOS, UNK, ""]), "single character"),
+    (v1(tokens=[EOS, UNK, "a", EOS]), "single character"),
+    (v1(tokens=[EOS, UNK, "\n"]), "newline"),
+    (v1(tokens=[EOS, UNK, "a"], counts=[1, 2]), "counts"),
+    (v1(tokens=[EOS, UNK, "a"], counts=[1, -2, 3]), "counts"),
+    (v1(tokens=[EOS, UNK, "a"], unk_chars=[1]), "unk_chars"),
 ])
 def test_load_refuses_malformed_files(tmp_path, content, needle):
     path = write(tmp_path, content)
@@ -187,6 +192,97 @@ def test_load_refuses_malformed_files(tmp_path, content, needle):
     assert "\n" not in msg and len(msg) < 300
 
 
+def refused(tmp_path, content) -> str:
+    """load_vocab's one-line refusal of a hand-written file."""
+    path = write(tmp_path, content)
+    with pytest.raises(VocabError) as e:
+        load_vocab(path)
+    msg = str(e.value)
+    assert path in msg and "\n" not in msg and len(msg) < 300
+    return msg
+
+
+TOKENS = [EOS, UNK, "a", "b"]
+
+
+def test_load_refuses_a_file_without_format_and_version(tmp_path):
+    msg = refused(tmp_path, {"tokens": TOKENS})
+    assert 'no "format" key' in msg and "charlm-vocab" in msg
+    msg = refused(tmp_path, '{"format": "charlm-vocab", "tokens": ["<EOS>", "<UNK>"]}')
+    assert 'no "version" key' in msg and "reads version 1" in msg
+
+
+@pytest.mark.parametrize("version", [2, 0, -1, 10 ** 20])
+def test_load_refuses_another_version_and_says_which_it_reads(tmp_path, version):
+    msg = refused(tmp_path, {"format": "charlm-vocab", "version": version, "tokens": TOKENS})
+    assert f"version {version} is not supported" in msg and "reads version 1" in msg
+
+
+@pytest.mark.parametrize("version", ["one", "1", 1.0, True, None, [1]])
+def test_load_refuses_a_version_that_is_not_an_integer(tmp_path, version):
+    msg = refused(tmp_path, {"format": "charlm-vocab", "version": version, "tokens": TOKENS})
+    assert '"version" must be an integer' in msg and json.dumps(version) in msg and "reads version 1" in msg
+
+
+@pytest.mark.parametrize("fmt", [None, 1, "charlm-checkpoint", ["charlm-vocab"]])
+def test_load_refuses_another_format(tmp_path, fmt):
+    msg = refused(tmp_path, {"format": fmt, "version": 1, "tokens": TOKENS})
+    assert "not a charlm vocabulary" in msg and json.dumps(fmt) in msg
+
+
+@pytest.mark.parametrize("counts,shown", [
+    ([5, 0, 3, True], "entry 3 is true"),
+    ([5, False, 3, 1], "entry 1 is false"),
+    ([5, 0, 3.0, 1], "entry 2 is 3.0"),
+    ([5, 0, "3", 1], 'entry 2 is "3"'),
+    ([5, 0, None, 1], "entry 2 is null"),
+    ([5, 0, 2 ** 63, 1], f"entry 2 is {2 ** 63}"),   # beyond the checkpoint's int64
+])
+def test_load_refuses_counts_that_are_not_integer_counts(tmp_path, counts, shown):
+    msg = refused(tmp_path, v1(tokens=TOKENS, counts=counts))
+    assert '"counts" must be a list of non-negative integers' in msg and shown in msg
+    assert load_vocab(write(tmp_path, v1(tokens=TOKENS, counts=[5, 0, 3, 2 ** 63 - 1]))).counts[3] == 2 ** 63 - 1
+
+
+@pytest.mark.parametrize("digits", [31, 5000, 100_000])
+def test_load_refuses_a_count_with_thousands_of_digits(tmp_path, digits):
+    """Past Python's int-parsing limit (4,300 digits) json.loads raises a bare ValueError: one line instead."""
+    text = '{"format": "charlm-vocab", "version": 1, "tokens": ["<EOS>", "<UNK>", "a"], "counts": [1, 0, %s]}'
+    msg = refused(tmp_path, text % ("9" * digits))
+    assert "not a valid vocabulary" in msg and f"integer of {digits:,} digits" in msg
+    msg = refused(tmp_path, text.replace('"version": 1', '"version": -' + "1" * digits) % "1")
+    assert f"integer of {digits:,} digits" in msg
+
+
+def test_load_refuses_json_nested_too_deeply(tmp_path):
+    msg = refused(tmp_path, '{"format": "charlm-vocab", "version": 1, "tokens": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert "nested too deeply" in msg
+
+
+@pytest.mark.parametrize("tokens,named", [
+    ([EOS, UNK, "a", "b", "a"], "token 4 ('a' (U+0061)) is a duplicate of token 2"),
+    ([EOS, UNK, "a", "c", "b", "c"], "token 5 ('c' (U+0063)) is a duplicate of token 3"),
+    ([EOS, UNK, "\x1b", "a", "\x1b"], "token 4 ('\\x1b' (U+001B)) is a duplicate of token 2"),
+])
+def test_load_names_a_duplicate_character_as_a_duplicate(tmp_path, tokens, named):
+    msg = refused(tmp_path, v1(tokens=tokens))
+    assert named in msg and "order" not in msg
+    with pytest.raises(VocabError, match="duplicate"):
+        Vocab(tuple(tokens))
+    assert "out of code-point order" in refused(tmp_path, v1(tokens=[EOS, UNK, "b", "a", "c"]))
+
+
+def test_load_refuses_unexpected_keys_and_malformed_unk_chars(tmp_path):
+    assert 'unexpected key "count"' in refused(tmp_path, v1(tokens=TOKENS, count=[1, 2, 3, 4]))
+    for unk_chars, needle in (({"c": True}, '"c" has true'), ({"c": -1}, '"c" has -1'), ({"c": "1"}, '"c" has "1"'),
+                              ({"a": 1}, '"a" is a token'), ({"cd": 1}, "not a single character"),
+                              ({"\n": 1}, "newline")):
+        msg = refused(tmp_path, v1(tokens=TOKENS, unk_chars=unk_chars))
+        assert '"unk_chars"' in msg and needle in msg, msg
+    v = load_vocab(write(tmp_path, v1(tokens=TOKENS, counts=[1, 3, 2, 2], unk_chars={"c": 2, "\x00": 1})))
+    assert v.unk_chars == {"c": 2, "\x00": 1}
+
+
 def test_load_refuses_missing_file_and_directory(tmp_path):
     with pytest.raises(VocabError, match="not found"):
         load_vocab(str(tmp_path / "nope.json"))
@@ -195,7 +291,7 @@ def test_load_refuses_missing_file_and_directory(tmp_path):
 
 
 def test_load_accepts_a_minimal_file(tmp_path):
-    path = write(tmp_path, {"tokens": [EOS, UNK, " ", "a", "é"]})
+    path = write(tmp_path, v1(tokens=[EOS, UNK, " ", "a", "é"]))
     v = load_vocab(path)
     assert v.encode("a é?").tolist() == [3, 2, 4, UNK_ID]
 
