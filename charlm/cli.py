@@ -215,7 +215,7 @@ def build_vocab_cmd(
     """Build a character vocabulary: `<EOS>` = 0, `<UNK>` = 1, then the kept characters in code-point order."""
     from charlm.corpus import count_corpus
     from charlm.render import vocab_table
-    from charlm.vocab import build_vocab, save_vocab, vocab_json
+    from charlm.vocab import build_vocab, looks_like_vocab, save_vocab, vocab_json
 
     if min_count < 1:
         fail("--min-count must be at least 1")
@@ -223,6 +223,9 @@ def build_vocab_cmd(
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
     if output != "-":
         _check_writable(output, {"corpus": corpus})
+        if os.path.isfile(output) and not looks_like_vocab(output):
+            fail(f"{output} exists and is not a charlm vocabulary: refusing to overwrite it "
+                 "(name another -o, or remove it)")
     stats = count_corpus(read_source(corpus, "corpus"), encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")

@@ -270,6 +270,16 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
+def looks_like_vocab(path: str) -> bool:
+    """Whether a file is a JSON object with a vocabulary's `format` (a quick look, not a validation)."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read().decode("utf-8"), parse_int=_parse_int)
+    except (OSError, ValueError, _LongNumber, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == VOCAB_FORMAT
+
+
 def load_vocab(path: str) -> Vocab:
     """Read and validate a vocabulary JSON file."""
     from charlm.files import open_user_file

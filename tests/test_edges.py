@@ -388,3 +388,27 @@ def test_a_second_reader_of_stdin_is_refused_by_the_reader_itself(monkeypatch):
     with pytest.raises(files.CharlmError, match="standard input is already the corpus: the vocabulary"):
         files.open_user_file("-", "vocabulary")
     files.forget_stdin()
+
+
+def test_build_vocab_refuses_to_overwrite_a_file_that_is_not_a_vocabulary(corpus, model, tmp_path):
+    """`-o model.npz` used to replace a trained checkpoint with a vocabulary."""
+    ck = tmp_path / "m.npz"
+    ck.write_bytes(open(model, "rb").read())
+    before = ck.read_bytes()
+    one_line_error(invoke("build-vocab", corpus, "-o", ck), "is not a charlm vocabulary: refusing to overwrite it")
+    assert ck.read_bytes() == before
+    voc = tmp_path / "v.json"
+    ok(invoke("build-vocab", corpus, "-o", voc))
+    ok(invoke("build-vocab", corpus, "-o", voc, "--min-count", "2"))          # a vocabulary is replaced
+    assert json.loads(voc.read_text())["format"] == "charlm-vocab"
+
+
+def test_names_with_brackets_are_shown_as_written(corpus, tmp_path):
+    """Rich read "[b]" in a file name as markup (the name lost its brackets) and "[/]" crashed with a traceback."""
+    odd = tmp_path / "[b]names[x].txt"
+    odd.write_bytes(corpus.read_bytes())
+    r = ok(invoke("train", odd, *TINY2, "-c", tmp_path / "[bold]m.npz"))
+    assert "[b]names[x].txt" in r.stderr
+    assert ok(invoke("info", tmp_path / "[bold]m.npz")).stdout.count("[bold]m.npz") == 1
+    one_line_error(invoke("train", corpus, *TINY2, "--vocab", tmp_path / "[/]v.json", "-c", tmp_path / "n.npz"),
+                   "[/]v.json")
