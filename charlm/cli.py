@@ -231,6 +231,9 @@ def build_vocab_cmd(
         fail(f"corpus {corpus} is empty: it has no characters")
     vocab = build_vocab(stats.counts, min_count, max_size)
     err.print(vocab_table(vocab, stats.num_chars, stats.num_lines))
+    if len(vocab) == 2:
+        warn(f"no character is seen {min_count:,} times: the vocabulary is only <EOS> and <UNK>, "
+             "and a model trained with it would read every character as <UNK>")
     if output == "-":
         sys.stdout.write(vocab_json(vocab))
         sys.stdout.flush()
@@ -388,6 +391,13 @@ def train(
     if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus, "corpus"), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    if vocab:   # a vocabulary file: say how much of this corpus it leaves to <UNK>
+        from charlm.vocab import UNK_ID
+
+        unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
+        total = len(data.train_ids) + len(data.val_ids)
+        if total and unknown > total // 10:
+            warn(f"{vocab} leaves {unknown / total:.1%} of this corpus's tokens to <UNK>")
     from charlm.ngram import max_order
 
     if cfg.ngram and cfg.ngram > max_order(len(data.vocab)):

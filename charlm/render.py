@@ -45,8 +45,8 @@ def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
     t.add_column()
     unk = vocab.counts[1] if vocab.counts else 0
     kept = num_chars - unk
-    t.add_row("size", f"{len(vocab)} tokens (<EOS>, <UNK> and {len(vocab) - 2} characters)")
-    t.add_row("corpus", f"{fmt_count(num_chars)} characters in {fmt_count(num_lines)} lines")
+    t.add_row("size", f"{len(vocab)} tokens (<EOS>, <UNK> and {_counted(len(vocab) - 2, 'character')})")
+    t.add_row("corpus", f"{_counted(num_chars, 'character')} in {_counted(num_lines, 'line')}")
     cover = 100.0 * kept / num_chars if num_chars else 100.0
     t.add_row("coverage", f"{cover:.4f}% of characters are in the vocabulary")
     if vocab.unk_chars:
@@ -59,8 +59,19 @@ def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
     preview = "".join(vocab.tokens[2:])
     if len(preview) > 70:
         preview = preview[:70] + "…"
-    t.add_row("characters", repr(preview)[1:-1])
+    shown = visible_text(preview.replace(" ", SPACE))
+    if " " in preview:
+        shown.append(f"   ({SPACE} is the space)", style=ESCAPE_STYLE)
+    t.add_row("characters", shown if preview else Text("none", style=ESCAPE_STYLE))
     return t
+
+
+SPACE = "␠"   # the space in a list of characters, where it would not be seen
+
+
+def _counted(n: int, word: str) -> str:
+    """'1 line', '2 lines', '1,234 characters'."""
+    return f"{fmt_count(n)} {word}{'' if n == 1 else 's'}"
 
 
 ESCAPE_STYLE = "dim"   # how an escaped character (\\x1b, \\t, ...) is set apart from the text around it

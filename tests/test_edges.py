@@ -412,3 +412,27 @@ def test_names_with_brackets_are_shown_as_written(corpus, tmp_path):
     assert ok(invoke("info", tmp_path / "[bold]m.npz")).stdout.count("[bold]m.npz") == 1
     one_line_error(invoke("train", corpus, *TINY2, "--vocab", tmp_path / "[/]v.json", "-c", tmp_path / "n.npz"),
                    "[/]v.json")
+
+
+def test_a_vocabulary_that_keeps_no_character_is_pointed_out(corpus, tmp_path):
+    voc = tmp_path / "few.json"
+    r = ok(invoke("build-vocab", corpus, "--min-count", "100000", "-o", voc))
+    assert "no character is seen 100,000 times" in r.stderr
+    r = ok(invoke("train", corpus, *TINY2, "--vocab", voc, "-c", tmp_path / "m.npz"))
+    assert f"{voc} leaves" in r.stderr and "of this corpus's tokens to <UNK>" in r.stderr
+    full = tmp_path / "all.json"
+    ok(invoke("build-vocab", corpus, "-o", full))
+    r = ok(invoke("train", corpus, *TINY2, "--vocab", full, "-c", tmp_path / "n.npz"))
+    assert "tokens to <UNK>" not in r.stderr
+
+
+def test_the_vocabulary_summary_counts_in_the_singular_and_shows_the_space():
+    from rich.console import Console
+
+    from charlm.render import vocab_table
+    from charlm.vocab import build_vocab, code_points, count_code_points
+    console = Console(width=100, record=True, color_system=None)
+    console.print(vocab_table(build_vocab(count_code_points(code_points("b a\x1b"))), 4, 1))
+    text = console.export_text()
+    assert "4 characters in 1 line" in text and "and 4 characters" in text
+    assert "\\x1b␠ab" in text and "(␠ is the space)" in text
