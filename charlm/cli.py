@@ -31,6 +31,7 @@ from charlm import checkpoint as ckpt_io
 from charlm.allocator import keep_freed_memory
 from charlm.errors import CharlmError
 from charlm.files import forget_stdin
+from charlm.render import printable
 
 app = typer.Typer(
     name="charlm",
@@ -53,6 +54,14 @@ class _Console(Console):
 
     reader_gone = False
 
+    def render_str(self, text: str, **kwargs):
+        """Every string printed (a message, a table cell, a title) with its control characters shown as escapes.
+
+        Messages carry file names and user text, and a name like
+        $'x\\e[31m.txt' must not colour or move the terminal.
+        """
+        return super().render_str(printable(text), **kwargs)
+
     def on_broken_pipe(self) -> None:
         self.quiet = True
         self.reader_gone = True
@@ -61,9 +70,10 @@ class _Console(Console):
             raise BrokenPipeError
 
 
-# markup off: messages hold file names and user text ("[b]notes.txt"); the few styled ones ask for it
-err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
-out = _Console(highlight=False, soft_wrap=True, markup=False)
+# markup and emoji codes off: messages hold file names and user text ("[b]notes.txt", ":x:.txt"); the few
+# styled messages ask for markup
+err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+out = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def handle_errors(command):
@@ -243,10 +253,20 @@ def build_vocab_cmd(
 
 
 def read_source(path: str, what: str):
-    """A text source: a path, or the bytes of stdin for "-" (read once, for one input: `what`)."""
-    from charlm.files import read_stdin
+    """A text source: a path, or its bytes when it can be read only once.
 
-    return read_stdin(what) if path == "-" else path
+    "-" is standard input (read once, for one input: `what`); a pipe or FIFO
+    (`charlm train <(zcat corpus.gz)`) is read into memory here, since
+    training reads its corpus twice (to count, then to encode).
+    """
+    from charlm.files import open_user_file, read_stdin
+
+    if path == "-":
+        return read_stdin(what)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        with open_user_file(path, what) as f:
+            return f.read()
+    return path
 
 
 # ---------------------------------------------------------------------------

@@ -108,6 +108,13 @@ def visible_text(text: str) -> Text:
     return out
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printing character but the newline shown as its escape (see visible_text)."""
+    if text.isprintable():
+        return text
+    return "\n".join(line if line.isprintable() else visible_text(line).plain for line in text.split("\n"))
+
+
 def score_table(scores, show_text_width: int = 40) -> Table:
     t = Table(title=None)
     t.add_column("text", overflow="fold", max_width=show_text_width)

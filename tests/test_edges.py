@@ -436,3 +436,29 @@ def test_the_vocabulary_summary_counts_in_the_singular_and_shows_the_space():
     text = console.export_text()
     assert "4 characters in 1 line" in text and "and 4 characters" in text
     assert "\\x1b␠ab" in text and "(␠ is the space)" in text
+
+
+def test_train_reads_a_pipe_corpus_once(corpus, tmp_path):
+    """`charlm train <(zcat corpus.gz)`: training counts, then encodes, and a pipe can be read only once."""
+    fifo = tmp_path / "corpus.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat {corpus} > {fifo}"])
+    r = subprocess.run([sys.executable, "-m", "charlm", "train", str(fifo), *TINY2, "-c", str(tmp_path / "m.npz")],
+                       capture_output=True, text=True, timeout=120)
+    writer.wait(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert ckpt_io.load(str(tmp_path / "m.npz")).meta["corpus"]["num_tokens"] == len(corpus.read_text())
+
+
+def test_control_characters_in_names_are_shown_as_escapes(corpus, tmp_path):
+    """A file name like $'x\\e[31m.txt' must not colour or move the terminal: in messages, tables and titles."""
+    odd = tmp_path / "n\x1b[31mred\ttab.txt"
+    odd.write_bytes(corpus.read_bytes())
+    path = tmp_path / "m\x1b[2J.npz"
+    r = ok(invoke("train", odd, *TINY2, "-c", path, env={"COLUMNS": "400"}))
+    assert "\x1b" not in r.stderr and "n\\x1b[31mred\\ttab.txt" in r.stderr and "m\\x1b[2J.npz" in r.stderr
+    r = ok(invoke("info", path, env={"COLUMNS": "400"}))
+    assert "\x1b" not in r.stdout and "m\\x1b[2J.npz" in r.stdout and "n\\x1b[31mred\\ttab.txt" in r.stdout
+    r = invoke("info", tmp_path / "gone\x1b[31m.npz")
+    one_line_error(r, "gone\\x1b[31m.npz")
+    assert "\x1b" not in r.stderr
