@@ -11,11 +11,18 @@ dθ over the whole array:
 
     difference = ‖dθ_approx − dθ‖ / (‖dθ_approx‖ + ‖dθ‖)
 
-With ε = 1e-5 in float64 a correct backward pass gives about 1e-9 or less
-(the truncation error ε², the round-off 1e-16/ε); a wrong one gives 1e-3 or
-more.  The model is a small one with random weights (not the initial ones,
+With ε = 1e-5 in float64 a correct backward pass gives about 1e-9 (the
+truncation error ε², the round-off of J divided by ε); a wrong one gives
+1e-3 or more.  Where an array's gradient is itself tiny (the lower layers
+of a deep LSTM: vanishing gradients), the round-off dominates that ratio
+however right the gradient is; so an array also passes when every entry's
+error is within the round-off, ROUNDOFF·max(1, |J|)/ε (`Result.noise`).
+
+The model is a small one with random weights (not the initial ones,
 whose zero biases and orthogonal blocks would leave some paths without
-gradient), random inputs and targets, and a random initial state.
+gradient), random inputs and targets, and a random initial state; with
+the state reset at <EOS>, every sequence has an <EOS> input after its
+first step, so that the reset is on the path being checked.
 
 Pure functions: nothing here prints; `charlm gradcheck` shows the results.
 """
@@ -27,8 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm.model import Arch, backward, cross_entropy, forward, init_params, zero_state
+from charlm.vocab import EOS_ID
 
 STATE_NAMES = ("h", "c")     # an LSTM's state is (h, c); the others' is (h,)
+ROUNDOFF = 10 * np.finfo(np.float64).eps   # relative round-off allowed in J (a sum of T·B terms)
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,14 @@ class Result:
     checked: int          # entries perturbed
     difference: float     # ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖), over the checked entries
     max_abs_error: float  # max |approx − bptt| over the checked entries
+    noise: float = 0.0    # the round-off of a difference quotient: an error below it says nothing
 
     def ok(self, tolerance: float) -> bool:
-        return self.difference <= tolerance
+        return self.difference <= tolerance or self.within_roundoff
+
+    @property
+    def within_roundoff(self) -> bool:
+        return self.max_abs_error <= self.noise
 
 
 def make_problem(arch: Arch, seq_len: int, batch_size: int, seed: int) -> Problem:
@@ -65,6 +79,8 @@ def make_problem(arch: Arch, seq_len: int, batch_size: int, seed: int) -> Proble
              for layer in zero_state(arch, batch_size, np.float64)]
     x = rng.integers(0, arch.vocab_size, size=(seq_len, batch_size))
     y = rng.integers(0, arch.vocab_size, size=(seq_len, batch_size))
+    if arch.reset_at_eos and seq_len > 1:   # an <EOS> input in every sequence, so that its state resets
+        x[rng.integers(1, seq_len, size=batch_size), np.arange(batch_size)] = EOS_ID
     return Problem(arch, params, state, x, y)
 
 
@@ -121,6 +137,7 @@ def check(p: Problem, eps: float = 1e-5, entries: int = 0, seed: int = 0) -> lis
     grads = bptt_gradients(p)
     rng = np.random.default_rng(seed)
     J = lambda: summed_loss(p)
+    noise = ROUNDOFF * max(1.0, abs(J())) / eps
     results = []
     for name, array in arrays_of(p).items():
         n = array.size
@@ -128,5 +145,5 @@ def check(p: Problem, eps: float = 1e-5, entries: int = 0, seed: int = 0) -> lis
         approx = finite_differences(J, array, indices, eps)
         exact = grads[name].reshape(-1)[indices]
         results.append(Result(name, array.shape, len(indices), difference(approx, exact),
-                              float(np.max(np.abs(approx - exact)))))
+                              float(np.max(np.abs(approx - exact))), noise))
     return results

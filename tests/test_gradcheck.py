@@ -86,3 +86,48 @@ def test_cli_tables_json_and_exit_codes():
                                           (["--line-state", "auto"], "--line-state must be carry or reset")])
 def test_cli_bad_options_are_one_line_errors(args, message):
     one_line_error(invoke("gradcheck", *args), message)
+
+
+def test_tiny_gradients_pass_by_round_off_and_a_wrong_tiny_one_still_fails(monkeypatch):
+    """The lower layers of a deep LSTM have gradients of 1e-5: the relative difference is then round-off,
+    which used to fail correct gradients; a 1 % error in such a gradient must still fail."""
+    p = gradcheck.make_problem(Arch("lstm", 7, 4, 8), 5, 3, seed=0)
+    results = {r.name: r for r in gradcheck.check(p)}
+    low = results["layers.0.weight_hh"]
+    assert low.difference > 1e-6 and low.within_roundoff and low.ok(1e-6)      # right, but tiny
+    real = gradcheck.backward
+
+    def broken(*args, **kwargs):
+        grads, dstate0 = real(*args, **kwargs)
+        grads["layers.0.weight_hh"] = grads["layers.0.weight_hh"] * 1.01
+        return grads, dstate0
+
+    monkeypatch.setattr(gradcheck, "backward", broken)
+    results = {r.name: r for r in gradcheck.check(p)}
+    assert not results["layers.0.weight_hh"].ok(1e-6)
+    assert all(r.ok(1e-6) for name, r in results.items() if name != "layers.0.weight_hh")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_with_resets_every_sequence_has_an_eos_input_and_a_backward_that_ignores_them_fails(cell, monkeypatch):
+    """A random input need not hold <EOS> (QA: a backward without its reset passed); now every sequence has one."""
+    from charlm import cells
+    p = gradcheck.make_problem(Arch(cell, 200, 2, 1, "tanh", True), 6, 3, seed=1)
+    assert all((p.x[1:, b] == 0).any() for b in range(3))
+    assert all(r.ok(1e-6) for r in gradcheck.check(p))
+    real = cells.BACKWARD[cell]                      # every cell's cache ends with `keep`, the resets
+
+    def without_resets(dhs, dstate_final, cache):
+        return real(dhs, dstate_final, cache[:-1] + (None,))
+
+    if cell == "rnn":
+        monkeypatch.setattr(cells, "rnn_backward", without_resets)
+    else:
+        monkeypatch.setitem(cells.BACKWARD, cell, without_resets)
+    assert not all(r.ok(1e-6) for r in gradcheck.check(p))
+
+
+def test_activation_is_for_the_vanilla_rnn_only():
+    one_line_error(invoke("gradcheck", "--cell", "gru", "--activation", "relu"), "applies to --cell rnn only")
+    d = json.loads(ok(invoke("gradcheck", "--activation", "relu", "--json")).stdout)
+    assert [(c["cell"], c["activation"]) for c in d["cells"]] == [("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
