@@ -109,6 +109,7 @@ def _version(value: bool):
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ):
@@ -126,6 +127,8 @@ def main_options(
     forget_stdin()        # each invocation reads its own standard input (matters when run in-process)
     if sys.stdout is None:   # the shell closed it (`charlm sample >&-`): Python gives None, and text would vanish
         sys.stdout = _ClosedStdout()
+        if ctx.invoked_subcommand in PRINTS_RESULTS:   # say so now, not after minutes of work (bench, gradcheck)
+            fail(CLOSED_STDOUT)
     _safe_stdout()
     keep_freed_memory()   # a training step then reuses the last step's buffers instead of faulting fresh pages in
 
@@ -142,6 +145,10 @@ def _output_errors(e: UnicodeEncodeError):
 codecs.register_error("charlm.stdout", _output_errors)
 
 
+PRINTS_RESULTS = ("sample", "score", "info", "bench", "gradcheck")   # (build-vocab only with -o -)
+CLOSED_STDOUT = "standard output is closed: there is nowhere to print the result"
+
+
 class _ClosedStdout:
     """Stands in for a standard output that was closed before charlm started: writing to it is an error.
 
@@ -152,7 +159,7 @@ class _ClosedStdout:
     encoding = "utf-8"
 
     def write(self, text: str) -> int:
-        raise CharlmError("standard output is closed: there is nowhere to print the result")
+        raise CharlmError(CLOSED_STDOUT)
 
     def flush(self) -> None:
         pass
@@ -390,6 +397,7 @@ def train(
     from_yaml = load_yaml(config) if config else {}
     if vocab is None:
         vocab = _yaml_path(from_yaml, "vocab", config)
+        one_stdin(corpus=corpus, vocabulary=vocab)          # (a `vocab: -` in the YAML file)
     from_yaml.pop("vocab", None)
     from_flags = {k: v for k, v in flags.items() if v is not None}
     named = {str(k).replace("-", "_") for k in from_yaml} | set(from_flags)   # the options the user gave
@@ -411,7 +419,10 @@ def train(
     if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     data = load_corpus(read_source(corpus, "corpus"), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
-    if vocab:   # a vocabulary file: say how much of this corpus it leaves to <UNK>
+    if len(data.vocab) == 2:
+        warn("the vocabulary is only <EOS> and <UNK>" + ("" if vocab else f" (no character is seen --min-count "
+             f"{cfg.min_count:,} times)") + ": the model reads every character as <UNK>")
+    elif vocab:   # a vocabulary file: say how much of this corpus it leaves to <UNK>
         from charlm.vocab import UNK_ID
 
         unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
@@ -512,7 +523,7 @@ def sample(
         fail("--seed must be non-negative")
     if prime is not None and prime_file is not None:
         fail("give --prime or --prime-file, not both")
-    one_stdin(checkpoint=checkpoint, prime_file=prime_file)
+    one_stdin(checkpoint=checkpoint_path(checkpoint), prime_file=prime_file)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     V = len(ck.vocab)
     if top_k > V:
@@ -613,10 +624,13 @@ def score(
         fail("--exact applies to --document only (sentences are always scored exactly)")
     if "-" in (sentences or []) and file == "-":
         fail("standard input is read once: give - or --file -, not both")
-    one_stdin(checkpoint=checkpoint, file=file, sentences="-" if "-" in (sentences or []) else None)
+    if (sentences or []).count("-") > 1:
+        fail("standard input is read once: give - once among the sentences")
+    one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
+    sentences_given = sentences
     sentences = list(sentences or [])
     decoding = (encoding or ck.config.encoding, errors or ck.config.errors)
     if document:
@@ -635,7 +649,8 @@ def score(
         if file is not None:
             sentences += read_lines(read_source(file, "file"), *decoding)
         if not sentences:
-            given = f"{file} has no lines" if file is not None else "give sentences, --file FILE, or - to read stdin"
+            given = (f"{file} has no lines" if file is not None else "standard input has no lines"
+                     if "-" in (sentences_given or []) else "give sentences, --file FILE, or - to read stdin")
             fail(f"nothing to score: {given}")
         results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix)
     if as_json:

@@ -97,13 +97,13 @@ def check_resume(cfg: Config, ckpt: Checkpoint, corpus: Corpus, given: set) -> l
     if BUDGET & given:   # a budget given on resume replaces the saved one (whose limits would still apply)
         for name in sorted(BUDGET - given):
             if getattr(cfg, name) is not None:
-                changes.append(f"{name.replace('_', '-')}: {getattr(cfg, name)} -> none (the budget given replaces it)")
+                changes.append(f"{name.replace('_', '-')}: {_shown(getattr(cfg, name))} -> none (the budget given replaces it)")
                 setattr(cfg, name, None)
     for name in ("steps", "epochs", "max_time", "lr", "eval_every", "save_every", "clip", "clip_value",
                  "weight_decay", "dropout", "char_dropout", "ema", "schedule", "warmup_steps", "min_lr_ratio", "momentum", "max_bad_steps"):
         if getattr(cfg, name) != getattr(old, name):
             if name in given:
-                changes.append(f"{name.replace('_', '-')}: {getattr(old, name)} -> {getattr(cfg, name)}")
+                changes.append(f"{name.replace('_', '-')}: {_shown(getattr(old, name))} -> {_shown(getattr(cfg, name))}")
             elif name in BUDGET and BUDGET & given:
                 pass                      # cleared above
             else:
@@ -237,14 +237,16 @@ def _check_resumed_budget(cfg: Config, old_cfg: Config, budget: Budget, old_budg
                           on_event) -> None:
     """Refuse a resumed run with nothing left to do; report a learning rate that the new budget moves."""
     if budget.done(st):
-        spent = [f"{budget.total_steps:,} steps" if budget.total_steps is not None else "",
+        by_epochs = f" (--epochs {cfg.epochs:g})" if cfg.epochs is not None else ""
+        spent = [f"{budget.total_steps:,} steps{by_epochs}" if budget.total_steps is not None else "",
                  f"{budget.max_time:g} s of training" if budget.max_time is not None else ""]
         raise ConfigError(f"the run has already used its budget ({' or '.join(p for p in spent if p)}; it is at step "
                           f"{st.step:,} after {st.train_seconds:.0f} s): --steps, --epochs and --max-time count "
                           "the run's total, so give one that goes beyond that")
     old_lr = optim.learning_rate(old_cfg, old_budget.progress(st), st.step)
-    new_lr = optim.learning_rate(cfg, budget.progress(st), st.step)
-    if not math.isclose(old_lr, new_lr, rel_tol=0.01):
+    moved = optim.learning_rate(old_cfg, budget.progress(st), st.step)    # the budget's doing alone
+    if cfg.schedule == old_cfg.schedule and not math.isclose(old_lr, moved, rel_tol=0.01):
+        new_lr = optim.learning_rate(cfg, budget.progress(st), st.step)
         on_event("schedule", {"step": st.step, "old_lr": old_lr, "new_lr": new_lr, "schedule": cfg.schedule})
 
 

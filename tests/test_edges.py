@@ -419,7 +419,11 @@ def test_a_vocabulary_that_keeps_no_character_is_pointed_out(corpus, tmp_path):
     r = ok(invoke("build-vocab", corpus, "--min-count", "100000", "-o", voc))
     assert "no character is seen 100,000 times" in r.stderr
     r = ok(invoke("train", corpus, *TINY2, "--vocab", voc, "-c", tmp_path / "m.npz"))
-    assert f"{voc} leaves" in r.stderr and "of this corpus's tokens to <UNK>" in r.stderr
+    assert "warning: the vocabulary is only <EOS> and <UNK>: the model reads every character as <UNK>" in r.stderr
+    small = tmp_path / "small.json"
+    ok(invoke("build-vocab", corpus, "--max-size", "4", "-o", small))
+    r = ok(invoke("train", corpus, *TINY2, "--vocab", small, "-c", tmp_path / "s.npz", env={"COLUMNS": "400"}))
+    assert f"{small} leaves" in r.stderr and "of this corpus's tokens to <UNK>" in r.stderr
     full = tmp_path / "all.json"
     ok(invoke("build-vocab", corpus, "-o", full))
     r = ok(invoke("train", corpus, *TINY2, "--vocab", full, "-c", tmp_path / "n.npz"))
@@ -462,3 +466,29 @@ def test_control_characters_in_names_are_shown_as_escapes(corpus, tmp_path):
     r = invoke("info", tmp_path / "gone\x1b[31m.npz")
     one_line_error(r, "gone\\x1b[31m.npz")
     assert "\x1b" not in r.stderr
+
+
+def test_stdin_rules_cover_the_yaml_vocabulary_the_environment_and_repeated_dashes(corpus, model, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text('vocab: "-"\nsteps: 2\n')
+    one_line_error(invoke("train", "-", "--config", cfg, "-c", tmp_path / "m.npz", input=corpus.read_bytes()),
+                   "not the corpus and the vocabulary")
+    one_line_error(invoke("score", "-", input=b"Anna\n", env={"CHARLM_CHECKPOINT": "-"}),
+                   "not the checkpoint and the sentences")
+    one_line_error(invoke("score", "-c", model, "Zed", "-", "Bob", "-", input=b"Anna\n"), "give - once")
+    one_line_error(invoke("score", "-c", model, "-", input=b""), "standard input has no lines")
+
+
+def test_resume_messages_name_what_moved(corpus, tmp_path):
+    path = tmp_path / "m.npz"
+    ok(invoke("train", corpus, *TINY, "--ngram", "0", "-c", path))
+    r = ok(invoke("train", corpus, "--resume", "--schedule", "constant", "--steps", "30", "-c", path))
+    assert "schedule: cosine -> constant" in r.stderr and "spans the run's new budget" not in r.stderr
+    r = ok(invoke("train", corpus, "--resume", "--epochs", "50", "-c", path))
+    assert "epochs: none -> 50.0" in r.stderr
+    one_line_error(invoke("train", corpus, "--resume", "--epochs", "0.01", "-c", path), "(--epochs 0.01)")
+
+
+def test_train_warns_when_no_character_is_kept(corpus, tmp_path):
+    r = ok(invoke("train", corpus, *TINY2, "--min-count", "100000", "-c", tmp_path / "m.npz"))
+    assert "the vocabulary is only <EOS> and <UNK> (no character is seen --min-count 100,000 times)" in r.stderr
