@@ -16,7 +16,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -64,6 +64,7 @@ def decoded(raw: bytes, errors: str) -> str | None:
         text = raw.decode("utf-8", errors)
     except UnicodeDecodeError:
         return None
+    text = text.removeprefix("\ufeff")      # a byte-order mark at the start is a signature, not text
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -76,6 +77,8 @@ def write_corpus(d: Path, text: str) -> tuple[Path, bytes]:
 
 @SETTINGS
 @given(text=texts, errors=errors_modes)
+@example(text="\ufeffab\n", errors="strict")      # a byte-order mark at the start
+@example(text="\ufeff", errors="strict")          # nothing but a byte-order mark
 def test_build_vocab_never_crashes(text, errors):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
