@@ -774,9 +774,9 @@ def gradcheck(
     from charlm.cells import ACTIVATIONS, CELLS
     import time
 
-    from charlm.gradcheck import arrays_of, check, make_problem, summed_loss
+    from charlm.gradcheck import arrays_of, check, gradcheck_json, make_problem, summed_loss
     from charlm.model import Arch
-    from charlm.render import gradcheck_table
+    from charlm.render import gradcheck_report
 
     cells = list(CELLS) if cell == "all" else [cell]
     if cell != "all" and cell not in CELLS:
@@ -811,42 +811,12 @@ def gradcheck(
         results = check(problem, epsilon, entries, seed)
         failed += [(c, r) for r in results if not r.ok(tolerance)]
         reports.append((arch, results))
-    worst = max(r.difference for _, results in reports for r in results)
     if as_json:
-        print(_json_line({
-            "epsilon": epsilon, "tolerance": tolerance, "seq_len": seq_len, "batch_size": batch_size, "seed": seed,
-            "ok": not failed, "largest_difference": worst,
-            "cells": [{"cell": a.cell, "num_layers": a.num_layers, "hidden_size": a.hidden_size,
-                       "vocab_size": a.vocab_size, "activation": a.activation, "line_state": line_state,
-                       "ok": all(r.ok(tolerance) for r in results),
-                       "arrays": [{"name": r.name, "shape": list(r.shape), "checked": r.checked,
-                                   "difference": r.difference, "max_abs_error": r.max_abs_error,
-                                   "roundoff": r.noise, "ok": r.ok(tolerance)} for r in results]}
-                      for a, results in reports],
-        }))
+        print(_json_line(gradcheck_json(reports, tolerance, epsilon=epsilon, seq_len=seq_len,
+                                        batch_size=batch_size, seed=seed)))
     else:
-        out.print(f"BPTT against finite differences (J(θ + ε) − J(θ − ε)) / 2ε in float64, ε = {epsilon:g}; "
-                  f"J is the loss summed over {seq_len} step{'s' * (seq_len != 1)} × "
-                  f"{batch_size} sequence{'s' * (batch_size != 1)}; difference = ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖).")
-        for arch, results in reports:
-            act = f" ({arch.activation})" if arch.cell == "rnn" else ""
-            title = (f"{arch.cell}{act}, {arch.num_layers} layer{'s' * (arch.num_layers != 1)} × "
-                     f"{arch.hidden_size} hidden, vocabulary {arch.vocab_size}, "
-                     + ("state reset after each <EOS>" if arch.reset_at_eos else "state carried across <EOS>"))
-            out.print(gradcheck_table(title, results, tolerance), markup=True)
-        if not failed:
-            n = sum(len(results) for _, results in reports)
-            noisy = [r for _, results in reports for r in results if r.difference > tolerance]
-            worst_clean = max((r.difference for _, results in reports for r in results if r.difference <= tolerance),
-                              default=0.0)
-            if not noisy:
-                out.print(f"All {n} arrays match: the largest difference is {worst:.1e} (tolerance {tolerance:g}).")
-            else:
-                out.print(f"All {n} arrays match: {n - len(noisy)} with differences up to {worst_clean:.1e} "
-                          f"(tolerance {tolerance:g}), and {len(noisy)} by round-off: their differences reach "
-                          f"{worst:.1e}, but no entry is off by more than "
-                          f"{max(r.max_abs_error for r in noisy):.1e}, within the round-off of "
-                          f"(J(θ + ε) − J(θ − ε)) / 2ε, {noisy[0].noise:.1e}.")
+        for renderable in gradcheck_report(reports, tolerance, epsilon, seq_len, batch_size):
+            out.print(renderable)
     if failed:
         names = ", ".join(f"{c} {r.name} ({r.difference:.1e})" for c, r in failed[:4])
         more = f" and {len(failed) - 4} more" if len(failed) > 4 else ""

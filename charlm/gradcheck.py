@@ -147,3 +147,20 @@ def check(p: Problem, eps: float = 1e-5, entries: int = 0, seed: int = 0) -> lis
         results.append(Result(name, array.shape, len(indices), difference(approx, exact),
                               float(np.max(np.abs(approx - exact))), noise))
     return results
+
+
+def gradcheck_json(reports: list[tuple[Arch, list[Result]]], tolerance: float, **settings) -> dict:
+    """`charlm gradcheck --json`: the settings, then per cell and array how BPTT compares."""
+    return {
+        **settings, "tolerance": tolerance,
+        "ok": all(r.ok(tolerance) for _, results in reports for r in results),
+        "largest_difference": max(r.difference for _, results in reports for r in results),
+        "cells": [{"cell": a.cell, "num_layers": a.num_layers, "hidden_size": a.hidden_size,
+                   "vocab_size": a.vocab_size, "activation": a.activation,
+                   "line_state": "reset" if a.reset_at_eos else "carry",
+                   "ok": all(r.ok(tolerance) for r in results),
+                   "arrays": [{"name": r.name, "shape": list(r.shape), "checked": r.checked,
+                               "difference": r.difference, "max_abs_error": r.max_abs_error,
+                               "roundoff": r.noise, "ok": r.ok(tolerance)} for r in results]}
+                  for a, results in reports],
+    }

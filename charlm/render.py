@@ -239,3 +239,30 @@ def gradcheck_table(title: str, results, tolerance: float) -> Table:
                   else "ok (round-off)")
     return t
 
+
+def gradcheck_report(reports, tolerance: float, epsilon: float, seq_len: int, batch_size: int) -> list:
+    """`charlm gradcheck`'s output: what is compared, a table per cell, and (when all pass) a summary line."""
+    plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"
+    out = [f"BPTT against finite differences (J(θ + ε) − J(θ − ε)) / 2ε in float64, ε = {epsilon:g}; "
+           f"J is the loss summed over {plural(seq_len, 'step')} × {plural(batch_size, 'sequence')}; "
+           "difference = ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖)."]
+    for arch, results in reports:
+        act = f" ({arch.activation})" if arch.cell == "rnn" else ""
+        title = (f"{arch.cell}{act}, {plural(arch.num_layers, 'layer')} × {arch.hidden_size} hidden, "
+                 f"vocabulary {arch.vocab_size}, "
+                 + ("state reset after each <EOS>" if arch.reset_at_eos else "state carried across <EOS>"))
+        out.append(gradcheck_table(title, results, tolerance))
+    every = [r for _, results in reports for r in results]
+    if not all(r.ok(tolerance) for r in every):
+        return out
+    noisy = [r for r in every if r.difference > tolerance]
+    worst = max(r.difference for r in every)
+    if not noisy:
+        out.append(f"All {len(every)} arrays match: the largest difference is {worst:.1e} (tolerance {tolerance:g}).")
+    else:
+        clean = max((r.difference for r in every if r.difference <= tolerance), default=0.0)
+        out.append(f"All {len(every)} arrays match: {len(every) - len(noisy)} with differences up to {clean:.1e} "
+                   f"(tolerance {tolerance:g}), and {len(noisy)} by round-off: their differences reach {worst:.1e}, "
+                   f"but no entry is off by more than {max(r.max_abs_error for r in noisy):.1e}, within the "
+                   f"round-off of (J(θ + ε) − J(θ − ε)) / 2ε, {noisy[0].noise:.1e}.")
+    return out
