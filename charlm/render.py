@@ -172,7 +172,8 @@ def curve(points: list[tuple[float, float]], other: list[tuple[float, float]] | 
         label = f"{y:6.3f} ┤" if r in (0, height // 2, height - 1) else "       │"
         lines.append(label + "".join(row))
     lines.append("       └" + "─" * width)
-    lines.append(f"        {x0:<{width // 2}.0f}{x1:>{width - width // 2}.0f}")
+    fmt = ".0f" if x1 - x0 >= 10 or float(x1).is_integer() and float(x0).is_integer() else ".3g"   # (seconds < 10)
+    lines.append(f"        {x0:<{width // 2}{fmt}}{x1:>{width - width // 2}{fmt}}")
     legend = f"        • {labels[0]}" + (f"   × {labels[1]}" if other else "")
     lines.append(legend)
     return "\n".join(lines)

@@ -492,3 +492,11 @@ def test_resume_messages_name_what_moved(corpus, tmp_path):
 def test_train_warns_when_no_character_is_kept(corpus, tmp_path):
     r = ok(invoke("train", corpus, *TINY2, "--min-count", "100000", "-c", tmp_path / "m.npz"))
     assert "the vocabulary is only <EOS> and <UNK> (no character is seen --min-count 100,000 times)" in r.stderr
+
+
+def test_a_curve_over_under_a_second_labels_its_axis_with_figures_that_differ():
+    """`info --curve` of a run under a second used to read "0 … 0" on its time axis."""
+    from charlm.render import curve
+    axis = curve([(0.01, 3.0), (0.08, 2.5)], [(0.08, 2.6)]).splitlines()[-2].split()
+    assert axis == ["0.01", "0.08"]
+    assert curve([(15, 3.0), (491, 2.5)]).splitlines()[-2].split() == ["15", "491"]
