@@ -528,6 +528,7 @@ def sample(
     V = len(ck.vocab)
     if top_k > V:
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
+    _check_batch_fits(num, V, ck.arch, length, len(prime or "") if prime_file is None else 0)
     if prime_file is not None:
         from charlm.corpus import iter_text
         prime = "".join(iter_text(read_source(prime_file, "prime file"), encoding or ck.config.encoding, errors or ck.config.errors,
@@ -576,6 +577,26 @@ def sample(
         stream.flush()
         if show_logprob:
             err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")
+
+
+def _check_batch_fits(num: int, V: int, arch, length: int, prime_chars: int) -> None:
+    """Refuse, before allocating, a --num whose batch could not fit in this machine's memory.
+
+    A generous estimate per sample: the float64 distributions of a step and
+    their sorted copies (8·V), the forward pass over the prime (3 arrays of
+    every layer's gates per prime character) and the text.  Without it a
+    huge --num only failed once the machine had swapped its way to a
+    MemoryError (15 GB here for --num 1000000000).
+    """
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # (not on Windows: the MemoryError handler remains)
+        return
+    gates = {"lstm": 4, "gru": 3}.get(arch.cell, 1) * arch.hidden_size * arch.num_layers
+    need = num * (8 * (8 * V + 3 * gates * (prime_chars + 1) + 2 * length) + 200)
+    if need > 0.8 * memory:
+        fail(f"not enough memory: {num:,} samples at once would need about {need / 2**30:,.1f} GiB, and this machine "
+             f"has {memory / 2**30:,.1f} GiB (ask for fewer with --num)")
 
 
 # ---------------------------------------------------------------------------
