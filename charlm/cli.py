@@ -92,8 +92,13 @@ def handle_errors(command):
     return wrapper
 
 
+def error_line(message: str, label: str = "error") -> None:
+    """`error: message` on stderr, the label in bold red (the message itself never read as markup)."""
+    err.print(f"[bold red]{label}:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
 def fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -239,10 +244,7 @@ def build_vocab_cmd(
     if max_size is not None and max_size < 3:
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
     if output != "-":
-        _check_writable(output, {"corpus": corpus})
-        if os.path.isfile(output) and not looks_like_vocab(output):
-            fail(f"{output} exists and is not a charlm vocabulary: refusing to overwrite it "
-                 "(name another -o, or remove it)")
+        _check_writable(output, {"corpus": corpus}, replaces=("vocabulary", "-o", looks_like_vocab))
     stats = count_corpus(read_source(corpus, "corpus"), encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")
@@ -280,8 +282,12 @@ def read_source(path: str, what: str):
 # train
 # ---------------------------------------------------------------------------
 
-def _check_writable(path: str, inputs: Optional[dict[str, Optional[str]]] = None) -> None:
-    """Fail now if the output could not be written at the end (or would replace one of the `inputs`)."""
+def _check_writable(path: str, inputs: Optional[dict[str, Optional[str]]] = None, replaces=None) -> None:
+    """Fail now if the output could not be written at the end (or would replace one of the `inputs`).
+
+    `replaces` = (what, option, test): an existing file may be replaced only
+    if `test(path)` says it is such a file (a checkpoint, a vocabulary).
+    """
     from charlm.files import check_output_path, same_file
 
     check_output_path(path)
@@ -293,6 +299,9 @@ def _check_writable(path: str, inputs: Optional[dict[str, Optional[str]]] = None
         fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
         fail(f"cannot write {path}: directory {os.path.dirname(path) or directory} is not writable")
+    if replaces is not None and os.path.isfile(path) and not replaces[2](path):
+        what, option, _ = replaces
+        fail(f"{path} exists and is not a charlm {what}: refusing to overwrite it (name another {option}, or remove it)")
 
 
 def _yaml_path(from_yaml: dict, key: str, source: Optional[str]) -> Optional[str]:
@@ -389,9 +398,8 @@ def train(
     one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
-    _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab})
-    if not resume and os.path.isfile(path) and not ckpt_io.looks_like_checkpoint(path):
-        fail(f"{path} exists and is not a charlm checkpoint: refusing to overwrite it (name another -c, or remove it)")
+    _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab},
+                    replaces=None if resume else ("checkpoint", "-c", ckpt_io.looks_like_checkpoint))
     from charlm.config import load_yaml
 
     from_yaml = load_yaml(config) if config else {}
@@ -431,8 +439,8 @@ def train(
             warn(f"{vocab} leaves {unknown / total:.1%} of this corpus's tokens to <UNK>")
     from charlm.ngram import max_order
 
-    if cfg.ngram and cfg.ngram > max_order(len(data.vocab)):
-        k = max_order(len(data.vocab))
+    k = max_order(len(data.vocab))
+    if cfg.ngram and cfg.ngram > k:
         warn(f"over {len(data.vocab):,} tokens an n-gram can be at most a {k}-gram here (its keys are 64-bit "
              f"integers): counting {k}-grams, not {cfg.ngram}-grams")
     if cfg.ngram and len(data.val_ids) == 0:
@@ -643,8 +651,6 @@ def score(
         fail("--show explains sentences; it does not combine with --document")
     if exact and not document:
         fail("--exact applies to --document only (sentences are always scored exactly)")
-    if "-" in (sentences or []) and file == "-":
-        fail("standard input is read once: give - or --file -, not both")
     if (sentences or []).count("-") > 1:
         fail("standard input is read once: give - once among the sentences")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
@@ -861,26 +867,24 @@ def main():
     try:
         app()  # usage errors exit 2; typer.Exit carries its own code
     except CharlmError as e:
-        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+        error_line(str(e))
         sys.exit(1)
     except BrokenPipeError:
         _quiet_broken_pipe()
         sys.exit(0)
     except MemoryError as e:  # sizes the machine cannot hold (--num, --hidden-size, --batch-size, ...)
-        err.print(f"[bold red]error:[/] not enough memory{': ' + escape(str(e)) if str(e) else ''} "
-                  "(try smaller sizes)", markup=True, soft_wrap=True)
+        error_line(f"not enough memory{': ' + str(e) if str(e) else ''} (try smaller sizes)")
         sys.exit(1)
     except OSError as e:  # the system refused: a full disk, a closed or failing output
         if os.environ.get("CHARLM_DEBUG"):
             raise
         where = f" ({e.filename})" if e.filename else ""
-        err.print(f"[bold red]error:[/] {escape(str(e.strerror or e) + where)}", markup=True, soft_wrap=True)
+        error_line(f"{e.strerror or e}{where}")
         sys.exit(1)
     except Exception as e:  # anything else is a bug in charlm
         if os.environ.get("CHARLM_DEBUG"):
             raise
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set CHARLM_DEBUG=1 for a traceback)",
-                  markup=True, soft_wrap=True)
+        error_line(f"{type(e).__name__}: {e} (set CHARLM_DEBUG=1 for a traceback)", "internal error")
         sys.exit(1)
 
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from charlm.render import fmt_count, fmt_seconds, history_curve
+from charlm.render import counted, fmt_count, fmt_seconds, history_curve
 from charlm.score import LN2
 
 
@@ -106,7 +106,7 @@ class TrainReporter:
         c = self.corpus.info
         parts = []
         if self.budget.total_steps:
-            parts.append(f"{fmt_count(self.budget.total_steps)} step{'' if self.budget.total_steps == 1 else 's'}")
+            parts.append(counted(self.budget.total_steps, "step"))
         if self.budget.max_time:
             parts.append(f"{fmt_seconds(self.budget.max_time)} of training steps (validation adds a little)")
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""

@@ -45,8 +45,8 @@ def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
     t.add_column()
     unk = vocab.counts[1] if vocab.counts else 0
     kept = num_chars - unk
-    t.add_row("size", f"{len(vocab)} tokens (<EOS>, <UNK> and {_counted(len(vocab) - 2, 'character')})")
-    t.add_row("corpus", f"{_counted(num_chars, 'character')} in {_counted(num_lines, 'line')}")
+    t.add_row("size", f"{len(vocab)} tokens (<EOS>, <UNK> and {counted(len(vocab) - 2, 'character')})")
+    t.add_row("corpus", f"{counted(num_chars, 'character')} in {counted(num_lines, 'line')}")
     cover = 100.0 * kept / num_chars if num_chars else 100.0
     t.add_row("coverage", f"{cover:.4f}% of characters are in the vocabulary")
     if vocab.unk_chars:
@@ -69,7 +69,7 @@ def vocab_table(vocab: Vocab, num_chars: int, num_lines: int) -> Table:
 SPACE = "␠"   # the space in a list of characters, where it would not be seen
 
 
-def _counted(n: int, word: str) -> str:
+def counted(n: int, word: str) -> str:
     """'1 line', '2 lines', '1,234 characters'."""
     return f"{fmt_count(n)} {word}{'' if n == 1 else 's'}"
 
@@ -243,13 +243,12 @@ def gradcheck_table(title: str, results, tolerance: float) -> Table:
 
 def gradcheck_report(reports, tolerance: float, epsilon: float, seq_len: int, batch_size: int) -> list:
     """`charlm gradcheck`'s output: what is compared, a table per cell, and (when all pass) a summary line."""
-    plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"
     out = [f"BPTT against finite differences (J(θ + ε) − J(θ − ε)) / 2ε in float64, ε = {epsilon:g}; "
-           f"J is the loss summed over {plural(seq_len, 'step')} × {plural(batch_size, 'sequence')}; "
+           f"J is the loss summed over {counted(seq_len, 'step')} × {counted(batch_size, 'sequence')}; "
            "difference = ‖approx − bptt‖ / (‖approx‖ + ‖bptt‖)."]
     for arch, results in reports:
         act = f" ({arch.activation})" if arch.cell == "rnn" else ""
-        title = (f"{arch.cell}{act}, {plural(arch.num_layers, 'layer')} × {arch.hidden_size} hidden, "
+        title = (f"{arch.cell}{act}, {counted(arch.num_layers, 'layer')} × {arch.hidden_size} hidden, "
                  f"vocabulary {arch.vocab_size}, "
                  + ("state reset after each <EOS>" if arch.reset_at_eos else "state carried across <EOS>"))
         out.append(gradcheck_table(title, results, tolerance))
