@@ -378,6 +378,7 @@ def train(
     max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after this many non-finite steps in a row. [default: 10]", show_default=False)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
     errors: Annotated[Optional[str], typer.Option(help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: strict]", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes that share each step's batch, each on its rows (1: this process alone). [default: auto: 2 or more when there are cores to spare and rows enough per worker, else 1]", show_default=False)] = None,
 ):
     """Train a character language model with truncated backpropagation through time.
 
@@ -394,7 +395,8 @@ def train(
                  weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
                  clip=clip, clip_value=clip_value, ema=ema, ngram=ngram, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
-                 min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors)
+                 min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors,
+                 workers=workers)
     one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory

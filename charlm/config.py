@@ -63,6 +63,7 @@ class Config:
     save_every: int = 500           # checkpoint every N steps (0 = only at the end)
     seed: int = 0
     max_bad_steps: int = 10         # consecutive non-finite steps before giving up
+    workers: int | None = None      # processes that share each step's batch (1 = this one alone); None = auto (charlm.parallel)
 
     def validate(self) -> "Config":
         """Check every value; raise ConfigError naming the option."""
@@ -70,7 +71,7 @@ class Config:
             if not cond:
                 raise ConfigError(f"--{option.replace('_', '-')} {msg}")
 
-        for name in ("dropout", "char_dropout"):
+        for name in ("dropout", "char_dropout", "workers"):
             if getattr(self, name) == "auto":
                 setattr(self, name, None)
 
@@ -123,6 +124,7 @@ class Config:
         need(self.eval_every is None or self.eval_every >= 0, "eval_every", "must be non-negative")
         need(self.save_every >= 0, "save_every", "must be non-negative")
         need(self.max_bad_steps >= 1, "max_bad_steps", "must be at least 1")
+        need(self.workers is None or self.workers >= 1, "workers", "must be at least 1 (1: no worker processes) or auto")
         need(self.seed >= 0, "seed", "must be non-negative")
         return self
 

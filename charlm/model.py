@@ -367,22 +367,27 @@ def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
-def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None):
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None,
+                  denominator: float | None = None):
     """Mean cross-entropy of `targets` under `logits`, and its gradient.
 
     logits (T, B, V), targets (T, B) ids, mask (T, B) of 0/1 (None = all).
     Returns (loss in nats per counted token, dlogits, number of tokens).
+    `denominator` replaces the number of tokens the sum is divided by: a
+    share of a batch (`charlm.parallel`) divides by the whole batch's count.
     """
     logp = log_softmax(logits)
     picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]
     if mask is None:
         count = targets.size
-        loss = -float(picked.sum(dtype=np.float64)) / count
-        scale = 1.0 / count
+        n = count if denominator is None else denominator
+        loss = -float(picked.sum(dtype=np.float64)) / n
+        scale = 1.0 / n
     else:
         count = float(mask.sum())
-        loss = -float((picked * mask).sum(dtype=np.float64)) / max(count, 1.0)
-        scale = mask[..., None] / max(count, 1.0)
+        n = max(count, 1.0) if denominator is None else denominator
+        loss = -float((picked * mask).sum(dtype=np.float64)) / n
+        scale = mask[..., None] / n
     dlogits = np.exp(logp).reshape(-1, logits.shape[-1])           # softmax
     dlogits[np.arange(dlogits.shape[0]), targets.reshape(-1)] -= 1.0  # softmax - onehot(y)
     dlogits = dlogits.reshape(logits.shape)
@@ -390,10 +395,10 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | No
     return loss, dlogits, count
 
 
-def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None):
-    """Forward, loss, backward: (loss, grads, final state)."""
+def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None, denominator=None):
+    """Forward, loss, backward: (loss, grads, final state); `denominator` as in `cross_entropy`."""
     logits, final, cache = forward(params, arch, x, state, masks)
-    loss, dlogits, _ = cross_entropy(logits, y, mask)
+    loss, dlogits, _ = cross_entropy(logits, y, mask, denominator)
     grads, _ = backward(params, arch, dlogits, cache)
     return loss, grads, final
 

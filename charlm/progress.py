@@ -94,6 +94,10 @@ class TrainReporter:
             self.console.print("Prose (blank lines between lines): the state flows from line to line "
                                "(--line-state reset sets it otherwise).")
 
+    def _on_workers_failed(self, info):
+        self._warning(f"training workers: {info['error']}; this process computes the steps instead "
+                      "(--workers 1 does so from the start)")
+
     def _on_schedule(self, info):
         self._warning(f"the {info['schedule']} learning-rate schedule spans the run's new "
                       f"budget, so at step {info['step']:,} the rate goes from {info['old_lr']:.3g} to "
@@ -113,7 +117,8 @@ class TrainReporter:
         self.console.print(
             f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
             f"vocabulary {arch.vocab_size}) on {c['name']}: {fmt_count(info['train_tokens'])} training / "
-            f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}; "
+            f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}"
+            f"{_shared(info.get('workers', 1))}; "
             f"budget {' or '.join(parts)}{' (whichever comes first)' if len(parts) > 1 else ''}{resumed}.")
         if self.console.is_terminal:
             self.progress = Progress(
@@ -209,3 +214,8 @@ class TrainReporter:
         if len(hist) >= 2:
             self.console.print("bits/char against step")
             self.console.print(history_curve(hist), markup=False, highlight=False)
+
+
+def _shared(workers: int) -> str:
+    """How the start line says that worker processes share each batch."""
+    return f" shared by {workers} worker processes" if workers > 1 else ""

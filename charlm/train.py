@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import mixture, model, ngram, optim
+from charlm import mixture, model, ngram, optim, parallel
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
@@ -250,15 +251,16 @@ def _check_resumed_budget(cfg: Config, old_cfg: Config, budget: Budget, old_budg
         on_event("schedule", {"step": st.step, "old_lr": old_lr, "new_lr": new_lr, "schedule": cfg.schedule})
 
 
-def measure_speed(params, arch, x, y, state, clock) -> float:
-    """Training characters per second, from the faster of two timed steps (after one untimed)."""
-    model.loss_and_grads(params, arch, x, y, state)
+def measure_speed(step: Callable[[], object], chars: int, clock) -> float:
+    """Training characters per second of `step()` (the loss and gradients of `chars` characters),
+    from the faster of two timed calls (after one untimed)."""
+    step()
     best = math.inf
     for _ in range(2):
         t0 = clock()
-        model.loss_and_grads(params, arch, x, y, state)
+        step()
         best = min(best, clock() - t0)
-    return x.size / max(best, 1e-9)
+    return chars / max(best, 1e-9)
 
 
 def expected_passes(budget: Budget, N: int, chars_per_step: int, speed: Callable[[], float] | None) -> float:
@@ -355,12 +357,34 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     if resume is not None:
         _check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
     dtype = np.dtype(cfg.dtype)
+    workers = resolve_workers(cfg, arch, B, dtype)
+    with parallel.Engine(arch, dtype, B, T, workers,
+                         on_failure=lambda msg: on_event("workers_failed", {"error": msg})) as engine:
+        return _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock)
+
+
+def resolve_workers(cfg: Config, arch, B: int, dtype) -> int:
+    """The number of worker processes a step is shared by (1: this process alone); see `charlm.parallel`."""
+    if cfg.workers is None:
+        return parallel.auto_workers(arch, B, dtype.itemsize, parallel.usable_cores())
+    if cfg.workers > 1 and os.name != "posix":
+        raise ConfigError("--workers above 1 needs a POSIX system (Linux, macOS); use --workers 1")
+    return min(cfg.workers, B)
+
+
+def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock):
+    """The loop of `train`, once the run is set up."""
+    N = len(corpus.train_ids)
+    B, T = cfg.batch_size, cfg.seq_len
+    dtype = np.dtype(cfg.dtype)
+    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
     if cfg.eval_every is None:
         cfg.eval_every = auto_eval_every(steps_per_pass)
     passes = None
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
-        speed = (lambda: measure_speed(st.params, arch, x, y, st.carry, clock)) if budget.max_time else None
+        speed = (lambda: measure_speed(lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry), x.size, clock)
+                 if budget.max_time else None)
         passes = expected_passes(budget, N, B * T, speed)
         cfg.dropout = auto_dropout(passes)
     if cfg.char_dropout is None:  # auto: goes with the dropout
@@ -368,11 +392,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
-    extra_meta = {}
+    extra_meta = {"workers": engine.count}
     if cfg.ngram and len(corpus.val_ids):
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
         extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
-    on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
+    on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step, "workers": engine.count,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
 
@@ -413,7 +437,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
         x = model.drop_characters(x, cfg.char_dropout, st.rng)
         lr = optim.learning_rate(cfg, budget.progress(st), st.step)
-        loss, grads, final = model.loss_and_grads(st.params, arch, x, y, st.carry, masks=masks)
+        loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
         norm = optim.clip_by_global_norm(grads, cfg.clip)
         if math.isfinite(loss) and math.isfinite(norm):
             if cfg.clip_value:

@@ -350,3 +350,61 @@ def test_sigint_during_sample_exits_130_without_traceback(reference, tmp_path):
     assert rc == 130, r.stderr
     assert "Traceback" not in r.stderr
     assert "interrupted" in r.stderr
+
+
+# ---------------------------------------------------------------------------
+# worker processes (--workers): Ctrl-C saves as without them; no worker outlives the run
+# ---------------------------------------------------------------------------
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def gone(pids, timeout=20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(os.path.exists(f"/proc/{p}") and "Z" not in _state(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _state(pid) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+WORKERS = ["--hidden-size", "32", "--num-layers", "2", "--batch-size", "8", "--seq-len", "16", "--workers", "2"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists processes through /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_workers_end_with_the_run(corpus, tmp_path, sig):
+    ck = tmp_path / "ck.npz"
+    r = Run(tmp_path, "train", corpus.name, "--steps", "100000", *WORKERS, "--save-every", "5", "--eval-every", "0",
+            "-c", ck.name)
+    r.wait_until(ck.exists, "the first periodic checkpoint")
+    workers = children(r.proc.pid)
+    assert len(workers) == 2, r.stderr
+    assert "shared by 2 worker processes" in flat(r.stderr)
+    r.kill(sig)
+    rc = r.wait()
+    assert gone(workers), "a worker process outlived the run"
+    if sig == signal.SIGINT:
+        assert rc == 130, r.stderr
+        assert "Traceback" not in r.stderr
+        assert ckpt_io.load(str(ck)).resumable

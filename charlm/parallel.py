@@ -1,0 +1,383 @@
+"""A training step shared by worker processes, each on its rows of the batch.
+
+The B rows of a batch are independent sequences: no row's forward or
+backward pass reads another's.  With P workers, worker p takes the rows
+R_p (a contiguous share, B/P of them) and computes
+
+    loss_p  = −Σ_{t, b ∈ R_p} log P(y<t>_b | y<1..t-1>_b) / (T·B)
+    grads_p = ∂loss_p/∂θ
+
+dividing by the whole batch's token count T·B, so that
+
+    loss = Σ_p loss_p,    grads = Σ_p grads_p
+
+are the mean loss and its gradient, the same numbers one process computes
+(up to the order in which floats are added).  This process sums them and
+takes the optimizer step; the workers read the weights, the rows' inputs,
+carried states and dropout masks from one block of shared memory and
+write their gradients, final states and losses back into it.
+
+Why processes: a step's time loops are per-step ufuncs, which NumPy runs on
+one core, with Python in between; BLAS uses the other core only during the
+matmuls.  Threads would share one interpreter lock.  Two processes with
+single-threaded BLAS, each on half the batch, keep both cores busy
+throughout (measured in README › Performance: LSTM 2×256, batch 32 × 64,
+about 150 ms a step in one process, about 100 ms as two halves).  The
+halves' step matmuls each read the whole weight matrix, so a worker needs
+enough rows per byte of weights: `auto_workers` below.
+
+Protocol, over each worker's stdin and stdout pipes: the worker says b"R"
+when it is ready; b"S" + one byte (1: dropout masks are given) asks for a
+step, answered by b"D" (done) or b"E" + a 4-byte length + a UTF-8 message
+(an error).  End of input tells the worker to exit, so workers never
+outlive this process.  They run in their own session: a Ctrl-C at the
+terminal reaches this process only, which finishes the step and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from charlm import model
+
+ALIGN = 64                           # every shared array starts on a cache line
+MIN_ROWS = 8                         # rows of the batch per worker, at least
+MAX_WEIGHT_BYTES_PER_ROW = 256 << 10  # of the largest weight matrix a step multiplies, per row of a worker
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+STARTUP_SECONDS = 120                # a worker that has not started by then is given up
+
+
+class WorkerError(Exception):
+    """A worker failed or exited; the caller carries on in its own process."""
+
+
+# ----------------------------------------------------------------------------
+# How many workers
+# ----------------------------------------------------------------------------
+
+def usable_cores() -> int:
+    """Cores this process may run on, at most what OPENBLAS_NUM_THREADS or OMP_NUM_THREADS allow."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:                      # (macOS, Windows)
+        n = os.cpu_count() or 1
+    for var in THREAD_VARIABLES[:2]:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) >= 1:
+            n = min(n, int(value))
+    return n
+
+
+def step_weight_bytes(arch: model.Arch, itemsize: int) -> int:
+    """Bytes of the largest weight matrix one time step multiplies (see `charlm.cells`)."""
+    G, H, V = arch.gates, arch.hidden_size, arch.vocab_size
+    if arch.cell == "rnn":
+        return H * H * itemsize                                    # W_hh
+    K = 2 * H + 1 if arch.num_layers > 1 else H                    # [h; x; 1] above layer 0
+    if model.concatenated(arch, 0, MIN_ROWS):
+        K = max(K, H + V)                                          # [h; onehot(x)] in layer 0
+    return G * H * K * itemsize
+
+
+def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, posix: bool = os.name == "posix") -> int:
+    """The number of workers `--workers auto` uses: as many as cores allow with enough rows each.
+
+    A worker's step matmuls multiply its rows by the whole weight matrix,
+    reading it from a cache shared with the other core once it outgrows
+    the core's own (measured here: LSTM 2×256, 2.1 MB, 16 rows each: 1.5×
+    faster than one process; LSTM 2×512, 8.4 MB, 16 rows each: 1.3×
+    slower, 32 rows each: even).  So each worker needs at least MIN_ROWS
+    rows and one row for every MAX_WEIGHT_BYTES_PER_ROW of that matrix;
+    otherwise one process, whose BLAS splits each matmul over the cores.
+    """
+    if not posix:
+        return 1
+    weights = step_weight_bytes(arch, itemsize)
+    best = 1
+    for p in range(2, cores + 1):
+        rows = batch_size // p
+        if rows >= MIN_ROWS and weights <= MAX_WEIGHT_BYTES_PER_ROW * rows:
+            best = p
+    return best
+
+
+def split_rows(batch_size: int, workers: int) -> list[tuple[int, int]]:
+    """Contiguous shares of the batch rows, sizes differing by at most one."""
+    edges = np.linspace(0, batch_size, workers + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+# ----------------------------------------------------------------------------
+# The shared block: named arrays at fixed offsets, laid out alike on both sides
+# ----------------------------------------------------------------------------
+
+def layout(spec: dict) -> tuple[dict, int]:
+    """{name: (offset, shape, dtype)} and the total size in bytes, from a run's description."""
+    arch = model.Arch(**spec["arch"])
+    dtype, T, H = np.dtype(spec["dtype"]), spec["seq_len"], arch.hidden_size
+    shapes = model.param_shapes(arch)
+    states = 2 if arch.cell == "lstm" else 1
+    entries = [(f"param:{k}", shape, dtype) for k, shape in shapes.items()]
+    for p, (a, b) in enumerate(spec["rows"]):
+        n = b - a
+        entries += [(f"x:{p}", (T, n), np.dtype(np.int32)), (f"y:{p}", (T, n), np.dtype(np.int32)),
+                    (f"loss:{p}", (), np.dtype(np.float64))]
+        for l in range(arch.num_layers):
+            entries.append((f"mask:{p}:{l}", (T, H, n), dtype))
+            for s in range(states):
+                entries += [(f"carry:{p}:{l}:{s}", (n, H), dtype), (f"final:{p}:{l}:{s}", (n, H), dtype)]
+        entries += [(f"grad:{p}:{k}", shape, dtype) for k, shape in shapes.items()]
+    table, offset = {}, 0
+    for name, shape, dt in entries:
+        table[name] = (offset, shape, dt)
+        size = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        offset += -(-max(size, 1) // ALIGN) * ALIGN
+    return table, offset
+
+
+def views(table: dict, buf) -> dict:
+    """The named arrays of `layout`, as views of the shared buffer."""
+    return {name: np.ndarray(shape, dtype=dt, buffer=buf, offset=off) for name, (off, shape, dt) in table.items()}
+
+
+def _shared_memory(size: int) -> int:
+    """A file descriptor of `size` bytes of memory no other process can find (memfd, else an unlinked temp file)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("charlm-step")
+    else:
+        fd, path = tempfile.mkstemp(prefix="charlm-step-")
+        os.unlink(path)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+# ----------------------------------------------------------------------------
+# This process's side
+# ----------------------------------------------------------------------------
+
+_BOOT = "import sys; sys.path[0] = {root!r}; from charlm.parallel import serve; serve(sys.argv[1:])"
+
+
+class Workers:
+    """P worker processes and the shared block; `loss_and_grads` is `model.loss_and_grads` for the whole batch."""
+
+    def __init__(self, arch: model.Arch, dtype, batch_size: int, seq_len: int, count: int):
+        self.arch = arch
+        self.rows = split_rows(batch_size, count)
+        self.shapes = model.param_shapes(arch)
+        self.states = 2 if arch.cell == "lstm" else 1
+        spec = {"arch": vars(arch), "dtype": np.dtype(dtype).name, "seq_len": seq_len, "rows": self.rows,
+                "denominator": batch_size * seq_len}
+        table, size = layout(spec)
+        self.procs: list[subprocess.Popen] = []
+        fd = _shared_memory(size)
+        try:
+            self._buf = mmap.mmap(fd, size)
+            self.v = views(table, self._buf)
+            env = dict(os.environ, **{var: "1" for var in THREAD_VARIABLES})
+            boot = _BOOT.format(root=str(Path(__file__).resolve().parent.parent))
+            for p in range(count):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", boot, json.dumps(spec), str(fd), str(p)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    pass_fds=(fd,), env=env, start_new_session=True, bufsize=0))
+            for proc in self.procs:
+                self._expect(proc, b"R", timeout=STARTUP_SECONDS)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(fd)
+
+    def loss_and_grads(self, params: dict, arch, x, y, carry, masks=None):
+        """(loss, grads, final state) of the whole batch, as `model.loss_and_grads` returns them."""
+        v = self.v
+        for k, p in params.items():
+            np.copyto(v[f"param:{k}"], p)
+        for p, (a, b) in enumerate(self.rows):
+            np.copyto(v[f"x:{p}"], x[:, a:b])
+            np.copyto(v[f"y:{p}"], y[:, a:b])
+            for l, state in enumerate(carry):
+                for s, arr in enumerate(state):
+                    np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
+                if masks is not None:
+                    np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
+        ask = b"S" + bytes([masks is not None])
+        for proc in self.procs:
+            self._send(proc, ask)
+        for proc in self.procs:
+            self._expect(proc, b"D")
+        P = range(len(self.rows))
+        loss = sum(float(v[f"loss:{p}"]) for p in P)
+        grads = {}
+        for k in self.shapes:
+            g = np.add(v[f"grad:0:{k}"], v[f"grad:1:{k}"])
+            for p in P[2:]:
+                g += v[f"grad:{p}:{k}"]
+            grads[k] = g
+        final = [tuple(np.concatenate([v[f"final:{p}:{l}:{s}"] for p in P]) for s in range(self.states))
+                 for l in range(self.arch.num_layers)]
+        return loss, grads, final
+
+    def _send(self, proc, message: bytes) -> None:
+        try:
+            os.write(proc.stdin.fileno(), message)
+        except OSError as e:
+            raise WorkerError(self._ended(proc, e)) from None
+
+    def _expect(self, proc, reply: bytes, timeout: float | None = None) -> None:
+        """Wait for `reply`; a worker's error message, its exit, or the timeout raise WorkerError."""
+        fd = proc.stdout.fileno()
+        if timeout is not None:
+            import select
+            if not select.select([fd], [], [], timeout)[0]:
+                raise WorkerError(f"a worker process did not start within {timeout} s")
+        got = os.read(fd, 1)
+        if got == reply:
+            return
+        if got == b"E":
+            (n,) = struct.unpack("<I", _read_exactly(fd, 4))
+            raise WorkerError(_read_exactly(fd, n).decode("utf-8", "replace"))
+        raise WorkerError(self._ended(proc, None if got == b"" else f"unexpected reply {got!r}"))
+
+    @staticmethod
+    def _ended(proc, why) -> str:
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return f"a worker process stopped answering ({why})"
+        return f"a worker process exited with code {code}" + (f" ({why})" if why else "")
+
+    def close(self) -> None:
+        """End the workers (end of input; killed if they do not exit within a few seconds) and free the block."""
+        for proc in self.procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        self.procs = []
+        self.v = None
+        buf, self._buf = getattr(self, "_buf", None), None
+        if buf is not None:
+            try:
+                buf.close()
+            except BufferError:     # a view is still referenced; the mapping goes with it
+                pass
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise WorkerError("a worker process exited in the middle of a reply")
+        out += chunk
+    return out
+
+
+class Engine:
+    """Computes a training step's loss and gradients: shared by workers, or in this process.
+
+    If a worker fails (it ran out of memory, or was killed), the workers
+    are ended, `on_failure(message)` is called, and this step and the
+    following ones are computed here: the run goes on.
+    """
+
+    def __init__(self, arch: model.Arch, dtype, batch_size: int, seq_len: int, workers: int, on_failure=lambda msg: None):
+        self.workers = None
+        self.on_failure = on_failure
+        self.count = 1
+        if workers > 1:
+            try:
+                self.workers = Workers(arch, dtype, batch_size, seq_len, workers)
+                self.count = workers
+            except (WorkerError, OSError) as e:
+                on_failure(str(e))
+
+    def loss_and_grads(self, params, arch, x, y, carry, masks=None):
+        if self.workers is not None:
+            try:
+                return self.workers.loss_and_grads(params, arch, x, y, carry, masks)
+            except WorkerError as e:
+                self.close()
+                self.on_failure(str(e))
+        return model.loss_and_grads(params, arch, x, y, carry, masks=masks)
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+            self.count = 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ----------------------------------------------------------------------------
+# The worker's side
+# ----------------------------------------------------------------------------
+
+def serve(argv: list[str]) -> None:
+    """A worker's main loop: `argv` is the run's description (JSON), the shared block's fd, the worker's index."""
+    from charlm.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    spec, fd, p = json.loads(argv[0]), int(argv[1]), int(argv[2])
+    commands, replies = os.dup(0), os.dup(1)        # the pipes; stray output goes nowhere
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    table, size = layout(spec)
+    buf = mmap.mmap(fd, size)
+    os.close(fd)
+    v = views(table, buf)
+    arch = model.Arch(**spec["arch"])
+    params = {k: v[f"param:{k}"] for k in model.param_shapes(arch)}
+    states = 2 if arch.cell == "lstm" else 1
+    layers = range(arch.num_layers)
+    carry = [tuple(v[f"carry:{p}:{l}:{s}"] for s in range(states)) for l in layers]
+    masks = [v[f"mask:{p}:{l}"] for l in layers]
+    os.write(replies, b"R")
+    while True:
+        ask = os.read(commands, 2)
+        if len(ask) < 2:
+            return                                   # end of input: the run is over (or its process is gone)
+        try:
+            with np.errstate(all="ignore"):          # non-finite steps are the parent's to report
+                loss, grads, final = model.loss_and_grads(
+                    params, arch, v[f"x:{p}"], v[f"y:{p}"], carry, masks=masks if ask[1] else None,
+                    denominator=spec["denominator"])
+            for k, g in grads.items():
+                np.copyto(v[f"grad:{p}:{k}"], g)
+            for l in layers:
+                for s in range(states):
+                    np.copyto(v[f"final:{p}:{l}:{s}"], final[l][s])
+            v[f"loss:{p}"][...] = loss
+            reply = b"D"
+        except Exception as e:                       # (MemoryError included)
+            text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:2000]
+            reply = b"E" + struct.pack("<I", len(text)) + text
+        os.write(replies, reply)
