@@ -32,6 +32,7 @@ def describe(ck: Checkpoint, path: str) -> dict:
         "steps": m.get("steps"),
         "train_seconds": m.get("train_seconds"),
         "chars_seen": m.get("chars_seen"),
+        "workers": m.get("workers"),     # processes that shared each step (None: written before charlm had workers)
         "best_val_bpc": m.get("best_val_bpc"),
         "best_step": m.get("best_step"),
         "last_val_bpc": m.get("last_val_bpc"),
@@ -60,7 +61,8 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     t.add_row("vocabulary", f"{d['vocab_size']} tokens: <EOS> = 0, <UNK> = 1, then {d['vocab_preview']!r}")
     if d["steps"] is not None:
         t.add_row("training", f"{d['steps']:,} steps, {fmt_seconds(d['train_seconds'] or 0)}, "
-                  f"{fmt_count(d['chars_seen'] or 0)} characters seen")
+                  f"{fmt_count(d['chars_seen'] or 0)} characters seen"
+                  + (f", each batch shared by {d['workers']} worker processes" if (d["workers"] or 1) > 1 else ""))
     if d["corpus"]:
         c = d["corpus"]
         t.add_row("corpus", f"{c.get('name')}: {fmt_count(c.get('num_chars', 0))} characters, "

@@ -392,7 +392,7 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
-    extra_meta = {"workers": engine.count}
+    extra_meta = {}
     if cfg.ngram and len(corpus.val_ids):
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
         extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
@@ -472,11 +472,11 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
             run_eval()
             last_eval_step = st.step
         if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-            save(make_checkpoint(cfg, corpus, st, extra_meta, ng=ng))
+            save(make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": engine.count}, ng=ng))
             on_event("saved", {"step": st.step})
     if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
         run_eval()
-    ckpt = make_checkpoint(cfg, corpus, st, extra_meta, ng=ng)
+    ckpt = make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": engine.count}, ng=ng)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})

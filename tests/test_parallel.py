@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -231,6 +232,10 @@ def test_same_seed_with_workers_is_bit_identical_and_resumes_exactly(tmp_path, c
         assert np.array_equal(wa[k], wb[k]), k
         assert np.array_equal(wa[k], wc[k]), k
     assert ckpt_io.load(a).meta["workers"] == 2
+    info = CliRunner().invoke(app, ["info", a, "--json"])
+    assert info.exit_code == 0 and json.loads(info.stdout)["workers"] == 2
+    info = CliRunner().invoke(app, ["info", a], env={"COLUMNS": "400"})
+    assert "each batch shared by 2 worker processes" in " ".join(info.stdout.split())
 
 
 def test_workers_and_one_process_train_the_same_model(tmp_path, corpus):
