@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm import model
+from charlm import model, parallel
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.model import Arch
@@ -504,6 +504,9 @@ def _measure(seconds, text, data_file, configs, peer, sample_peer, py, quick, nu
         cps, pcs, ratios = alternate(ours, theirs if peer and py else None, repeats)
         frac = cps * flops_per_char(cell, H, L, V) / 1e9 / peak
         note = f"{frac:.0%} of matmul peak"
+        workers = parallel.auto_workers(Arch(cell, V, H, L), B, 4, parallel.usable_cores())
+        if workers > 1:                  # what `train` chose (charlm.parallel)
+            note += f"; {workers} worker processes"
         if len(ratios) > 1:
             note += f"; pairs {min(ratios):.2f}–{max(ratios):.2f}×"
         if failures:
