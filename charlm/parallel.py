@@ -26,10 +26,13 @@ about 150 ms a step in one process, about 100 ms as two halves).  The
 halves' step matmuls each read the whole weight matrix, so a worker needs
 enough rows per byte of weights: `auto_workers` below.
 
-Protocol, over each worker's stdin and stdout pipes: the worker says b"R"
-when it is ready; b"S" + one byte (1: dropout masks are given) asks for a
-step, answered by b"D" (done) or b"E" + a 4-byte length + a UTF-8 message
-(an error).  End of input tells the worker to exit, so workers never
+Protocol, over a command pipe (stdin) and a reply pipe (stdout) per
+worker: a worker says b"R" when it is ready; b"S" + one byte (1: dropout
+masks are given) asks for a step, answered by b"D" (done) or b"E" + a
+4-byte length + a UTF-8 message (an error).  This process sends commands
+to worker 0 only, and each worker passes a command on to the next before
+it starts on it.  End of input tells a worker to exit (and so, as its
+end of the next one's pipe closes, the next one), so workers never
 outlive this process.  They run in their own session: a Ctrl-C at the
 terminal reaches this process only, which finishes the step and saves.
 """
@@ -183,6 +186,13 @@ class Workers:
                 "denominator": batch_size * seq_len}
         table, size = layout(spec)
         self.procs: list[subprocess.Popen] = []
+        # Commands go down a chain: this process writes to worker 0, and each worker passes the
+        # command on to the next before it starts.  (Written to each worker in turn, the first
+        # wake-up could take this process's core and hold up the next command by a scheduler
+        # slice, 4-5 ms; and a worker reading another's command could not be ruled out with one
+        # pipe for all.)
+        pipes = [os.pipe() for _ in range(count)]          # (read end, write end) of each worker's commands
+        self._commands = pipes[0][1]
         fd = _shared_memory(size)
         try:
             self._buf = mmap.mmap(fd, size)
@@ -190,10 +200,12 @@ class Workers:
             env = dict(os.environ, **{var: "1" for var in THREAD_VARIABLES})
             boot = _BOOT.format(root=str(Path(__file__).resolve().parent.parent))
             for p in range(count):
+                following = pipes[p + 1][1] if p + 1 < count else -1
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-c", boot, json.dumps(spec), str(fd), str(p)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                    pass_fds=(fd,), env=env, start_new_session=True, bufsize=0))
+                    [sys.executable, "-c", boot, json.dumps(spec), str(fd), str(p), str(following)],
+                    stdin=pipes[p][0], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    pass_fds=(fd,) + ((following,) if following >= 0 else ()), env=env,
+                    start_new_session=True, bufsize=0))
             for proc in self.procs:
                 self._expect(proc, b"R", timeout=STARTUP_SECONDS)
         except BaseException:
@@ -201,6 +213,10 @@ class Workers:
             raise
         finally:
             os.close(fd)
+            for p, (r, w) in enumerate(pipes):              # the workers hold them now (pipes[0]'s write end is ours)
+                os.close(r)
+                if p > 0:
+                    os.close(w)
 
     def loss_and_grads(self, params: dict, arch, x, y, carry, masks=None):
         """(loss, grads, final state) of the whole batch, as `model.loss_and_grads` returns them."""
@@ -215,9 +231,10 @@ class Workers:
                     np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
                 if masks is not None:
                     np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
-        ask = b"S" + bytes([masks is not None])
-        for proc in self.procs:
-            self._send(proc, ask)
+        try:                                     # to worker 0, which passes it on
+            os.write(self._commands, b"S" + bytes([masks is not None]))
+        except OSError as e:
+            raise WorkerError(self._ended(self.procs[0], e)) from None
         for proc in self.procs:
             self._expect(proc, b"D")
         P = range(len(self.rows))
@@ -231,12 +248,6 @@ class Workers:
         final = [tuple(np.concatenate([v[f"final:{p}:{l}:{s}"] for p in P]) for s in range(self.states))
                  for l in range(self.arch.num_layers)]
         return loss, grads, final
-
-    def _send(self, proc, message: bytes) -> None:
-        try:
-            os.write(proc.stdin.fileno(), message)
-        except OSError as e:
-            raise WorkerError(self._ended(proc, e)) from None
 
     def _expect(self, proc, reply: bytes, timeout: float | None = None) -> None:
         """Wait for `reply`; a worker's error message, its exit, or the timeout raise WorkerError."""
@@ -263,11 +274,9 @@ class Workers:
 
     def close(self) -> None:
         """End the workers (end of input; killed if they do not exit within a few seconds) and free the block."""
-        for proc in self.procs:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+        if getattr(self, "_commands", None) is not None:   # end of input: worker 0 exits, and so in turn the others
+            os.close(self._commands)
+            self._commands = None
         for proc in self.procs:
             try:
                 proc.wait(timeout=5)
@@ -345,7 +354,7 @@ def serve(argv: list[str]) -> None:
     from charlm.allocator import keep_freed_memory
 
     keep_freed_memory()
-    spec, fd, p = json.loads(argv[0]), int(argv[1]), int(argv[2])
+    spec, fd, p, following = json.loads(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
     commands, replies = os.dup(0), os.dup(1)        # the pipes; stray output goes nowhere
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -365,6 +374,11 @@ def serve(argv: list[str]) -> None:
         ask = os.read(commands, 2)
         if len(ask) < 2:
             return                                   # end of input: the run is over (or its process is gone)
+        if following >= 0:
+            try:
+                os.write(following, ask)             # the next worker's command
+            except OSError:
+                following = -1                       # it is gone; the parent finds out when it waits for it
         try:
             with np.errstate(all="ignore"):          # non-finite steps are the parent's to report
                 loss, grads, final = model.loss_and_grads(
