@@ -378,7 +378,7 @@ def train(
     max_bad_steps: Annotated[Optional[int], typer.Option(help="Stop after this many non-finite steps in a row. [default: 10]", show_default=False)] = None,
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
     errors: Annotated[Optional[str], typer.Option(help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: strict]", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Processes that share each step's batch, each on its rows (1: this process alone). [default: auto: 2 or more when there are cores to spare and rows enough per worker, else 1]", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Processes that share each step's batch, each on its rows (1: this process alone). [default: auto: 2 when there are two cores and rows enough per worker, else 1]", show_default=False)] = None,
 ):
     """Train a character language model with truncated backpropagation through time.
 

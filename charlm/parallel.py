@@ -54,6 +54,7 @@ from charlm import model
 
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
+MAX_AUTO_WORKERS = 2                 # what `auto` uses at most (more were never measured; --workers N asks for N)
 MAX_WEIGHT_BYTES_PER_ROW = 256 << 10  # of the largest weight matrix a step multiplies, per row of a worker
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 STARTUP_SECONDS = 120                # a worker that has not started by then is given up
@@ -101,12 +102,14 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
     slower, 32 rows each: even).  So each worker needs at least MIN_ROWS
     rows and one row for every MAX_WEIGHT_BYTES_PER_ROW of that matrix;
     otherwise one process, whose BLAS splits each matmul over the cores.
+    At most MAX_AUTO_WORKERS: on a machine with more cores each worker's
+    BLAS gets its share of them (`Workers`).
     """
     if not posix:
         return 1
     weights = step_weight_bytes(arch, itemsize)
     best = 1
-    for p in range(2, cores + 1):
+    for p in range(2, min(cores, MAX_AUTO_WORKERS) + 1):
         rows = batch_size // p
         if rows >= MIN_ROWS and weights <= MAX_WEIGHT_BYTES_PER_ROW * rows:
             best = p
@@ -197,7 +200,8 @@ class Workers:
         try:
             self._buf = mmap.mmap(fd, size)
             self.v = views(table, self._buf)
-            env = dict(os.environ, **{var: "1" for var in THREAD_VARIABLES})
+            threads = str(max(1, usable_cores() // count))     # each worker's share of the cores, for its BLAS
+            env = dict(os.environ, **{var: threads for var in THREAD_VARIABLES})
             boot = _BOOT.format(root=str(Path(__file__).resolve().parent.parent))
             for p in range(count):
                 following = pipes[p + 1][1] if p + 1 < count else -1

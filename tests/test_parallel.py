@@ -94,6 +94,7 @@ def test_auto_workers():
     lstm512 = model.Arch("lstm", 65, 512, 2)
     assert parallel.auto_workers(lstm256, 32, 4, cores=2) == 2
     assert parallel.auto_workers(lstm256, 32, 4, cores=1) == 1
+    assert parallel.auto_workers(lstm256, 64, 4, cores=8) == 2          # at most MAX_AUTO_WORKERS
     assert parallel.auto_workers(lstm256, 32, 4, cores=2, posix=False) == 1
     assert parallel.auto_workers(lstm256, 15, 4, cores=2) == 1          # fewer than MIN_ROWS rows each
     assert parallel.auto_workers(lstm512, 32, 4, cores=2) == 1          # 8.4 MB of weights for 16 rows each
@@ -102,7 +103,7 @@ def test_auto_workers():
         for B in (1, 8, 16, 32, 64, 128):
             for cores in (1, 2, 3, 4, 8):
                 p = parallel.auto_workers(arch, B, 4, cores)
-                assert 1 <= p <= max(1, cores)
+                assert 1 <= p <= min(max(1, cores), parallel.MAX_AUTO_WORKERS)
                 if p > 1:   # each worker has the rows the rule asks for
                     rows = B // p
                     assert rows >= parallel.MIN_ROWS
@@ -262,3 +263,16 @@ def test_workers_that_cannot_start_are_a_warning_and_training_goes_on(tmp_path, 
     assert "warning: training workers: a worker process exited with code 3; this process computes the steps instead" in out
     assert "shared by" not in out
     assert ckpt_io.load(str(path)).meta["workers"] == 1
+
+
+@pytest.mark.parametrize("cores, workers, threads", [(2, 2, "1"), (8, 2, "4"), (2, 3, "1")])
+def test_each_worker_blas_gets_its_share_of_the_cores(monkeypatch, tmp_path, cores, workers, threads):
+    out = tmp_path / "threads.txt"
+    monkeypatch.setattr(parallel, "usable_cores", lambda: cores)
+    monkeypatch.setattr(parallel, "_BOOT", f"import os, sys; open({str(out)!r}, 'a').write("
+                                           "os.environ['OPENBLAS_NUM_THREADS'] + ' '); sys.exit(3)")
+    arch, *_ = setup("rnn")
+    with parallel.Engine(arch, "float64", 10, 7, workers) as engine:
+        assert engine.count == 1                   # (these workers only report and exit)
+    seen = out.read_text().split()
+    assert seen and set(seen) == {threads}
