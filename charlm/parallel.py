@@ -181,6 +181,7 @@ class Workers:
     """P worker processes and the shared block; `loss_and_grads` is `model.loss_and_grads` for the whole batch."""
 
     def __init__(self, arch: model.Arch, dtype, batch_size: int, seq_len: int, count: int):
+        self._commands = None
         self.arch = arch
         self.rows = split_rows(batch_size, count)
         self.shapes = model.param_shapes(arch)
@@ -194,10 +195,12 @@ class Workers:
         # wake-up could take this process's core and hold up the next command by a scheduler
         # slice, 4-5 ms; and a worker reading another's command could not be ruled out with one
         # pipe for all.)
-        pipes = [os.pipe() for _ in range(count)]          # (read end, write end) of each worker's commands
-        self._commands = pipes[0][1]
         fd = _shared_memory(size)
+        pipes = []                                          # (read end, write end) of each worker's commands
         try:
+            for _ in range(count):
+                pipes.append(os.pipe())
+            self._commands = pipes[0][1]                    # closed by close() from now on
             self._buf = mmap.mmap(fd, size)
             self.v = views(table, self._buf)
             threads = str(max(1, usable_cores() // count))     # each worker's share of the cores, for its BLAS
@@ -217,9 +220,9 @@ class Workers:
             raise
         finally:
             os.close(fd)
-            for p, (r, w) in enumerate(pipes):              # the workers hold them now (pipes[0]'s write end is ours)
+            for p, (r, w) in enumerate(pipes):              # the workers hold them now
                 os.close(r)
-                if p > 0:
+                if p > 0 or len(pipes) < count:             # (pipes[0]'s write end is self._commands once all exist)
                     os.close(w)
 
     def loss_and_grads(self, params: dict, arch, x, y, carry, masks=None):
@@ -245,7 +248,7 @@ class Workers:
         loss = sum(float(v[f"loss:{p}"]) for p in P)
         grads = {}
         for k in self.shapes:
-            g = np.add(v[f"grad:0:{k}"], v[f"grad:1:{k}"])
+            g = np.add(v[f"grad:0:{k}"], v[f"grad:1:{k}"]) if len(P) > 1 else v[f"grad:0:{k}"].copy()
             for p in P[2:]:
                 g += v[f"grad:{p}:{k}"]
             grads[k] = g

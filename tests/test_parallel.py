@@ -156,14 +156,20 @@ def test_a_worker_error_is_reported_with_its_message():
     assert all(_gone(p) for p in procs)
 
 
+def open_fds() -> int | None:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
 def test_a_worker_that_cannot_start_falls_back(monkeypatch):
     arch, params, x, y, carry, _ = setup("rnn")
     monkeypatch.setattr(parallel, "_BOOT", "import sys; sys.exit(3)")
     failures = []
-    with parallel.Engine(arch, "float64", 10, 7, 2, on_failure=failures.append) as engine:
+    fds = open_fds()
+    with parallel.Engine(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
         assert engine.count == 1
         assert_same_step(model.loss_and_grads(params, arch, x, y, carry), engine.loss_and_grads(params, arch, x, y, carry))
     assert len(failures) == 1 and "exited with code 3" in failures[0]
+    assert open_fds() == fds                       # no pipe or shared-memory descriptor left behind
 
 
 def test_a_missing_interpreter_falls_back(monkeypatch):
@@ -177,11 +183,13 @@ def test_a_missing_interpreter_falls_back(monkeypatch):
 
 def test_workers_end_when_the_engine_closes():
     arch, *_ = setup("gru")
-    engine = parallel.Engine(arch, "float32", 10, 7, 2)
+    fds = open_fds()
+    engine = parallel.Engine(arch, "float32", 10, 7, 3)
     procs = list(engine.workers.procs)
     assert all(p.poll() is None for p in procs)
     engine.close()
-    assert all(p.returncode == 0 for p in procs)
+    assert all(p.returncode == 0 for p in procs)   # each exited at the end of its input, none was killed
+    assert open_fds() == fds
 
 
 def test_workers_option_is_validated():
