@@ -21,10 +21,9 @@ Why processes: a step's time loops are per-step ufuncs, which NumPy runs on
 one core, with Python in between; BLAS uses the other core only during the
 matmuls.  Threads would share one interpreter lock.  Two processes with
 single-threaded BLAS, each on half the batch, keep both cores busy
-throughout (measured in README › Performance: LSTM 2×256, batch 32 × 64,
-about 150 ms a step in one process, about 100 ms as two halves).  The
-halves' step matmuls each read the whole weight matrix, so a worker needs
-enough rows per byte of weights: `auto_workers` below.
+throughout; but each half's step matmuls read the whole weight matrix,
+so a worker needs enough rows per byte of weights (`auto_workers` below;
+measurements in README › Performance).
 
 Protocol, over a command pipe (stdin) and a reply pipe (stdout) per
 worker: a worker says b"R" when it is ready; b"S" + one byte (1: dropout
@@ -55,7 +54,7 @@ from charlm import model
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
 MAX_AUTO_WORKERS = 2                 # what `auto` uses at most (more were never measured; --workers N asks for N)
-MAX_WEIGHT_BYTES_PER_ROW = 256 << 10  # of the largest weight matrix a step multiplies, per row of a worker
+MAX_WEIGHT_BYTES_PER_ROW = 100 << 10  # of the largest weight matrix a step multiplies, per row of a worker
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 STARTUP_SECONDS = 120                # a worker that has not started by then is given up
 
@@ -96,12 +95,15 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
     """The number of workers `--workers auto` uses: as many as cores allow with enough rows each.
 
     A worker's step matmuls multiply its rows by the whole weight matrix,
-    reading it from a cache shared with the other core once it outgrows
-    the core's own (measured here: LSTM 2×256, 2.1 MB, 16 rows each: 1.5×
-    faster than one process; LSTM 2×512, 8.4 MB, 16 rows each: 1.3×
-    slower, 32 rows each: even).  So each worker needs at least MIN_ROWS
-    rows and one row for every MAX_WEIGHT_BYTES_PER_ROW of that matrix;
-    otherwise one process, whose BLAS splits each matmul over the cores.
+    and single-threaded BLAS repacks all of it on every call, which its
+    rows must pay for.  Measured here, training steps with two workers
+    against one process at batch 32 (16 rows each): RNN 1×256 (0.25 MB of
+    weights) 18 % faster, GRU 2×128 (0.4 MB) 20 %, LSTM 2×128 (0.5 MB)
+    14 %, GRU 2×256 (1.6 MB) about 3 %, LSTM 2×256 (2.1 MB) even to 7 %
+    slower, LSTM 2×512 (8.4 MB) slower.  So each worker needs at least
+    MIN_ROWS rows and one row for every MAX_WEIGHT_BYTES_PER_ROW of that
+    matrix; otherwise one process, whose BLAS splits each matmul over the
+    cores.
     At most MAX_AUTO_WORKERS: on a machine with more cores each worker's
     BLAS gets its share of them (`Workers`).
     """

@@ -245,12 +245,19 @@ def test_quick_scores_less_and_says_so_while_the_full_bench_keeps_the_readme_siz
     assert len([label for label in labels if label.startswith("train ")]) == len(bench.TRAIN_CONFIGS) + 1
 
 
-@pytest.mark.parametrize("cores, workers", [(2, 2), (1, 1)])
-def test_training_rows_say_when_worker_processes_share_the_batch(stubbed, monkeypatch, cores, workers):
-    monkeypatch.setattr(bench.parallel, "usable_cores", lambda: cores)
+@pytest.mark.parametrize("workers", [2, 1])
+def test_training_rows_say_when_worker_processes_share_the_batch(stubbed, monkeypatch, workers):
+    asked = []
+
+    def auto_workers(arch, B, itemsize, cores):
+        asked.append((arch.cell, arch.hidden_size, arch.num_layers, B, itemsize))
+        return workers
+
+    monkeypatch.setattr(bench.parallel, "auto_workers", auto_workers)
     result = bench.run_bench(1.0, quick=True)
-    note = result["figures"][0]["note"]           # train lstm 2×256, batch 32×64: auto uses 2 workers on 2 cores
+    note = result["figures"][0]["note"]
     assert result["figures"][0]["label"].startswith("train lstm 2×256")
+    assert asked[0] == ("lstm", 256, 2, 32, 4)     # what `train` asks for that model
     assert ("2 worker processes" in note) == (workers == 2)
     minchar = next(f for f in result["figures"] if "batch 1×25" in f["label"])
     assert "worker" not in minchar["note"]

@@ -90,15 +90,20 @@ def test_split_rows_covers_the_batch_in_near_equal_shares():
 
 
 def test_auto_workers():
+    gru256 = model.Arch("gru", 65, 256, 2)
     lstm256 = model.Arch("lstm", 65, 256, 2)
     lstm512 = model.Arch("lstm", 65, 512, 2)
-    assert parallel.auto_workers(lstm256, 32, 4, cores=2) == 2
-    assert parallel.auto_workers(lstm256, 32, 4, cores=1) == 1
-    assert parallel.auto_workers(lstm256, 64, 4, cores=8) == 2          # at most MAX_AUTO_WORKERS
-    assert parallel.auto_workers(lstm256, 32, 4, cores=2, posix=False) == 1
-    assert parallel.auto_workers(lstm256, 15, 4, cores=2) == 1          # fewer than MIN_ROWS rows each
-    assert parallel.auto_workers(lstm512, 32, 4, cores=2) == 1          # 8.4 MB of weights for 16 rows each
-    assert parallel.auto_workers(lstm512, 64, 8, cores=2) == 1          # float64 doubles the weights
+    rnn256 = model.Arch("rnn", 65, 256, 1)
+    assert parallel.auto_workers(gru256, 32, 4, cores=2) == 2
+    assert parallel.auto_workers(rnn256, 32, 4, cores=2) == 2
+    assert parallel.auto_workers(gru256, 32, 4, cores=1) == 1
+    assert parallel.auto_workers(gru256, 64, 4, cores=8) == 2           # at most MAX_AUTO_WORKERS
+    assert parallel.auto_workers(gru256, 32, 4, cores=2, posix=False) == 1
+    assert parallel.auto_workers(rnn256, 15, 4, cores=2) == 1           # fewer than MIN_ROWS rows each
+    assert parallel.auto_workers(gru256, 32, 8, cores=2) == 1           # float64 doubles the weights
+    assert parallel.auto_workers(lstm256, 32, 4, cores=2) == 1          # 2.1 MB of weights for 16 rows each
+    assert parallel.auto_workers(lstm256, 64, 4, cores=2) == 2          # ... for 32 rows each
+    assert parallel.auto_workers(lstm512, 64, 4, cores=2) == 1          # 8.4 MB
     for arch in (lstm256, lstm512, model.Arch("gru", 300, 128, 3), model.Arch("rnn", 65, 1024, 1)):
         for B in (1, 8, 16, 32, 64, 128):
             for cores in (1, 2, 3, 4, 8):
