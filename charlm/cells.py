@@ -78,6 +78,7 @@ from charlm.allocator import aligned_empty, aligned_zeros
 CELLS = ("rnn", "gru", "lstm")
 ACTIVATIONS = ("tanh", "relu")
 NUM_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+NUM_STATES = {"rnn": 1, "gru": 1, "lstm": 2}     # (h,) or (h, c)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -447,5 +448,4 @@ STEP = {"rnn": rnn_step, "gru": gru_step, "lstm": lstm_step}
 
 def zero_state(cell: str, batch: int, hidden: int, dtype) -> tuple:
     """The zero initial state of one layer."""
-    n = 2 if cell == "lstm" else 1
-    return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in range(n))
+    return tuple(np.zeros((batch, hidden), dtype=dtype) for _ in range(NUM_STATES[cell]))

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from charlm.files import atomic_write, open_user_file
+from charlm.cells import NUM_STATES
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
 from charlm import ngram as ngrams
@@ -363,7 +364,7 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
         known.update(f"optim.{k}" for k in state)
     carry_keys = [k for k in arrays if k.startswith("carry.")]
     if carry_keys:
-        n = 2 if cfg.cell == "lstm" else 1
+        n = NUM_STATES[cfg.cell]
         first = arrays.get("carry.0.0")
         if first is None or first.ndim != 2:
             raise CheckpointError("missing or malformed key 'carry.0.0'")

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import select
 import struct
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from charlm import model
+from charlm.cells import NUM_STATES
 
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
@@ -133,7 +135,7 @@ def layout(spec: dict) -> tuple[dict, int]:
     arch = model.Arch(**spec["arch"])
     dtype, T, H = np.dtype(spec["dtype"]), spec["seq_len"], arch.hidden_size
     shapes = model.param_shapes(arch)
-    states = 2 if arch.cell == "lstm" else 1
+    states = NUM_STATES[arch.cell]
     entries = [(f"param:{k}", shape, dtype) for k, shape in shapes.items()]
     for p, (a, b) in enumerate(spec["rows"]):
         n = b - a
@@ -187,7 +189,7 @@ class Workers:
         self.arch = arch
         self.rows = split_rows(batch_size, count)
         self.shapes = model.param_shapes(arch)
-        self.states = 2 if arch.cell == "lstm" else 1
+        self.states = NUM_STATES[arch.cell]
         spec = {"arch": vars(arch), "dtype": np.dtype(dtype).name, "seq_len": seq_len, "rows": self.rows,
                 "denominator": batch_size * seq_len}
         table, size = layout(spec)
@@ -227,7 +229,7 @@ class Workers:
                 if p > 0 or len(pipes) < count:             # (pipes[0]'s write end is self._commands once all exist)
                     os.close(w)
 
-    def loss_and_grads(self, params: dict, arch, x, y, carry, masks=None):
+    def loss_and_grads(self, params: dict, x, y, carry, masks=None):
         """(loss, grads, final state) of the whole batch, as `model.loss_and_grads` returns them."""
         v = self.v
         for k, p in params.items():
@@ -262,7 +264,6 @@ class Workers:
         """Wait for `reply`; a worker's error message, its exit, or the timeout raise WorkerError."""
         fd = proc.stdout.fileno()
         if timeout is not None:
-            import select
             if not select.select([fd], [], [], timeout)[0]:
                 raise WorkerError(f"a worker process did not start within {timeout} s")
         got = os.read(fd, 1)
@@ -335,7 +336,7 @@ class Engine:
     def loss_and_grads(self, params, arch, x, y, carry, masks=None):
         if self.workers is not None:
             try:
-                return self.workers.loss_and_grads(params, arch, x, y, carry, masks)
+                return self.workers.loss_and_grads(params, x, y, carry, masks)
             except WorkerError as e:
                 self.close()
                 self.on_failure(str(e))
@@ -374,7 +375,7 @@ def serve(argv: list[str]) -> None:
     v = views(table, buf)
     arch = model.Arch(**spec["arch"])
     params = {k: v[f"param:{k}"] for k in model.param_shapes(arch)}
-    states = 2 if arch.cell == "lstm" else 1
+    states = NUM_STATES[arch.cell]
     layers = range(arch.num_layers)
     carry = [tuple(v[f"carry:{p}:{l}:{s}"] for s in range(states)) for l in layers]
     masks = [v[f"mask:{p}:{l}"] for l in layers]

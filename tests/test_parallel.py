@@ -154,7 +154,7 @@ def test_a_worker_error_is_reported_with_its_message():
     workers = parallel.Workers(arch, "float64", 10, 7, 2)
     try:
         with pytest.raises(parallel.WorkerError, match="IndexError"):
-            workers.loss_and_grads(params, arch, x, y, carry)
+            workers.loss_and_grads(params, x, y, carry)
     finally:
         procs = list(workers.procs)
         workers.close()
