@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm import model, parallel
+from charlm import model
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.model import Arch
@@ -188,14 +188,27 @@ class Figure:
         return self.charlm / self.peer if self.peer else None
 
 
+def train_config(cell, H, L, B, T, optimizer, seconds: float) -> Config:
+    """The training options a benchmark row uses (no dropout, averaging, validation or saving)."""
+    return Config(cell=cell, hidden_size=H, num_layers=L, batch_size=B, seq_len=T, optimizer=optimizer,
+                  lr=1e-1 if optimizer == "adagrad" else 2e-3, dropout=0.0, ema=0.0, max_time=seconds, eval_every=0,
+                  save_every=0, val_fraction=0.0).validate()
+
+
+def train_workers(V: int, cell, H, L, B, T, optimizer) -> int:
+    """The worker processes `train` shares a benchmark row's batch with (charlm.parallel)."""
+    from charlm.train import resolve_workers
+
+    cfg = train_config(cell, H, L, B, T, optimizer, 1.0)
+    return resolve_workers(cfg, Arch(cell, V, H, L), B, np.dtype(cfg.dtype))
+
+
 def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: float, warmup: int = 3) -> float:
     """charlm's trainer (charlm.train.train) in chars/s, warm-up steps and evaluation excluded."""
     from charlm.train import Corpus, train
     from charlm.vocab import Vocab
 
-    cfg = Config(cell=cell, hidden_size=H, num_layers=L, batch_size=B, seq_len=T, optimizer=optimizer,
-                 lr=1e-1 if optimizer == "adagrad" else 2e-3, dropout=0.0, ema=0.0, max_time=seconds, eval_every=0, save_every=0,
-                 val_fraction=0.0).validate()
+    cfg = train_config(cell, H, L, B, T, optimizer, seconds)
     vocab = Vocab(("<EOS>", "<UNK>") + tuple(chr(0x100 + i) for i in range(V - 2)))
     corpus = Corpus(vocab, ids, ids[:0], {"name": "bench", "line_items": False})
     times: list[tuple[float, int]] = []
@@ -396,12 +409,6 @@ def torch_missing(python: str) -> str:
     return f"{python} cannot import torch ({_last_line(proc.stderr) or f'exit code {proc.returncode}'})"
 
 
-def torch_python(explicit: str | None) -> str | None:
-    """A Python that can import torch: the one given, this one, or none."""
-    py = explicit or sys.executable
-    return None if torch_missing(py) else py
-
-
 def resolve_peers(peer: str | None, sample_peer: str | None, peer_python: str | None) -> tuple[
         str | None, str | None, str | None, str]:
     """(training peer, sampling peer, Python to run them, why they will not run or "").
@@ -504,8 +511,8 @@ def _measure(seconds, text, data_file, configs, peer, sample_peer, py, quick, nu
         cps, pcs, ratios = alternate(ours, theirs if peer and py else None, repeats)
         frac = cps * flops_per_char(cell, H, L, V) / 1e9 / peak
         note = f"{frac:.0%} of matmul peak"
-        workers = parallel.auto_workers(Arch(cell, V, H, L), B, 4, parallel.usable_cores())
-        if workers > 1:                  # what `train` chose (charlm.parallel)
+        workers = train_workers(V, cell, H, L, B, T, opt)
+        if workers > 1:
             note += f"; {workers} worker processes"
         if len(ratios) > 1:
             note += f"; pairs {min(ratios):.2f}–{max(ratios):.2f}×"

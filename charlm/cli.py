@@ -758,10 +758,6 @@ def bench(
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
     from charlm.bench import render, run_bench
 
-    if not math.isfinite(seconds) or seconds <= 0:
-        fail("--seconds must be a finite number above 0")
-    if repeats < 1:
-        fail("--repeats must be at least 1")
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
                        progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)
     if as_json:

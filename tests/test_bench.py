@@ -8,7 +8,7 @@ import tempfile
 import pytest
 from typer.testing import CliRunner
 
-from charlm import bench
+from charlm import bench, parallel
 from charlm.bench import alternate, flops_per_char, names_novelty, run_peer
 from charlm.cli import app
 from charlm.errors import CharlmError
@@ -253,7 +253,7 @@ def test_training_rows_say_when_worker_processes_share_the_batch(stubbed, monkey
         asked.append((arch.cell, arch.hidden_size, arch.num_layers, B, itemsize))
         return workers
 
-    monkeypatch.setattr(bench.parallel, "auto_workers", auto_workers)
+    monkeypatch.setattr(parallel, "auto_workers", auto_workers)
     result = bench.run_bench(1.0, quick=True)
     note = result["figures"][0]["note"]
     assert result["figures"][0]["label"].startswith("train lstm 2×256")
