@@ -231,6 +231,7 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
     buf = aligned_empty((G, B), W.dtype)
     tmp = aligned_empty((H, B), W.dtype)
     c_bufs = None if cache else aligned_empty((2, H, B), W.dtype)
+    g4 = (buf[None] if gates is None else gates).reshape(-1, 4, H, B)   # the gate blocks of each step
     h, c = state0
     for t in range(T):
         if keep is not None:                       # a new sequence starts from zero
@@ -247,9 +248,9 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
             a = gates[t]
             a += np.matmul(Ws, xh[t], out=buf)
         np.tanh(a, out=a)                          # tanh(g); tanh(x/2) for i, f, o
-        g4 = a.reshape(4, H, B)
-        i, f, g, o = g4
-        _half_affine(g4[:2])                       # σ(i), σ(f)
+        a4 = g4[0 if gates is None else t]
+        i, f, g, o = a4[0], a4[1], a4[2], a4[3]
+        _half_affine(a4[:2])                       # σ(i), σ(f)
         _half_affine(o)                            # σ(o)
         c_t = np.multiply(f, c, out=cs[t] if cache else c_bufs[t % 2])   # c = σ(f)·c<t-1>
         c_t += np.multiply(i, g, out=tmp)          #   + σ(i)·tanh(g)
