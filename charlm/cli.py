@@ -632,7 +632,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
     show: Annotated[bool, typer.Option("--show", help="Show each sentence coloured by surprisal, with the least expected characters and the model's alternatives.")] = False,
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
-    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 128,  # score.BATCH_SIZE
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 256,  # score.BATCH_SIZE
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,

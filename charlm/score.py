@@ -89,7 +89,7 @@ def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarra
     return mixture.log_prob(mix.weight, logp, p_ngram.reshape(pos.shape))
 
 
-BATCH_SIZE = 128  # sentences scored together (`score --batch-size`)
+BATCH_SIZE = 256  # sentences scored together (`score --batch-size`; 3–5 % faster than 128 in alternating runs)
 
 
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
@@ -201,8 +201,8 @@ BURN_IN = 512            # tokens each piece re-reads before its own stretch (do
 MAX_BURN_IN = 4096
 JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at a joint
 CHUNK_TOKENS = 4096      # tokens per forward call when reading in pieces (a forward keeps ~25 kB per token)
-SENTENCE_TOKENS = 16_384  # at most this many tokens per forward call when scoring sentences (a batch of 128
-#                           sentences of up to 128 tokens in one call; a longer one is read in stretches)
+SENTENCE_TOKENS = 16_384  # at most this many tokens per forward call when scoring sentences (a batch of 256
+#                           sentences of up to 64 tokens in one call; a longer one is read in stretches)
 
 
 def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int, adjust=None) -> float:
