@@ -163,3 +163,20 @@ def test_training_fits_the_share_on_validation_and_saves_the_ngram(tmp_path):
     off = Config(**{**cfg.to_dict(), "ngram": 0}).validate()
     ck0, _ = train(off, load_corpus(str(path), off))
     assert ck0.ngram is None and ck0.mixture("best") is None and "mix_weight" not in str(ck0.meta)
+
+
+def test_log_prob_of_zero_probabilities_is_minus_infinity_without_a_warning():
+    """λ = 0 or an n-gram probability of 0 take the log of 0: −inf where the mixture gives 0, and no RuntimeWarning."""
+    import warnings
+
+    logp = np.array([[np.log(0.5), np.log(0.5), -np.inf]])
+    p = np.array([[0.0, 0.25, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixed = mixture.log_prob(0.5, logp, p)
+        alone = mixture.log_prob(0.0, np.log(np.array([0.5, 0.5])), np.array([0.0, 1.0]))
+        empty = mixture.log_prob(0.5, np.zeros((0, 3)), np.zeros((0, 3)))
+    np.testing.assert_allclose(mixed[0, :2], np.log([0.25, 0.375]))
+    assert mixed[0, 2] == -np.inf
+    assert alone[0] == -np.inf and alone[1] == 0.0
+    assert empty.shape == (0, 3)
