@@ -400,6 +400,9 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
 
+    def checkpoint() -> Checkpoint:   # meta.workers as it stands: a worker failure falls back to one process
+        return make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": engine.count}, ng=ng)
+
     def run_eval():
         t0 = clock()
         weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
@@ -472,11 +475,11 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
             run_eval()
             last_eval_step = st.step
         if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-            save(make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": engine.count}, ng=ng))
+            save(checkpoint())
             on_event("saved", {"step": st.step})
     if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
         run_eval()
-    ckpt = make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": engine.count}, ng=ng)
+    ckpt = checkpoint()
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})
