@@ -26,20 +26,26 @@ from charlm.model import Arch
 from charlm.vocab import EOS_ID
 
 
-def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """The sampling distribution (B, V) of a batch of logits; rows sum to 1."""
+def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(logits − their row's maximum) / T in float64: ≤ 0, and 0 at the argmax (T > 0)."""
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
-    if temperature <= 0:
-        probs = np.zeros_like(z)  # greedy: all mass on the (first) argmax
-        probs[np.arange(len(z)), np.argmax(z, axis=-1)] = 1.0
-        return probs
     if temperature != 1.0:
         if temperature < 1e-3:  # z/T may overflow to -inf: that is the right limit, say nothing
             with np.errstate(over="ignore", under="ignore"):
                 z = z / temperature
         else:
             z /= temperature
+    return z
+
+
+def distribution(logits: np.ndarray, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
+    """The sampling distribution (B, V) of a batch of logits; rows sum to 1."""
+    if temperature <= 0:
+        probs = np.zeros(np.shape(logits))  # greedy: all mass on the (first) argmax
+        probs[np.arange(len(probs)), np.argmax(logits, axis=-1)] = 1.0
+        return probs
+    z = _scaled(logits, temperature)
     if top_k and top_k < z.shape[-1]:
         kth = np.partition(z, -top_k, axis=-1)[:, -top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
@@ -62,11 +68,23 @@ def choose(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.
     """One token id per row of `logits`, drawn from `distribution(...)`."""
     if temperature <= 0:
         return np.argmax(logits, axis=-1)
-    probs = distribution(logits, temperature, top_k, top_p)
-    cdf = np.cumsum(probs, axis=-1)
-    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
-    ids = (cdf <= u).sum(axis=-1)
-    return np.minimum(ids, probs.shape[-1] - 1)
+    if top_k or top_p < 1.0:
+        return draw(distribution(logits, temperature, top_k, top_p), rng)
+    return draw(np.exp(_scaled(logits, temperature)), rng)   # ∝ the distribution: draw() needs no sum of 1
+
+
+def draw(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One index per row of `weights` (B, V) ≥ 0, with probability ∝ its weight: one uniform number per row.
+
+    The index is the first whose cumulative weight exceeds u · (the row's total).
+    """
+    cdf = np.cumsum(weights, axis=-1)
+    u = rng.random(len(cdf)) * cdf[:, -1]
+    if len(cdf) == 1:  # sampling one sequence: a binary search
+        ids = cdf[0].searchsorted(u, side="right")
+    else:
+        ids = (cdf <= u[:, None]).sum(axis=-1)
+    return np.minimum(ids, cdf.shape[-1] - 1)
 
 
 def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length: int = 200,

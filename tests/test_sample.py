@@ -7,7 +7,7 @@ import pytest
 
 from charlm import model
 from charlm.model import Arch, param_shapes
-from charlm.sample import choose, distribution, generate
+from charlm.sample import choose, distribution, draw, generate
 from charlm.vocab import EOS_ID
 
 
@@ -69,6 +69,33 @@ def test_chi_square_check_has_teeth():
     ids = choose(np.tile(LOGITS, (N_DRAWS, 1)), rng, temperature=1.0)
     with pytest.raises(AssertionError):
         check_frequencies(ids, softmax(LOGITS / 2.0), N_DRAWS)
+
+
+def test_one_row_at_a_time_follows_the_same_distribution():
+    """Sampling one sequence takes draw()'s binary search: its draws follow softmax(logits / T) too."""
+    rng = np.random.default_rng(77)
+    ids = np.array([choose(LOGITS[None], rng, temperature=0.7)[0] for _ in range(N_DRAWS)])
+    check_frequencies(ids, softmax(LOGITS / 0.7), N_DRAWS)
+
+
+def test_draw_is_the_same_one_row_at_a_time_and_as_a_batch():
+    """One uniform number per row, in row order: a batch draws what its rows drawn one by one would."""
+    weights = np.random.default_rng(3).random((200, 9)) ** 4
+    weights[:, [0, 4, 8]] = 0.0                      # tokens that may never be drawn, the first and last included
+    weights[7] = 0.0
+    weights[7, 8] = 2.5                              # a row with all its weight on the last token
+    batch = draw(weights, np.random.default_rng(11))
+    rng = np.random.default_rng(11)
+    one_by_one = np.array([draw(w[None], rng)[0] for w in weights])
+    np.testing.assert_array_equal(batch, one_by_one)
+    assert not np.isin(batch, [0, 4]).any() and batch[7] == 8
+    assert set(batch.tolist()) == {1, 2, 3, 5, 6, 7, 8}   # every other token is drawn somewhere
+
+
+def test_draw_is_proportional_to_unnormalised_weights():
+    w = np.array([0.0, 3.0, 1.0, 0.0, 6.0])
+    rng = np.random.default_rng(5)
+    check_frequencies(draw(np.tile(w, (N_DRAWS, 1)), rng), w / w.sum(), N_DRAWS)
 
 
 def test_choose_with_top_k_and_top_p_follows_the_restricted_distribution():
