@@ -169,9 +169,7 @@ def flops_per_char(cell: str, H: int, L: int, V: int) -> float:
 
     The one-hot input of layer 0 is a lookup and costs nothing.
     """
-    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
-    forward = sum(2 * G * H * ((0 if l == 0 else H) + H) for l in range(L)) + 2 * H * V
-    return 3.0 * forward
+    return 3.0 * model.token_flops(Arch(cell, V, H, L))
 
 
 @dataclass
@@ -295,12 +293,14 @@ def sample_speed(cell: str, H: int, L: int, V: int, length: int = 3000, mix=None
 
 def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = SCORE_SENTENCES,
                 with_ngram: bool = False, doc_chars: int = SCORE_DOCUMENT) -> tuple[float, float, int, int]:
-    """(chars/s over num_sentences lines, seconds for --document on doc_chars characters, document length, lines).
+    """(chars/s over num_sentences lines, seconds for --document on doc_chars characters, document length, lines,
+    the worker processes `score --file` reads them with).
 
     The text's first non-empty lines and first characters; a shorter text is
     read again from its start until there are as many as asked for.
     """
-    from charlm.score import document_log_prob, score_sentences
+    from charlm import score_workers
+    from charlm.score import BATCH_SIZE, document_log_prob, score_sentences
     from charlm.vocab import Vocab, build_vocab, code_points, count_code_points
 
     vocab: Vocab = build_vocab(count_code_points(code_points(text)))
@@ -312,13 +312,14 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = SCORE
     lines = [lines[i % len(lines)] for i in range(num_sentences)]
     doc = np.resize(vocab.encode(text[:doc_chars]), doc_chars)   # np.resize repeats a short text
     mix = ngram_mixture(doc, len(vocab)) if with_ngram else None
-    t0 = time.perf_counter()
-    score_sentences(params, arch, vocab, lines, mix=mix)   # in batches of `score --batch-size`
-    dt = time.perf_counter() - t0
     chars = sum(len(ln) + 1 for ln in lines)
+    workers = score_workers.auto_workers(arch, chars, -(-len(lines) // BATCH_SIZE), score_workers.usable_cores())
+    t0 = time.perf_counter()
+    score_sentences(params, arch, vocab, lines, mix=mix, workers=workers)   # as `score --file` reads them
+    dt = time.perf_counter() - t0
     t0 = time.perf_counter()
     document_log_prob(params, arch, doc, mix=mix)
-    return chars / dt, time.perf_counter() - t0, len(doc), len(lines)
+    return chars / dt, time.perf_counter() - t0, len(doc), len(lines), workers
 
 
 def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
@@ -541,8 +542,9 @@ def _measure(seconds, text, data_file, configs, peer, sample_peer, py, quick, nu
     for with_ngram in (False,) if quick else (False, True):
         plus = " + 7-gram" if with_ngram else ""
         progress(f"score lstm 2×256{plus}: {num_sentences:,} sentences and a {doc_chars:,} character document")
-        scs, doc_s, doc_n, lines = score_speed(text, "lstm", 256, 2, num_sentences, with_ngram, doc_chars)
-        figures.append(Figure(f"score --file, {lines:,} lines, lstm 2×256{plus}", scs, train_lstm, "charlm training"))
+        scs, doc_s, doc_n, lines, workers = score_speed(text, "lstm", 256, 2, num_sentences, with_ngram, doc_chars)
+        figures.append(Figure(f"score --file, {lines:,} lines, lstm 2×256{plus}", scs, train_lstm, "charlm training",
+                              note=f"{workers} worker processes" if workers > 1 else ""))
         figures.append(Figure(f"score --document, {doc_n:,} chars, lstm 2×256{plus}", doc_n / doc_s, None,
                               note=f"{doc_s:.1f} s"))
     progress("names: train for a while, sample 500, count the new ones")

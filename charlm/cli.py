@@ -634,6 +634,7 @@ def score(
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 256,  # score.BATCH_SIZE
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Processes that read the batches of sentences, one batch each at a time (1: this process alone; --document reads in this one). [default: auto: 2 when there are two cores and enough to read, else 1]", show_default=False)] = None,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
@@ -647,6 +648,10 @@ def score(
 
     if batch_size < 1:
         fail("--batch-size must be at least 1")
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1 (1: no worker processes); leave it out for auto")
+    if workers is not None and workers > 1 and os.name != "posix":
+        fail("--workers above 1 needs a POSIX system (Linux, macOS); use --workers 1")
     if show and as_json:
         fail("give --show (a picture) or --json (for scripts), not both")
     if show and document:
@@ -681,7 +686,9 @@ def score(
             given = (f"{file} has no lines" if file is not None else "standard input has no lines"
                      if "-" in (sentences_given or []) else "give sentences, --file FILE, or - to read stdin")
             fail(f"nothing to score: {given}")
-        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix)
+        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix, workers=workers,
+                                  on_failure=lambda msg: warn(f"scoring workers: {msg}; this process reads the "
+                                                              "remaining batches (--workers 1 does so from the start)"))
     if as_json:
         for r in results:
             print(_json_line(r.to_json()))

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from charlm.checkpoint import VERSION, Checkpoint
 from charlm.model import num_params
-from charlm.render import fmt_count, fmt_seconds, history_curve
+from charlm.render import fmt_count, fmt_seconds, history_curve, shared_by
 
 
 def describe(ck: Checkpoint, path: str) -> dict:
@@ -62,7 +62,7 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     if d["steps"] is not None:
         t.add_row("training", f"{d['steps']:,} steps, {fmt_seconds(d['train_seconds'] or 0)}, "
                   f"{fmt_count(d['chars_seen'] or 0)} characters seen"
-                  + (f", each batch shared by {d['workers']} worker processes" if (d["workers"] or 1) > 1 else ""))
+                  + (f", each batch{shared_by(d['workers'])}" if (d["workers"] or 1) > 1 else ""))
     if d["corpus"]:
         c = d["corpus"]
         t.add_row("corpus", f"{c.get('name')}: {fmt_count(c.get('num_chars', 0))} characters, "

@@ -438,5 +438,11 @@ def step(params, arch: Arch, ids: np.ndarray, state, weights: dict | None = None
     return logits, new_state
 
 
+def token_flops(arch: Arch) -> float:
+    """Matmul FLOPs of reading one token (forward only; the one-hot input of layer 0 is a lookup and costs nothing)."""
+    G, H = arch.gates, arch.hidden_size
+    return float(sum(2 * G * H * ((0 if l == 0 else H) + H) for l in range(arch.num_layers)) + 2 * H * arch.vocab_size)
+
+
 def num_params(params) -> int:
     return int(sum(p.size for p in params.values()))

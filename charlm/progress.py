@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from charlm.render import counted, fmt_count, fmt_seconds, history_curve
+from charlm.render import counted, fmt_count, fmt_seconds, history_curve, shared_by
 from charlm.score import LN2
 
 
@@ -118,7 +118,7 @@ class TrainReporter:
             f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
             f"vocabulary {arch.vocab_size}) on {c['name']}: {fmt_count(info['train_tokens'])} training / "
             f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}"
-            f"{_shared(info.get('workers', 1))}; "
+            f"{shared_by(info.get('workers', 1))}; "
             f"budget {' or '.join(parts)}{' (whichever comes first)' if len(parts) > 1 else ''}{resumed}.")
         if self.console.is_terminal:
             self.progress = Progress(
@@ -214,8 +214,3 @@ class TrainReporter:
         if len(hist) >= 2:
             self.console.print("bits/char against step")
             self.console.print(history_curve(hist), markup=False, highlight=False)
-
-
-def _shared(workers: int) -> str:
-    """How the start line says that worker processes share each batch."""
-    return f" shared by {workers} worker processes" if workers > 1 else ""

@@ -74,6 +74,11 @@ def counted(n: int, word: str) -> str:
     return f"{fmt_count(n)} {word}{'' if n == 1 else 's'}"
 
 
+def shared_by(workers: int | None) -> str:
+    """' shared by 2 worker processes' where workers share each batch (the start line, `info`); '' otherwise."""
+    return f" shared by {workers} worker processes" if (workers or 1) > 1 else ""
+
+
 ESCAPE_STYLE = "dim"   # how an escaped character (\\x1b, \\t, ...) is set apart from the text around it
 
 

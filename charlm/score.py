@@ -92,19 +92,30 @@ def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarra
 BATCH_SIZE = 256  # sentences scored together (`score --batch-size`; 3–5 % faster than 128 in alternating runs)
 
 
-def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
-                    batch_size: int = BATCH_SIZE, keep_tokens: bool = False, mix: Mixture | None = None) -> list[Score]:
+def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str], batch_size: int = BATCH_SIZE,
+                    keep_tokens: bool = False, mix: Mixture | None = None, workers: int | None = 1,
+                    on_failure=lambda msg: None) -> list[Score]:
     """Score each sentence (its characters, then <EOS>), batched by length.
 
     Memory does not grow with the longest sentence: a batch is read in
-    stretches of time with the state carried (see `sentence_log_probs`).
+    stretches of time with the state carried (see `network_log_probs`).
+    `workers` > 1 reads the batches in worker processes (None: as many as
+    `score_workers.auto_workers` chooses), with the same results;
+    `on_failure(message)` hears of a worker that failed, whose batches are
+    then read here.
     """
+    from charlm import score_workers
+
     encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
     order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
+    batches = [order[start:start + batch_size][::-1] for start in range(0, len(order), batch_size)]  # longest first
+    seqs = [[encoded[i] for i in idx] for idx in batches]
+    if workers is None:
+        workers = score_workers.auto_workers(arch, sum(len(q) for q in encoded), len(batches),
+                                             score_workers.usable_cores())
     results: list[Score | None] = [None] * len(sentences)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size][::-1]           # longest first
-        for i, logp in zip(idx, sentence_log_probs(params, arch, [encoded[i] for i in idx], mix)):
+    for j, logps in score_workers.batch_log_probs(params, arch, seqs, workers, on_failure):
+        for i, logp in zip(batches[j], mixed_sequences(mix, seqs[j], logps)):
             results[i] = Score(
                 text=sentences[i],
                 log_prob=float(logp.sum()),
@@ -116,9 +127,19 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str],
     return results  # type: ignore[return-value]
 
 
-def sentence_log_probs(params, arch: Arch, seqs: list[np.ndarray], mix: Mixture | None = None,
-                       max_tokens: int | None = None) -> list[np.ndarray]:
-    """log P of every token of each id sequence, each read from input <EOS> and the zero state.
+def mixed_sequences(mix: Mixture | None, seqs: list[np.ndarray], logps: list[np.ndarray]) -> list[np.ndarray]:
+    """Each sequence's log-probabilities under the mixture, its n-gram history starting at the sequence."""
+    if mix is None or not seqs:
+        return logps
+    lengths = np.array([len(q) for q in seqs], dtype=np.int64)
+    flat = np.concatenate(seqs).astype(np.intp, copy=False)   # sequence b is flat[offsets[b]:offsets[b] + lengths[b]]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    out = mixed(mix, np.concatenate(logps), flat, np.arange(len(flat)), start=np.repeat(offsets, lengths))
+    return np.split(out, offsets[1:])
+
+
+def network_log_probs(params, arch: Arch, seqs: list[np.ndarray], max_tokens: int | None = None) -> list[np.ndarray]:
+    """The network's log P of every token of each id sequence, each read from input <EOS> and the zero state.
 
     `seqs` are side by side in one batch, longest first, padded and masked.
     They are read in stretches of time with the state carried from one
@@ -127,8 +148,7 @@ def sentence_log_probs(params, arch: Arch, seqs: list[np.ndarray], mix: Mixture 
     prefix of `seqs`), so a forward call reads at most max(max_tokens,
     len(seqs)) tokens (default SENTENCE_TOKENS) however long a sequence is,
     and a long one does not make the short ones beside it pay for its length.
-    The numbers are those of reading each sequence in one piece.  With a
-    mixture, each sequence's n-gram history starts at the sequence.
+    The numbers are those of reading each sequence in one piece.
     """
     if max_tokens is None:
         max_tokens = SENTENCE_TOKENS
@@ -136,11 +156,8 @@ def sentence_log_probs(params, arch: Arch, seqs: list[np.ndarray], mix: Mixture 
     if len(seqs) == 0:
         return []
     if np.any(lengths[1:] > lengths[:-1]) or lengths[-1] < 1:
-        raise ValueError("sentence_log_probs needs non-empty sequences, longest first")
+        raise ValueError("network_log_probs needs non-empty sequences, longest first")
     out = [np.empty(int(n)) for n in lengths]
-    if mix is not None:   # the sequences laid end to end: sequence b is flat[offsets[b]:offsets[b] + lengths[b]]
-        flat = np.concatenate(seqs).astype(np.intp, copy=False)
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     state = model.zero_state(arch, len(seqs), params["head.weight"].dtype)
     T = int(lengths[0])
     s = 0
@@ -157,9 +174,6 @@ def sentence_log_probs(params, arch: Arch, seqs: list[np.ndarray], mix: Mixture 
                 first[b] = seqs[b][s - 1]
         inputs = np.vstack([first[None], targets[:-1]])
         logp, state = token_log_probs(params, arch, inputs, targets, state)
-        if mix is not None:
-            t, b = np.nonzero(np.arange(s, e)[:, None] < lengths[None, :active])
-            logp[t, b] = mixed(mix, logp[t, b], flat, offsets[b] + s + t, start=offsets[b])
         for b in range(active):
             n = int(min(e, lengths[b])) - s
             out[b][s:s + n] = logp[:n, b]

@@ -99,7 +99,7 @@ def stubbed(monkeypatch, tmp_path):
 
     def score_speed(text, cell, H, L, num_sentences=10_000, with_ngram=False, doc_chars=1_000_000):
         calls["score"].append((num_sentences, doc_chars, with_ngram))
-        return 1000.0, 0.5, doc_chars, num_sentences
+        return 1000.0, 0.5, doc_chars, num_sentences, calls.get("score_workers", 1)
 
     monkeypatch.setattr(bench, "matmul_rate", lambda *a, **k: 100.0)
     monkeypatch.setattr(bench, "train_speed", lambda *a, **k: 1000.0)
@@ -150,9 +150,33 @@ def test_the_minimum_text_is_exactly_what_the_largest_batch_needs():
 
 
 def test_scoring_cycles_a_short_text_to_the_sizes_it_reports():
-    scs, doc_s, doc_n, lines = bench.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=50, doc_chars=5000)
+    scs, doc_s, doc_n, lines, workers = bench.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=50,
+                                                          doc_chars=5000)
     assert (doc_n, lines) == (5000, 50)
     assert scs > 0 and doc_s > 0
+    assert workers == 1                              # too little to read for `score`'s auto workers
+
+
+def test_scoring_reads_with_the_workers_score_would_use(monkeypatch):
+    from charlm import score, score_workers
+
+    asked, used = [], []
+    monkeypatch.setattr(score_workers, "auto_workers", lambda *a: asked.append(a) or 2)
+    real = score.score_sentences
+    monkeypatch.setattr(score, "score_sentences", lambda *a, **k: used.append(k["workers"]) or real(*a, **k))
+    *_, workers = bench.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=600, doc_chars=5000)
+    assert workers == 2 and used == [2]
+    arch, tokens, batches, _ = asked[0]
+    assert (arch.cell, tokens, batches) == ("rnn", sum(len(x) + 1 for x in ["ab", "cd", "efg"] * 200), 3)
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_scoring_rows_say_when_worker_processes_read_the_batches(stubbed, workers):
+    calls, _ = stubbed
+    calls["score_workers"] = workers
+    result = bench.run_bench(1.0, quick=True)
+    row = next(f for f in result["figures"] if f["label"].startswith("score --file"))
+    assert ("2 worker processes" in row["note"]) == (workers == 2)
 
 
 def test_the_temporary_text_file_is_made_only_for_a_peer_and_always_removed(stubbed, tmp_path, monkeypatch):
