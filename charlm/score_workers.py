@@ -143,10 +143,10 @@ class Pool:
                     _send_array(proc.stdin, params[name])
                 proc.stdin.flush()
         except BrokenPipeError:
-            self.close()
+            self.close(now=True)
             raise WorkerError("a scoring worker exited while starting") from None
         except BaseException:
-            self.close()
+            self.close(now=True)
             raise
 
     def run(self, batches: list[list[np.ndarray]], which) -> Iterator[tuple[int, list[np.ndarray]]]:
@@ -195,27 +195,30 @@ class Pool:
             return f"a scoring worker stopped answering ({why})"
         return f"a scoring worker exited with code {code}" + (f" ({why})" if why else "")
 
-    def close(self) -> None:
-        """End the workers (end of input; killed if they do not exit within a few seconds)."""
+    def close(self, now: bool = False) -> None:
+        """End the workers: end of input (killed if they do not exit within a few seconds), or
+        with `now` (a Ctrl-C, an error: whatever they are reading is not wanted) killed at once."""
         for proc in self.procs:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+            if now:
+                proc.kill()
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
         for proc in self.procs:
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
         self.procs = []
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, value, traceback):
+        self.close(now=kind is not None)
 
 
 # ----------------------------------------------------------------------------
