@@ -100,7 +100,8 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str], batc
     Memory does not grow with the longest sentence: a batch is read in
     stretches of time with the state carried (see `network_log_probs`).
     `workers` > 1 reads the batches in worker processes (None: as many as
-    `score_workers.auto_workers` chooses), with the same results;
+    `score_workers.auto_workers` chooses), with the same results up to
+    float rounding (their BLAS runs single-threaded);
     `on_failure(message)` hears of a worker that failed, whose batches are
     then read here.
     """
