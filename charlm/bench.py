@@ -299,8 +299,7 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = SCORE
     The text's first non-empty lines and first characters; a shorter text is
     read again from its start until there are as many as asked for.
     """
-    from charlm import score_workers
-    from charlm.score import BATCH_SIZE, document_log_prob, score_sentences
+    from charlm.score import auto_workers, document_log_prob, score_sentences
     from charlm.vocab import Vocab, build_vocab, code_points, count_code_points
 
     vocab: Vocab = build_vocab(count_code_points(code_points(text)))
@@ -313,7 +312,7 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = SCORE
     doc = np.resize(vocab.encode(text[:doc_chars]), doc_chars)   # np.resize repeats a short text
     mix = ngram_mixture(doc, len(vocab)) if with_ngram else None
     chars = sum(len(ln) + 1 for ln in lines)
-    workers = score_workers.auto_workers(arch, chars, -(-len(lines) // BATCH_SIZE), score_workers.usable_cores())
+    workers = auto_workers(arch, chars, len(lines))                      # what `score --file` would choose
     t0 = time.perf_counter()
     score_sentences(params, arch, vocab, lines, mix=mix, workers=workers)   # as `score --file` reads them
     dt = time.perf_counter() - t0

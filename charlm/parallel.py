@@ -276,23 +276,15 @@ class Workers:
 
     @staticmethod
     def _ended(proc, why) -> str:
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return f"a worker process stopped answering ({why})"
-        return f"a worker process exited with code {code}" + (f" ({why})" if why else "")
+        return ended(proc, why, "a worker process")
 
     def close(self) -> None:
         """End the workers (end of input; killed if they do not exit within a few seconds) and free the block."""
         if getattr(self, "_commands", None) is not None:   # end of input: worker 0 exits, and so in turn the others
             os.close(self._commands)
             self._commands = None
+        reap(self.procs)
         for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             proc.stdout.close()
         self.procs = []
         self.v = None
@@ -302,6 +294,31 @@ class Workers:
                 buf.close()
             except BufferError:     # a view is still referenced; the mapping goes with it
                 pass
+
+
+def ended(proc: subprocess.Popen, why: str | None, who: str) -> str:
+    """What became of a worker that stopped replying: its exit code, or that it hangs (`who`: how to name it)."""
+    try:
+        code = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return f"{who} stopped answering ({why})"
+    return f"{who} exited with code {code}" + (f" ({why})" if why else "")
+
+
+def reap(procs) -> None:
+    """Wait for each worker to exit (they were told to); one that has not within a few seconds is killed."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def error_reply(e: BaseException) -> bytes:
+    """A worker's answer when its work raised: b"E", a 4-byte length and a UTF-8 message of at most 2,000 bytes."""
+    text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:2000]
+    return b"E" + struct.pack("<I", len(text)) + text
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -402,6 +419,5 @@ def serve(argv: list[str]) -> None:
             v[f"loss:{p}"][...] = loss
             reply = b"D"
         except Exception as e:                       # (MemoryError included)
-            text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:2000]
-            reply = b"E" + struct.pack("<I", len(text)) + text
+            reply = error_reply(e)
         os.write(replies, reply)

@@ -40,7 +40,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from charlm import model
-from charlm.parallel import MAX_AUTO_WORKERS, STARTUP_SECONDS, THREAD_VARIABLES, WorkerError, usable_cores
+from charlm.parallel import (MAX_AUTO_WORKERS, STARTUP_SECONDS, THREAD_VARIABLES, WorkerError, ended, error_reply, reap,
+                             usable_cores)
 
 MIN_WORK = 2e11        # matmul FLOPs to read, from which `auto` starts workers (starting them takes about 0.3 s)
 _BOOT = "import sys; sys.path[0] = {root!r}; from charlm.score_workers import serve; serve()"
@@ -190,11 +191,7 @@ class Pool:
 
     @staticmethod
     def _ended(proc, why) -> str:
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return f"a scoring worker stopped answering ({why})"
-        return f"a scoring worker exited with code {code}" + (f" ({why})" if why else "")
+        return ended(proc, why, "a scoring worker")
 
     def close(self, now: bool = False) -> None:
         """End the workers: end of input (killed if they do not exit within a few seconds), or
@@ -207,12 +204,7 @@ class Pool:
                     stream.close()
                 except OSError:
                     pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        reap(self.procs)
         self.procs = []
 
     def __enter__(self):
@@ -253,6 +245,5 @@ def serve() -> None:
             replies.write(b"D")
             _send_array(replies, flat)
         except Exception as e:                        # (MemoryError included)
-            text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:2000]
-            replies.write(b"E" + struct.pack("<I", len(text)) + text)
+            replies.write(error_reply(e))
         replies.flush()
