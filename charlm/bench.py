@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charlm import model
+from charlm import inference, model
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.model import Arch
@@ -169,7 +169,7 @@ def flops_per_char(cell: str, H: int, L: int, V: int) -> float:
 
     The one-hot input of layer 0 is a lookup and costs nothing.
     """
-    return 3.0 * model.token_flops(Arch(cell, V, H, L))
+    return 3.0 * inference.token_flops(Arch(cell, V, H, L))
 
 
 @dataclass
@@ -194,7 +194,7 @@ def train_config(cell, H, L, B, T, optimizer, seconds: float) -> Config:
 
 
 def train_workers(V: int, cell, H, L, B, T, optimizer) -> int:
-    """The worker processes `train` shares a benchmark row's batch with (charlm.parallel)."""
+    """The worker processes `train` shares a benchmark row's batch with (charlm.workers.train)."""
     from charlm.train import resolve_workers
 
     cfg = train_config(cell, H, L, B, T, optimizer, 1.0)
@@ -203,7 +203,8 @@ def train_workers(V: int, cell, H, L, B, T, optimizer) -> int:
 
 def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: float, warmup: int = 3) -> float:
     """charlm's trainer (charlm.train.train) in chars/s, warm-up steps and evaluation excluded."""
-    from charlm.train import Corpus, train
+    from charlm.corpus import Corpus
+    from charlm.train import train
     from charlm.vocab import Vocab
 
     cfg = train_config(cell, H, L, B, T, optimizer, seconds)
@@ -324,7 +325,8 @@ def score_speed(text: str, cell: str, H: int, L: int, num_sentences: int = SCORE
 def names_novelty(seconds: float, num: int = 500) -> tuple[float, float]:
     """Train on the shipped names for `seconds`, sample `num` names; (fraction not in the corpus, val bits/char)."""
     from charlm.sample import generate
-    from charlm.train import load_corpus, train
+    from charlm.corpus import load_corpus
+    from charlm.train import train
 
     path = Path(__file__).resolve().parents[1] / "corpora" / "names.txt"
     if not path.exists():

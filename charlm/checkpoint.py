@@ -63,7 +63,7 @@ META = {
     "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
     "last_train_bpc": "number or null",
     "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
-    "workers": "count, optional",                  # processes that shared each step (charlm.parallel); older files lack it
+    "workers": "count, optional",                  # processes that shared each step (charlm.workers.train); older files lack it
 }
 TRAIN_STATE = {
     "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",

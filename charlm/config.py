@@ -63,7 +63,7 @@ class Config:
     save_every: int = 500           # checkpoint every N steps (0 = only at the end)
     seed: int = 0
     max_bad_steps: int = 10         # consecutive non-finite steps before giving up
-    workers: int | None = None      # processes that share each step's batch (1 = this one alone); None = auto (charlm.parallel)
+    workers: int | None = None      # processes that share each step's batch (1 = this one alone); None = auto (charlm.workers.train)
 
     def validate(self) -> "Config":
         """Check every value; raise ConfigError naming the option."""
@@ -196,6 +196,67 @@ def auto_eval_every(steps_per_pass: int) -> int:
     return min(EVAL_EVERY, max(MIN_EVAL_EVERY, steps_per_pass))
 
 
+# What each option does, as `charlm train --help` and docs/commands.md say it.  The default that
+# follows each text is read from `Config` (or, for the automatic choices, from the rules above), so
+# that it is written in one place.
+HELP = {
+    "cell": "rnn, gru or lstm.",
+    "hidden_size": "Hidden units per layer.",
+    "num_layers": "Stacked layers.",
+    "activation": "rnn activation: tanh or relu.",
+    "dropout": "Dropout between layers and before the head.",
+    "char_dropout": "Replace each input character (not `<EOS>`) by `<UNK>` with this probability while training.",
+    "dtype": "float32 or float64.",
+    "line_state": "reset: each line is its own sequence (state restarts after `<EOS>`); carry: the state flows "
+                  "across lines; auto: reset for a list of items (no blank lines), else carry.",
+    "seq_len": "Time steps of truncated BPTT.",
+    "batch_size": "Sequences per batch.",
+    "lr": "Peak learning rate.",
+    "optimizer": "adam, sgd (with momentum) or adagrad.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "Decoupled weight decay on weight matrices.",
+    "schedule": "cosine or constant learning rate.",
+    "warmup_steps": "Linear learning-rate warm-up.",
+    "min_lr_ratio": "Cosine floor as a fraction of --lr.",
+    "clip": "Clip the global gradient norm to this (0 = off).",
+    "clip_value": "Clip each gradient entry to ±this (0 = off).",
+    "ngram": "Order of the Kneser-Ney character n-gram that is counted on the training split and interpolated "
+             "with the network, its share fitted on validation (0 = the network alone).",
+    "ema": "Decay of the exponential moving average of the weights that validation, sample and score use "
+           "(0 = off: the weights themselves).",
+    "steps": "Total optimizer steps.",
+    "epochs": "Passes over the training split.",
+    "max_time": f"Seconds of training (default {DEFAULT_MAX_TIME:g} when no --steps/--epochs).",
+    "val_fraction": "Share of the corpus held out for validation, as ten stretches spread through it.",
+    "eval_every": "Validate every N steps (0 = at the end only).",
+    "save_every": "Save a checkpoint every N steps (0 = at the end only).",
+    "seed": "Random seed: same seed, corpus and options, same model.",
+    "min_count": "Characters rarer than this become `<UNK>`.",
+    "max_size": "Keep at most this many tokens in the vocabulary.",
+    "max_bad_steps": "Stop after this many non-finite steps in a row.",
+    "encoding": "Text encoding of the corpus.",
+    "errors": "On undecodable bytes: strict, replace, ignore, surrogateescape.",
+    "workers": "Processes that share each step's batch, each on its rows (1: this process alone).",
+}
+
+# The defaults that are rules rather than values (None in `Config`), as the help states them.
+AUTO_DEFAULTS = {
+    "dropout": f"auto: 0 for a budget of a few passes over the corpus, up to {AUTO_DROPOUT_MAX:g} for many",
+    "char_dropout": f"auto: {AUTO_CHAR_DROPOUT:g} with a dropout of {AUTO_DROPOUT_MAX:g} or more, else 0",
+    "eval_every": f"{EVAL_EVERY}, or every pass over a small corpus",
+    "workers": "auto: 2 when there are two cores and rows enough per worker, else 1",
+}
+
+
+def option_help(name: str) -> str:
+    """The help text of option `name`, with its default from `Config` (none for the budget and max_size)."""
+    default = AUTO_DEFAULTS.get(name, getattr(Config, name))
+    if default is None:
+        return HELP[name]
+    shown = f"{default:g}" if isinstance(default, float) else str(default)
+    return f"{HELP[name]} [default: {shown}]"
+
+
 COMMAND_LINE_ONLY = ("checkpoint", "resume", "config")   # `vocab` may be a YAML key: the train command reads it
 
 
@@ -238,6 +299,14 @@ def load_yaml(path: str) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of option: value")
     return data
+
+
+def yaml_path(from_yaml: dict, key: str, source: str | None) -> str | None:
+    """A file named in the YAML config (relative to the working directory, as on the command line)."""
+    value = from_yaml.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a file name, not {value!r}")
+    return value
 
 
 def build_config(yaml_path: str | None, overrides: dict, from_yaml: dict | None = None) -> Config:

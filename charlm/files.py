@@ -133,3 +133,39 @@ def _fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def text_source(path: str, what: str):
+    """A text source: a path, or its bytes when it can be read only once.
+
+    "-" is standard input (read once, for one input: `what`); a pipe or FIFO
+    (`charlm train <(zcat corpus.gz)`) is read into memory here, since
+    training reads its corpus twice (to count, then to encode).
+    """
+    if path == "-":
+        return read_stdin(what)
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        with open_user_file(path, what) as f:
+            return f.read()
+    return path
+
+
+def check_writable(path: str, inputs: dict[str, str | None] | None = None, replaces=None) -> None:
+    """Raise CharlmError now if `path` could not be written at the end (or would replace one of the `inputs`).
+
+    `replaces` = (what, option, test): an existing file may be replaced only
+    if `test(path)` says it is such a file (a checkpoint, a vocabulary).
+    """
+    check_output_path(path)
+    for what, source in (inputs or {}).items():
+        if source and source != "-" and same_file(path, source):
+            raise CharlmError(f"{path} is the {what}: refusing to write over it (name another output file)")
+    directory = os.path.dirname(os.path.abspath(os.path.realpath(path)))
+    if not os.path.isdir(directory):
+        raise CharlmError(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise CharlmError(f"cannot write {path}: directory {os.path.dirname(path) or directory} is not writable")
+    if replaces is not None and os.path.isfile(path) and not replaces[2](path):
+        what, option, _ = replaces
+        raise CharlmError(f"{path} exists and is not a charlm {what}: refusing to overwrite it "
+                          f"(name another {option}, or remove it)")

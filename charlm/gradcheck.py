@@ -29,6 +29,8 @@ Pure functions: nothing here prints; `charlm gradcheck` shows the results.
 
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,3 +166,29 @@ def gradcheck_json(reports: list[tuple[Arch, list[Result]]], tolerance: float, *
                                "roundoff": r.noise, "ok": r.ok(tolerance)} for r in results]}
                   for a, results in reports],
     }
+
+
+SLOW_SECONDS = 5   # a check expected to take longer is announced (with how to shorten it)
+
+
+def check_cells(cells, num_layers: int, hidden_size: int, activation: str, reset_at_eos: bool, vocab_size: int,
+                seq_len: int, batch_size: int, seed: int, eps: float = 1e-5, entries: int = 0,
+                on_slow=lambda message: None) -> list[tuple[Arch, list[Result]]]:
+    """`check` for a small random model of each cell (the activation applies to the rnn only).
+
+    `on_slow(message)` hears, before it starts, of a check that will take
+    more than SLOW_SECONDS (two forward passes per perturbed entry).
+    """
+    reports = []
+    for c in cells:
+        arch = Arch(c, vocab_size, hidden_size, num_layers, activation if c == "rnn" else "tanh", reset_at_eos)
+        problem = make_problem(arch, seq_len, batch_size, seed)
+        perturbed = sum(a.size if not entries else min(entries, a.size) for a in arrays_of(problem).values())
+        t0 = time.perf_counter()
+        summed_loss(problem)
+        expected = 2 * perturbed * (time.perf_counter() - t0)
+        if expected > SLOW_SECONDS:
+            on_slow(f"{c}: {perturbed:,} entries to perturb, two forward passes each: about {expected:.0f} s "
+                    "(--entries N checks N of each array)")
+        reports.append((arch, check(problem, eps, entries, seed)))
+    return reports

@@ -238,7 +238,7 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
     return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, xs, None
 
 
-def _gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
+def gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
     """The GRU/LSTM stack: the top layer's output (T, H, B) feature-major and, with a cache, (T, B, H) batch-major; final states, caches."""
     keep = state_keep(arch, x, params["head.weight"].dtype)
     keep = None if keep is None else np.swapaxes(keep, 1, 2)              # (T, 1, B)
@@ -264,7 +264,7 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     for `backward`.  `masks[l]` (optional, (T, H, B)) multiplies the output of layer l.
     """
     if arch.cell != "rnn":
-        _, top, final, caches = _gated_forward(params, arch, x, state, masks)
+        _, top, final, caches = gated_forward(params, arch, x, state, masks)
         return _head(params, top), final, (caches, top, masks, x)
     keep = state_keep(arch, x, params["head.weight"].dtype)
     inp = x
@@ -278,22 +278,6 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
         inp = out
     logits = _head(params, inp)
     return logits, final, (caches, inp, masks, x)
-
-
-def infer(params, arch: Arch, x: np.ndarray, state):
-    """The forward pass for inference: logits (T, V, B) and the final state of every layer.
-
-    The same equations as `forward`, but the GRU and LSTM stacks stay
-    feature-major up to the head (head.weight · h<t> per step) and keep no
-    cache.  The vanilla RNN uses `forward`.
-    """
-    if arch.cell == "rnn":
-        logits, final, _ = forward(params, arch, x, state)
-        return np.swapaxes(logits, 1, 2), final
-    top, _, final, _ = _gated_forward(params, arch, x, state, cache=False)
-    logits = np.matmul(params["head.weight"], top)
-    logits += params["head.bias"][:, None]
-    return logits, final
 
 
 def _head(params, h: np.ndarray) -> np.ndarray:
@@ -374,7 +358,7 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | No
     logits (T, B, V), targets (T, B) ids, mask (T, B) of 0/1 (None = all).
     Returns (loss in nats per counted token, dlogits, number of tokens).
     `denominator` replaces the number of tokens the sum is divided by: a
-    share of a batch (`charlm.parallel`) divides by the whole batch's count.
+    share of a batch (`charlm.workers.train`) divides by the whole batch's count.
     """
     logp = log_softmax(logits)
     picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]
@@ -401,47 +385,6 @@ def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None, denom
     loss, dlogits, _ = cross_entropy(logits, y, mask, denominator)
     grads, _ = backward(params, arch, dlogits, cache)
     return loss, grads, final
-
-
-def step_weights(params) -> dict:
-    """The weights inference steps read, laid out for them: transposed and contiguous.
-
-    Computed once per generation (not once per character).
-    """
-    w = {}
-    for name, p in params.items():
-        w[name] = np.ascontiguousarray(p.T) if p.ndim == 2 else p
-    return w
-
-
-def step(params, arch: Arch, ids: np.ndarray, state, weights: dict | None = None):
-    """One time step for a batch of token ids (B,): (logits (B, V), new state).
-
-    `weights` is `step_weights(params)`, if the caller has it already.
-    """
-    w = weights if weights is not None else step_weights(params)
-    step_cell = cells.STEP[arch.cell]
-    if arch.reset_at_eos:  # a row whose input is <EOS> starts a new sequence from the zero state
-        keep = (ids != EOS_ID)[:, None].astype(w["head.weight"].dtype)
-        state = [tuple(s * keep for s in layer) for layer in state]
-    inp = ids
-    new_state = []
-    for l in range(arch.num_layers):
-        W_ihT, b = w[f"layers.{l}.weight_ih"], w[f"layers.{l}.bias"]
-        gx = W_ihT[inp] if l == 0 else np.dot(inp, W_ihT)   # a column lookup for token ids
-        gx += b
-        s = step_cell(gx, state[l], w[f"layers.{l}.weight_hh"], arch.activation)
-        new_state.append(s)
-        inp = s[0]
-    logits = np.dot(inp, w["head.weight"])
-    logits += w["head.bias"]
-    return logits, new_state
-
-
-def token_flops(arch: Arch) -> float:
-    """Matmul FLOPs of reading one token (forward only; the one-hot input of layer 0 is a lookup and costs nothing)."""
-    G, H = arch.gates, arch.hidden_size
-    return float(sum(2 * G * H * ((0 if l == 0 else H) + H) for l in range(arch.num_layers)) + 2 * H * arch.vocab_size)
 
 
 def num_params(params) -> int:

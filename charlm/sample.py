@@ -16,11 +16,13 @@ before dividing by T, in float64.
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
 
-from charlm import mixture, model, ngram
+from charlm import inference, mixture, model, ngram
+from charlm.errors import CharlmError
 from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID
@@ -103,7 +105,7 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     x = np.repeat(history[:, None], num, axis=1)
     logits, state, _ = model.forward(params, arch, x, state)
     logits = logits[-1]
-    weights = model.step_weights(params)
+    weights = inference.step_weights(params)
     rows = np.arange(num)
     active = np.ones(num, dtype=bool)
     if mix is not None:  # the n-gram's history: the prime (the same for every row), then each row's sample
@@ -124,4 +126,24 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
             active &= ids != EOS_ID
             if not active.any():
                 return
-        logits, state = model.step(params, arch, ids, state, weights)
+        logits, state = inference.step(params, arch, ids, state, weights)
+
+
+def check_batch_fits(num: int, V: int, arch: Arch, length: int, prime_chars: int) -> None:
+    """Refuse, before allocating, a batch of `num` samples that could not fit in this machine's memory.
+
+    A generous estimate per sample: the float64 distributions of a step and
+    their sorted copies (8·V), the forward pass over the prime (3 arrays of
+    every layer's gates per prime character) and the text.  Without it a
+    huge --num only failed once the machine had swapped its way to a
+    MemoryError (15 GB here for --num 1000000000).
+    """
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # (not on Windows: the MemoryError handler remains)
+        return
+    gates = arch.gates * arch.hidden_size * arch.num_layers
+    need = num * (8 * (8 * V + 3 * gates * (prime_chars + 1) + 2 * length) + 200)
+    if need > 0.8 * memory:
+        raise CharlmError(f"not enough memory: {num:,} samples at once would need about {need / 2**30:,.1f} GiB, "
+                          f"and this machine has {memory / 2**30:,.1f} GiB (ask for fewer with --num)")

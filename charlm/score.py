@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm import mixture, model, ngram
+from charlm import inference, mixture, model, ngram
 from charlm.data import inputs_targets
 from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
+from charlm.workers import score as score_workers
+from charlm.workers.process import usable_cores
 
 LN2 = math.log(2.0)
 
@@ -67,20 +69,6 @@ class Score:
         }
 
 
-def token_log_probs(params, arch: Arch, inputs: np.ndarray, targets: np.ndarray, state=None):
-    """log P(target | history) at every position of (T, B) inputs/targets.
-
-    Returns (T, B) log-probabilities (float64) and the final state.
-    """
-    T, B = inputs.shape
-    dtype = params["head.weight"].dtype
-    if state is None:
-        state = model.zero_state(arch, B, dtype)
-    logits, final = model.infer(params, arch, inputs, state)       # (T, V, B)
-    logp = model.log_softmax(logits.astype(np.float64), axis=1)
-    return np.take_along_axis(logp, targets[:, None, :], axis=1)[:, 0], final
-
-
 def mixed(mix: Mixture | None, logp: np.ndarray, ids: np.ndarray, pos: np.ndarray, start=0) -> np.ndarray:
     """The log-probabilities `logp` of the tokens ids[pos] under the mixture (unchanged without one)."""
     if mix is None:
@@ -94,10 +82,8 @@ BATCH_SIZE = 256  # sentences scored together (`score --batch-size`; 3–5 % fas
 
 def auto_workers(arch: Arch, num_tokens: int, num_sentences: int, batch_size: int = BATCH_SIZE) -> int:
     """The worker processes `score_sentences` (workers=None) reads that many sentences and tokens with."""
-    from charlm import score_workers
-
     batches = -(-num_sentences // batch_size)
-    return score_workers.auto_workers(arch, num_tokens, batches, score_workers.usable_cores())
+    return score_workers.auto_workers(arch, num_tokens, batches, usable_cores())
 
 
 def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str], batch_size: int = BATCH_SIZE,
@@ -113,8 +99,6 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str], batc
     `on_failure(message)` hears of a worker that failed, whose batches are
     then read here.
     """
-    from charlm import score_workers
-
     encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
     order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
     batches = [order[start:start + batch_size][::-1] for start in range(0, len(order), batch_size)]  # longest first
@@ -144,49 +128,6 @@ def mixed_sequences(mix: Mixture | None, seqs: list[np.ndarray], logps: list[np.
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     out = mixed(mix, np.concatenate(logps), flat, np.arange(len(flat)), start=np.repeat(offsets, lengths))
     return np.split(out, offsets[1:])
-
-
-def network_log_probs(params, arch: Arch, seqs: list[np.ndarray], max_tokens: int | None = None) -> list[np.ndarray]:
-    """The network's log P of every token of each id sequence, each read from input <EOS> and the zero state.
-
-    `seqs` are side by side in one batch, longest first, padded and masked.
-    They are read in stretches of time with the state carried from one
-    stretch to the next, as `_read_in_order` reads a document: a stretch is
-    max(1, max_tokens // n) steps of the n sequences not yet finished (a
-    prefix of `seqs`), so a forward call reads at most max(max_tokens,
-    len(seqs)) tokens (default SENTENCE_TOKENS) however long a sequence is,
-    and a long one does not make the short ones beside it pay for its length.
-    The numbers are those of reading each sequence in one piece.
-    """
-    if max_tokens is None:
-        max_tokens = SENTENCE_TOKENS
-    lengths = np.array([len(q) for q in seqs], dtype=np.int64)
-    if len(seqs) == 0:
-        return []
-    if np.any(lengths[1:] > lengths[:-1]) or lengths[-1] < 1:
-        raise ValueError("network_log_probs needs non-empty sequences, longest first")
-    out = [np.empty(int(n)) for n in lengths]
-    state = model.zero_state(arch, len(seqs), params["head.weight"].dtype)
-    T = int(lengths[0])
-    s = 0
-    while s < T:
-        active = int(np.count_nonzero(lengths > s))
-        e = min(T, s + max(1, max_tokens // active))
-        state = [tuple(x[:active] for x in layer) for layer in state]   # the finished ones leave the batch
-        targets = np.full((e - s, active), EOS_ID, dtype=np.intp)
-        first = np.full(active, EOS_ID, dtype=np.intp)
-        for b in range(active):
-            seg = seqs[b][s:e]
-            targets[:len(seg), b] = seg
-            if s:
-                first[b] = seqs[b][s - 1]
-        inputs = np.vstack([first[None], targets[:-1]])
-        logp, state = token_log_probs(params, arch, inputs, targets, state)
-        for b in range(active):
-            n = int(min(e, lengths[b])) - s
-            out[b][s:s + n] = logp[:n, b]
-        s = e
-    return out
 
 
 def document_log_prob(params, arch: Arch, ids: np.ndarray, chunk: int = 512, exact: bool = False,
@@ -223,8 +164,6 @@ BURN_IN = 512            # tokens each piece re-reads before its own stretch (do
 MAX_BURN_IN = 4096
 JOINT_TOLERANCE = 1e-4   # largest allowed difference between the two states at a joint
 CHUNK_TOKENS = 4096      # tokens per forward call when reading in pieces (a forward keeps ~25 kB per token)
-SENTENCE_TOKENS = 16_384  # at most this many tokens per forward call when scoring sentences (a batch of 256
-#                           sentences of up to 64 tokens in one call; a longer one is read in stretches)
 
 
 def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int, adjust=None) -> float:
@@ -234,7 +173,7 @@ def _read_in_order(params, arch: Arch, ids: np.ndarray, chunk: int, adjust=None)
     for s in range(0, len(ids), chunk):
         x = inputs[s:s + chunk].astype(np.intp)[:, None]
         y = targets[s:s + chunk].astype(np.intp)[:, None]
-        logp, state = token_log_probs(params, arch, x, y, state)
+        logp, state = inference.token_log_probs(params, arch, x, y, state)
         if adjust is not None:
             logp = adjust(np.arange(s, s + len(x)), logp[:, 0])
         total += float(logp.sum())
@@ -270,7 +209,7 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
         pos = starts[1:][None, :] - warm + np.arange(warm)[:, None]
         state = model.zero_state(arch, pieces - 1, dtype)
         for s in range(0, warm, chunk):
-            _, state = model.infer(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
+            _, state = inference.infer(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
         start_state = [tuple(np.concatenate([z[:1], w]) for z, w in zip(zl, wl))
                        for zl, wl in zip(start_state, state)]
     pos = starts[None, :] + np.arange(length)[:, None]   # (length, pieces)
@@ -280,7 +219,7 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     total = 0.0
     for s in range(0, length, chunk):
         p = pos[s:s + chunk]
-        logp, state = token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
+        logp, state = inference.token_log_probs(params, arch, inputs[p].astype(np.intp), targets[p].astype(np.intp), state)
         kept = scored[s:s + chunk]
         logp = logp[kept] if adjust is None else adjust(p[kept], logp[kept])
         total += float(logp.sum())
@@ -320,7 +259,7 @@ def explain(params, arch: Arch, vocab: Vocab, sentence: str, k: int = 3, mix: Mi
     top = []
     for s in range(0, len(ids), CHUNK_TOKENS):
         pos = np.arange(s, min(s + CHUNK_TOKENS, len(ids)))
-        logits, state = model.infer(params, arch, inputs[pos][:, None], state)      # (T, V, 1)
+        logits, state = inference.infer(params, arch, inputs[pos][:, None], state)      # (T, V, 1)
         logp = model.log_softmax(logits[:, :, 0].astype(np.float64))
         if mix is not None:
             logp = mixture.log_prob(mix.weight, logp, ngram.next_distribution(mix.ngram, ids, pos))

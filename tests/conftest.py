@@ -1,8 +1,57 @@
-"""Fixtures shared by the command-line test modules (test_cli, test_edges, test_checkpoint_cli_json)."""
+"""What the test modules share: running the CLI in-process, asserting its outcomes, and small corpora.
+
+Import the helpers with `from conftest import ...`; the fixtures are found by pytest."""
+
+import random
 
 import pytest
+from typer.testing import CliRunner
 
-from test_cli import TINY, invoke, ok, write_names
+from charlm.cli import app
+
+runner = CliRunner()
+
+TINY = ["--steps", "20", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "8",
+        "--eval-every", "10"]
+TINY2 = ["--steps", "2", "--hidden-size", "4", "--num-layers", "1", "--batch-size", "2", "--seq-len", "4"]
+
+NAMES = ["anna", "bob", "carla", "dave", "eve", "frank", "gina", "hal", "ida", "jon", "kim", "lea", "max",
+         "nora", "otto", "paul", "quinn", "rosa", "sam", "tina"]
+
+
+def invoke(*args, input=None, env=None):
+    return runner.invoke(app, [str(a) for a in args], input=input, env=env)
+
+
+def ok(r):
+    """Assert success; on failure show everything."""
+    assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}\nexc: {r.exception!r}"
+    assert r.exception is None, repr(r.exception)
+    assert "Traceback" not in r.output
+    return r
+
+
+def one_line_error(r, *needles, code=1):
+    """Assert a failure reported as exactly one 'error:' line on stderr, nothing on stdout."""
+    detail = f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}\nexc: {r.exception!r}"
+    assert r.exit_code == code, detail
+    assert r.exception is None or isinstance(r.exception, SystemExit), detail
+    assert "Traceback" not in r.output, detail
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, detail
+    assert lines[0].startswith("error:"), detail
+    assert r.stdout == "", detail
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), detail
+    return lines[0]
+
+
+def write_names(path, n=300, seed=0):
+    rng = random.Random(seed)
+    path.write_text("\n".join(rng.choice(NAMES) for _ in range(n)) + "\n", encoding="utf-8")
+    return path
+
+
 
 
 @pytest.fixture

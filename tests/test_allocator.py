@@ -79,7 +79,7 @@ def test_the_time_loops_arrays_are_aligned(cell):
     rng = np.random.default_rng(0)
     params = model.init_params(arch, rng, "float32")
     x = rng.integers(0, 65, (8, 16))
-    *_, caches = model._gated_forward(params, arch, x, model.zero_state(arch, 16, np.float32))
+    *_, caches = model.gated_forward(params, arch, x, model.zero_state(arch, 16, np.float32))
     for _, cache in caches:
         arrays = [a for a in cache if isinstance(a, np.ndarray) and a.ndim == 3]
         assert len(arrays) >= 4                          # xh or xs, the gates and (lstm: cs, tanh(cs); gru: xh, [r·h; u])

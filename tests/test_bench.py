@@ -8,7 +8,8 @@ import tempfile
 import pytest
 from typer.testing import CliRunner
 
-from charlm import bench, parallel
+from charlm import bench
+from charlm.workers import train as step_workers
 from charlm.bench import alternate, flops_per_char, names_novelty, run_peer
 from charlm.cli import app
 from charlm.errors import CharlmError
@@ -158,7 +159,8 @@ def test_scoring_cycles_a_short_text_to_the_sizes_it_reports():
 
 
 def test_scoring_reads_with_the_workers_score_would_use(monkeypatch):
-    from charlm import score, score_workers
+    from charlm import score
+    from charlm.workers import score as score_workers
 
     asked, used = [], []
     monkeypatch.setattr(score_workers, "auto_workers", lambda *a: asked.append(a) or 2)
@@ -277,7 +279,7 @@ def test_training_rows_say_when_worker_processes_share_the_batch(stubbed, monkey
         asked.append((arch.cell, arch.hidden_size, arch.num_layers, B, itemsize))
         return workers
 
-    monkeypatch.setattr(parallel, "auto_workers", auto_workers)
+    monkeypatch.setattr(step_workers, "auto_workers", auto_workers)
     result = bench.run_bench(1.0, quick=True)
     note = result["figures"][0]["note"]
     assert result["figures"][0]["label"].startswith("train lstm 2×256")

@@ -11,7 +11,8 @@ import pytest
 from charlm.checkpoint import Checkpoint, load, save, to_arrays
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
-from charlm.train import Corpus, train
+from charlm.corpus import Corpus
+from charlm.train import train
 from charlm.vocab import build_vocab, code_points, count_code_points
 
 TEXT = "abc ab\nbca cab\n\x00zé\n" * 8  # a NUL character is an ordinary token

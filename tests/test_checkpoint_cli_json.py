@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 
-from test_cli import invoke, one_line_error
+from conftest import invoke, one_line_error
 
 
 pytestmark = pytest.mark.usefixtures("no_env_checkpoint")

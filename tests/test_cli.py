@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import zipfile
 
 import numpy as np
@@ -24,50 +23,9 @@ from charlm import __version__
 from charlm import checkpoint as ckpt_io
 from charlm.cli import app
 from charlm.config import Config
+from conftest import NAMES, TINY, TINY2, invoke, ok, one_line_error
 
-runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("no_env_checkpoint")   # the fixtures `trained` and `corpus` are in conftest.py
-
-TINY = ["--steps", "20", "--hidden-size", "16", "--num-layers", "1", "--batch-size", "4", "--seq-len", "8",
-        "--eval-every", "10"]
-TINY2 = ["--steps", "2", "--hidden-size", "4", "--num-layers", "1", "--batch-size", "2", "--seq-len", "4"]
-
-NAMES = ["anna", "bob", "carla", "dave", "eve", "frank", "gina", "hal", "ida", "jon", "kim", "lea", "max",
-         "nora", "otto", "paul", "quinn", "rosa", "sam", "tina"]
-
-
-def invoke(*args, input=None, env=None):
-    return runner.invoke(app, [str(a) for a in args], input=input, env=env)
-
-
-def ok(r):
-    """Assert success; on failure show everything."""
-    assert r.exit_code == 0, f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}\nexc: {r.exception!r}"
-    assert r.exception is None, repr(r.exception)
-    assert "Traceback" not in r.output
-    return r
-
-
-def one_line_error(r, *needles, code=1):
-    """Assert a failure reported as exactly one 'error:' line on stderr, nothing on stdout."""
-    detail = f"exit {r.exit_code}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}\nexc: {r.exception!r}"
-    assert r.exit_code == code, detail
-    assert r.exception is None or isinstance(r.exception, SystemExit), detail
-    assert "Traceback" not in r.output, detail
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, detail
-    assert lines[0].startswith("error:"), detail
-    assert r.stdout == "", detail
-    for needle in needles:
-        assert needle.lower() in lines[0].lower(), detail
-    return lines[0]
-
-
-def write_names(path, n=300, seed=0):
-    rng = random.Random(seed)
-    path.write_text("\n".join(rng.choice(NAMES) for _ in range(n)) + "\n", encoding="utf-8")
-    return path
-
 
 # ---------------------------------------------------------------------------
 # --version, --help
@@ -887,9 +845,10 @@ def test_score_batch_size_default_is_the_library_default():
     """The bench measures `score --file` with score.BATCH_SIZE: it must be the option's default."""
     import inspect
 
-    from charlm import cli, score
+    from charlm import score
+    from charlm.cli import score as score_command
 
-    assert inspect.signature(cli.score).parameters["batch_size"].default == score.BATCH_SIZE
+    assert inspect.signature(score_command.score).parameters["batch_size"].default == score.BATCH_SIZE
 
 
 @pytest.mark.parametrize("args,needle", [(["--seconds", "0"], "--seconds"), (["--repeats", "0"], "--repeats")])

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from charlm import checkpoint as ckpt_io
-from test_cli import TINY, TINY2, invoke, ok, one_line_error
+from conftest import TINY, TINY2, invoke, ok, one_line_error
 
 
 pytestmark = pytest.mark.usefixtures("no_env_checkpoint")   # the fixtures `trained` and `corpus` are in conftest.py
@@ -245,14 +245,14 @@ def test_a_full_disk_on_stdout_is_a_one_line_error(model):
 # ---------------------------------------------------------------------------
 
 def test_huge_counts_and_times_are_shown_compactly():
-    from charlm.render import fmt_count, fmt_seconds
+    from charlm.cli.render import fmt_count, fmt_seconds
     assert fmt_count(1234) == "1,234" and fmt_count(10 ** 14) == "100,000,000,000,000"
     assert fmt_count(15 * 10 ** 300) == "1.5e+301"              # `--epochs 1e300` used to print 300 digits
     assert fmt_seconds(7200) == "2 h 00 min" and fmt_seconds(3.6e303) == "1e+300 h"
 
 
 def test_a_certain_sample_has_zero_bits_not_minus_zero():
-    from charlm.render import fmt_logprob
+    from charlm.cli.render import fmt_logprob
     assert fmt_logprob(0.0, 3) == "log P = 0.0000 nats over 3 tokens (0.0000 bits/char)"
     assert fmt_logprob(-0.0, 1) == "log P = 0.0000 nats over 1 token (0.0000 bits/char)"
     assert fmt_logprob(-2 * 0.6931471805599453, 2) == "log P = -1.3863 nats over 2 tokens (1.0000 bits/char)"
@@ -433,7 +433,7 @@ def test_a_vocabulary_that_keeps_no_character_is_pointed_out(corpus, tmp_path):
 def test_the_vocabulary_summary_counts_in_the_singular_and_shows_the_space():
     from rich.console import Console
 
-    from charlm.render import vocab_table
+    from charlm.cli.render import vocab_table
     from charlm.vocab import build_vocab, code_points, count_code_points
     console = Console(width=100, record=True, color_system=None)
     console.print(vocab_table(build_vocab(count_code_points(code_points("b a\x1b"))), 4, 1))
@@ -496,7 +496,7 @@ def test_train_warns_when_no_character_is_kept(corpus, tmp_path):
 
 def test_a_curve_over_under_a_second_labels_its_axis_with_figures_that_differ():
     """`info --curve` of a run under a second used to read "0 … 0" on its time axis."""
-    from charlm.render import curve
+    from charlm.cli.render import curve
     axis = curve([(0.01, 3.0), (0.08, 2.5)], [(0.08, 2.6)]).splitlines()[-2].split()
     assert axis == ["0.01", "0.08"]
     assert curve([(15, 3.0), (491, 2.5)]).splitlines()[-2].split() == ["15", "491"]

@@ -14,7 +14,7 @@ import pytest
 
 from charlm import gradcheck
 from charlm.model import Arch, param_shapes
-from test_cli import invoke, ok, one_line_error
+from conftest import invoke, ok, one_line_error
 
 
 def test_finite_differences_of_a_known_function():

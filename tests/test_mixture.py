@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm import mixture, model, ngram
+from charlm import inference, mixture, model, ngram
 from charlm.mixture import Mixture
 from charlm.model import Arch, init_params, param_shapes
 from charlm.sample import generate
@@ -30,7 +30,7 @@ def net_log_probs(params, arch, ids):
     state = model.zero_state(arch, 1, np.float64)
     x, out = EOS_ID, []
     for y in ids:
-        logits, state = model.step(params, arch, np.array([x]), state)
+        logits, state = inference.step(params, arch, np.array([x]), state)
         out.append(model.log_softmax(logits[0].astype(np.float64)))
         x = y
     return np.array(out)
@@ -130,7 +130,9 @@ def test_sampling_draws_from_the_interpolation():
 def test_training_fits_the_share_on_validation_and_saves_the_ngram(tmp_path):
     from charlm import checkpoint
     from charlm.config import Config
-    from charlm.train import VAL_MAX_TOKENS, evaluate, load_corpus, train
+    from charlm.corpus import load_corpus
+    from charlm.train import train
+    from charlm.validation import VAL_MAX_TOKENS, evaluate
 
     path = tmp_path / "items.txt"
     rng = np.random.default_rng(0)

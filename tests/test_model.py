@@ -6,11 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from charlm import model
+from charlm import inference, model
 from charlm.config import Config
 from charlm.model import Arch, init_params, param_shapes
 from charlm.score import document_log_prob
-from charlm.train import Corpus, train
+from charlm.corpus import Corpus
+from charlm.train import train
 from charlm.vocab import build_vocab, code_points, count_code_points
 
 
@@ -134,7 +135,7 @@ def test_step_agrees_with_forward(cell, activation, layers):
     logits, final, _ = model.forward(params, arch, x, state0)
     state = state0
     for t in range(x.shape[0]):
-        step_logits, state = model.step(params, arch, x[t], state)
+        step_logits, state = inference.step(params, arch, x[t], state)
         np.testing.assert_allclose(step_logits, logits[t], rtol=1e-12, atol=1e-12)
     for l in range(layers):
         for a, b in zip(state[l], final[l]):
@@ -271,7 +272,8 @@ def test_drop_characters_replaces_inputs_by_unk_but_never_eos():
 @pytest.mark.parametrize("onehot_limit", [model.ONEHOT_VOCAB, 0])   # 0: V = 7 > H = 5 looks layer 0's input up
 def test_inference_forward_equals_the_training_forward(cell, reset, onehot_limit, monkeypatch):
     """`infer` (feature-major, no cache) computes the same logits and final states as `forward`."""
-    from charlm.model import forward, infer
+    from charlm.model import forward
+    from charlm.inference import infer
 
     monkeypatch.setattr(model, "ONEHOT_VOCAB", onehot_limit)
     arch = Arch(cell, 7, 5, 3, reset_at_eos=reset)

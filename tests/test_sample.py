@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm import model
+from charlm import inference, model
 from charlm.model import Arch, param_shapes
 from charlm.sample import choose, distribution, draw, generate
 from charlm.vocab import EOS_ID
@@ -212,13 +212,13 @@ def test_greedy_is_argmax_stepping(cell):
     # by hand: read <EOS>, then the prime, then feed back the argmax
     state = model.zero_state(arch, 1, np.float64)
     for tok in [EOS_ID, *prime]:
-        logits, state = model.step(params, arch, np.array([tok]), state)
+        logits, state = inference.step(params, arch, np.array([tok]), state)
     expected, expected_logp = [], []
     for _ in range(15):
         nxt = int(np.argmax(logits[0]))
         expected.append(nxt)
         expected_logp.append(np.log(softmax(logits[0]))[nxt])
-        logits, state = model.step(params, arch, np.array([nxt]), state)
+        logits, state = inference.step(params, arch, np.array([nxt]), state)
     for row in range(3):
         assert ids[:, row].tolist() == expected
         np.testing.assert_allclose(logp[:, row], expected_logp, atol=1e-10)
@@ -233,10 +233,10 @@ def test_the_prime_is_read_first():
     without, _, lp2 = run(params, arch, 0, num=1, length=1, temperature=0.0)
     state = model.zero_state(arch, 1, np.float64)
     for tok in [EOS_ID, 5, 5, 1]:
-        logits, state = model.step(params, arch, np.array([tok]), state)
+        logits, state = inference.step(params, arch, np.array([tok]), state)
     assert with_prime[0, 0] == np.argmax(logits[0])
     assert lp1[0, 0] == pytest.approx(np.log(softmax(logits[0]))[with_prime[0, 0]], abs=1e-10)
-    logits0, _ = model.step(params, arch, np.array([EOS_ID]), model.zero_state(arch, 1, np.float64))
+    logits0, _ = inference.step(params, arch, np.array([EOS_ID]), model.zero_state(arch, 1, np.float64))
     assert without[0, 0] == np.argmax(logits0[0])
     assert not np.isclose(lp1[0, 0], lp2[0, 0])
 

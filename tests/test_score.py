@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm import model
+from charlm import inference, model
 from charlm.model import Arch, init_params, param_shapes
 from charlm.score import Score, document_log_prob, score_document, score_sentences
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
@@ -34,7 +34,7 @@ def reference_log_probs(params, arch, ids, state=None, first_input=EOS_ID):
     x = first_input
     out = []
     for y in ids:
-        logits, state = model.step(params, arch, np.array([x]), state)
+        logits, state = inference.step(params, arch, np.array([x]), state)
         out.append(log_softmax_row(logits[0])[y])
         x = y
     return out, state
@@ -75,7 +75,7 @@ def test_unknown_characters_are_scored_as_unk_and_counted():
 def test_empty_sentence_scores_only_eos():
     params, arch = make_model()
     (s,) = score_sentences(params, arch, VOCAB, [""])
-    logits, _ = model.step(params, arch, np.array([EOS_ID]), model.zero_state(arch, 1, np.float64))
+    logits, _ = inference.step(params, arch, np.array([EOS_ID]), model.zero_state(arch, 1, np.float64))
     assert s.num_tokens == 1
     assert s.log_prob == pytest.approx(log_softmax_row(logits[0])[EOS_ID], abs=1e-12)
 
@@ -190,7 +190,8 @@ def test_with_lines_as_sequences_a_document_is_the_sum_of_its_lines():
 
 def test_training_chooses_line_state_from_the_corpus(tmp_path):
     from charlm.config import Config
-    from charlm.train import load_corpus, train
+    from charlm.corpus import load_corpus
+    from charlm.train import train
 
     items = tmp_path / "items.txt"
     items.write_text("Anna\nBob\nCarl\n" * 30)
@@ -269,7 +270,7 @@ def test_reading_in_pieces_keeps_each_forward_call_small(monkeypatch):
 def one_piece_log_probs(params, arch, ids, mix=None):
     """A line read as one sequence in a single forward call, as score_sentences read every line before."""
     from charlm import mixture, ngram
-    from charlm.score import token_log_probs
+    from charlm.inference import token_log_probs
 
     ids = np.asarray(ids, dtype=np.intp)
     inputs = np.concatenate([[EOS_ID], ids[:-1]])
@@ -296,7 +297,7 @@ def long_line(n, seed=0, alphabet=" abcé🙂x"):
 @pytest.mark.parametrize("cell,reset,with_ngram", [("rnn", False, False), ("gru", False, True), ("lstm", True, True),
                                                     ("lstm", False, False)])
 def test_a_long_line_scored_in_pieces_equals_the_line_read_in_one_piece(monkeypatch, cell, reset, with_ngram):
-    from charlm import ngram, score
+    from charlm import ngram
     from charlm.mixture import Mixture
 
     rng = np.random.default_rng(5)
@@ -305,12 +306,12 @@ def test_a_long_line_scored_in_pieces_equals_the_line_read_in_one_piece(monkeypa
     mix = None
     if with_ngram:
         mix = Mixture(ngram.fit(VOCAB.encode(long_line(3000, seed=9) + "\n"), len(VOCAB), 5, reset), 0.6)
-    monkeypatch.setattr(score, "SENTENCE_TOKENS", 1000)    # (the default, 16,384, in the tests below)
-    line = long_line(3 * score.SENTENCE_TOKENS + 77)       # 3,077 tokens: four stretches
+    monkeypatch.setattr(inference, "SENTENCE_TOKENS", 1000)    # (the default, 16,384, in the tests below)
+    line = long_line(3 * inference.SENTENCE_TOKENS + 77)       # 3,077 tokens: four stretches
     others = ["abc", "", long_line(1500, seed=1), "é🙂 a"]  # shorter lines in the same batch
     shapes = record_forward_shapes(monkeypatch)
     results = score_sentences(params, arch, VOCAB, others[:2] + [line] + others[2:], keep_tokens=True, mix=mix)
-    assert len(shapes) >= 4 and max(t * b for t, b in shapes) <= score.SENTENCE_TOKENS   # really read in pieces
+    assert len(shapes) >= 4 and max(t * b for t, b in shapes) <= inference.SENTENCE_TOKENS   # really read in pieces
     monkeypatch.undo()
     expected = one_piece_log_probs(params, arch, VOCAB.encode(line).tolist() + [EOS_ID], mix)
     s = results[2]
@@ -323,11 +324,9 @@ def test_a_long_line_scored_in_pieces_equals_the_line_read_in_one_piece(monkeypa
 
 
 def test_a_long_line_in_float32_scores_as_in_one_piece():
-    from charlm import score
-
     params, arch = make_model("lstm", seed=7)
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
-    line = long_line(score.SENTENCE_TOKENS + 5, seed=3)    # two stretches at the default
+    line = long_line(inference.SENTENCE_TOKENS + 5, seed=3)    # two stretches at the default
     (s,) = score_sentences(p32, arch, VOCAB, [line], keep_tokens=True)
     expected = one_piece_log_probs(p32, arch, VOCAB.encode(line).tolist() + [EOS_ID])
     np.testing.assert_allclose(s.token_log_probs, expected, rtol=0, atol=1e-5)
@@ -349,10 +348,10 @@ def test_scoring_lines_keeps_each_forward_call_small(monkeypatch):
     for batch_size in (1, 7, 128, 300):
         shapes.clear()
         results = score_sentences(params, arch, VOCAB, short + [line] + short[:40], batch_size=batch_size)
-        assert max(t * b for t, b in shapes) <= max(score.SENTENCE_TOKENS, batch_size)
+        assert max(t * b for t, b in shapes) <= max(inference.SENTENCE_TOKENS, batch_size)
         total = sum(r.num_tokens for r in results)
         read = sum(t * b for t, b in shapes)
-        assert total <= read < 1.2 * total + score.SENTENCE_TOKENS   # every token read, and not the long line's length
+        assert total <= read < 1.2 * total + inference.SENTENCE_TOKENS   # every token read, and not the long line's length
         #                                                            times the batch (no padding to the longest)
     shapes.clear()
     score.explain(params, arch, VOCAB, line[:10_000])   # --show reads a long line in pieces too
@@ -364,9 +363,7 @@ def test_scoring_a_long_line_allocates_little_beyond_the_line_itself(monkeypatch
     not by what a forward call over the whole line takes per character (the control, read in one piece)."""
     import tracemalloc
 
-    from charlm import score
-
-    monkeypatch.setattr(score, "SENTENCE_TOKENS", 1000)   # stretches shorter than the lines (tracemalloc is slow)
+    monkeypatch.setattr(inference, "SENTENCE_TOKENS", 1000)   # stretches shorter than the lines (tracemalloc is slow)
     params, arch = make_model("lstm", H=16, layers=1, seed=8)
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
 
@@ -428,7 +425,7 @@ def render(renderable, **console):
 
 
 def test_score_table_escapes_characters_that_do_not_print_and_shows_markup_as_written():
-    from charlm.render import score_table, visible_text
+    from charlm.cli.render import score_table, visible_text
 
     table = score_table([Score(t, -1.0, len(t) + 1, 0) for t in UNSAFE], show_text_width=200)
     plain = render(table, color_system=None)
@@ -447,7 +444,7 @@ def test_score_table_escapes_characters_that_do_not_print_and_shows_markup_as_wr
 def test_score_command_escapes_the_table_and_keeps_json_exact(trained, tmp_path):
     import json
 
-    from test_cli import invoke, ok
+    from conftest import invoke, ok
 
     _, _, ck = trained
     f = tmp_path / "unsafe.txt"

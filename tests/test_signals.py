@@ -234,7 +234,8 @@ import sys
 import numpy as np
 from charlm import checkpoint as ckpt_io
 from charlm.config import build_config
-from charlm.train import load_corpus, train
+from charlm.corpus import load_corpus
+from charlm.train import train
 
 corpus, out, steps = sys.argv[1], sys.argv[2], {int(s) for s in sys.argv[3:]}
 cfg = build_config(None, dict(steps=100000, hidden_size=8, num_layers=1, batch_size=4, seq_len=8,

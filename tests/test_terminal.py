@@ -16,7 +16,8 @@ import pytest
 
 from charlm import checkpoint
 from charlm.config import Config
-from charlm.train import load_corpus, train
+from charlm.corpus import load_corpus
+from charlm.train import train
 
 ANSI = re.compile(r"\x1b\[")
 COLOUR = re.compile(r"\x1b\[[0-9;]*(?:3[0-7]|38|9[0-7])[;m]")

@@ -9,7 +9,9 @@ import pytest
 from charlm import checkpoint, model, ngram
 from charlm.config import Config
 from charlm.errors import ConfigError, CorpusError, TrainingDiverged
-from charlm.train import check_resume, load_corpus, train
+from charlm.corpus import load_corpus
+from charlm.run import check_resume
+from charlm.train import train
 
 TEXT = ("the cat sat on the mat.\nwe ate a pie at tea.\na bird in the hand\n"
         "is worth two in the bush!\nzebras graze; quietly.\n") * 2
@@ -414,7 +416,7 @@ def test_auto_eval_every_validates_each_pass_over_a_small_corpus():
 # ---------------------------------------------------------------------------
 
 def test_validation_and_the_best_weights_are_the_weight_average():
-    from charlm.train import evaluate
+    from charlm.validation import evaluate
     cfg = config(cell="gru", ema=0.9, eval_every=0)      # validated once, at the end
     ck, _ = run(cfg)
     avg = {k: ck.optim_state[f"avg.{k}"] for k in ck.params}

@@ -1,51 +1,47 @@
-"""`charlm info`: what a checkpoint holds, as a dict (for --json) and as tables."""
+"""`charlm info`: describe a checkpoint, as tables or as JSON."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from charlm.checkpoint import VERSION, Checkpoint
-from charlm.model import num_params
-from charlm.render import fmt_count, fmt_seconds, history_curve, shared_by
+from charlm import checkpoint as ckpt_io
+from charlm.checkpoint import Checkpoint
+from charlm.cli.app import app, handle_errors
+from charlm.cli.console import json_line, out
+from charlm.cli.options import checkpoint_path
+from charlm.cli.render import fmt_count, fmt_seconds, history_curve, shared_by
 
 
-def describe(ck: Checkpoint, path: str) -> dict:
-    cfg = ck.config
-    per_layer = {}
-    for name, p in ck.params.items():
-        group = name.rsplit(".", 1)[0]
-        per_layer[group] = per_layer.get(group, 0) + int(p.size)
-    m = ck.meta
-    return {
-        "path": path,
-        "format_version": VERSION,
-        "cell": cfg.cell,
-        "num_layers": cfg.num_layers,
-        "hidden_size": cfg.hidden_size,
-        "activation": cfg.activation,
-        "dtype": cfg.dtype,
-        "parameters": {"total": num_params(ck.params), **per_layer},
-        "vocab_size": len(ck.vocab),
-        "vocab_specials": {"<EOS>": 0, "<UNK>": 1},
-        "vocab_preview": "".join(ck.vocab.tokens[2:])[:80],
-        "steps": m.get("steps"),
-        "train_seconds": m.get("train_seconds"),
-        "chars_seen": m.get("chars_seen"),
-        "workers": m.get("workers"),     # processes that shared each step (None: written before charlm had workers)
-        "best_val_bpc": m.get("best_val_bpc"),
-        "best_step": m.get("best_step"),
-        "last_val_bpc": m.get("last_val_bpc"),
-        "corpus": m.get("corpus"),
-        "resumable": ck.resumable,
-        "has_best_weights": ck.best_params is not None,
-        "ngram": None if ck.ngram is None else {
-            "order": ck.ngram.order,
-            "grams": int(sum(len(k) for k in ck.ngram.keys)),
-            "network_share": dict(ck.mix_weights),
-        },
-        "options": cfg.to_dict(),
-    }
+@app.command(epilog="""**Examples**
+
+```
+charlm info
+charlm info run.npz --json | jq .parameters.total
+charlm info --curve
+```
+""")
+@handle_errors
+def info(
+    path: Annotated[Optional[str], typer.Argument(help="Checkpoint (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    curve: Annotated[bool, typer.Option("--curve", help="Draw the training and validation bits/char against step (with --json: add the evaluation history).")] = False,
+):
+    """Describe a checkpoint: model, vocabulary, training, validation."""
+    from charlm.describe import describe
+
+    p = checkpoint_path(path)
+    ck = ckpt_io.load(p)
+    d = describe(ck, p)
+    if as_json:
+        if curve:   # the points the curve is drawn from
+            d["history"] = (ck.train_state or {}).get("history") or []
+        print(json_line(d))
+        return
+    render_info(out, d, ck, curve)
 
 
 def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = False) -> None:

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from charlm.render import counted, fmt_count, fmt_seconds, history_curve, shared_by
+from charlm.cli.render import counted, fmt_count, fmt_seconds, history_curve, shared_by
 from charlm.score import LN2
 
 

@@ -7,7 +7,7 @@ processes with single-threaded BLAS, each reading whole batches, keep both
 cores busy throughout (an LSTM 2×256 scoring 10,000 lines of Shakespeare:
 57,000–64,000 characters a second against 44,000–51,000, README › Performance).
 A batch is read whole by one worker, with the same code as in one process
-(`score.network_log_probs`); the numbers agree up to float rounding (BLAS
+(`inference.network_log_probs`); the numbers agree up to float rounding (BLAS
 adds in another order with one thread than with two, README › score).
 
 Protocol, over each worker's standard input and output: this process
@@ -30,33 +30,29 @@ import io
 import json
 import os
 import select
-import struct
 import subprocess
-import sys
 from collections import deque
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from charlm import model
-from charlm.parallel import (MAX_AUTO_WORKERS, STARTUP_SECONDS, THREAD_VARIABLES, WorkerError, ended, error_reply, reap,
-                             usable_cores)
+from charlm import inference, model
+from charlm.workers.process import (MAX_AUTO_WORKERS, STARTUP_SECONDS, WorkerError, detach_stdio, ended, error_reply,
+                                    read_error, reap, start)
 
 MIN_WORK = 2e11        # matmul FLOPs to read, from which `auto` starts workers (starting them takes about 0.3 s)
-_BOOT = "import sys; sys.path[0] = {root!r}; from charlm.score_workers import serve; serve()"
 
 
 def auto_workers(arch: model.Arch, num_tokens: int, num_batches: int, cores: int,
                  posix: bool = os.name == "posix") -> int:
     """The number of workers `score --workers auto` uses: 2 on two cores, for two batches or more and work enough.
 
-    Work enough: num_tokens × `model.token_flops(arch)` ≥ MIN_WORK, about
+    Work enough: num_tokens × `inference.token_flops(arch)` ≥ MIN_WORK, about
     two seconds of one process (an LSTM 2×256: 125,000 tokens; measured
     here, workers start to gain from about 35,000, and read 160,000 tokens
     in 2.9 s against 4.4).
     """
-    if not posix or cores < 2 or num_batches < 2 or num_tokens * model.token_flops(arch) < MIN_WORK:
+    if not posix or cores < 2 or num_batches < 2 or num_tokens * inference.token_flops(arch) < MIN_WORK:
         return 1
     return min(cores, MAX_AUTO_WORKERS, num_batches)
 
@@ -65,14 +61,12 @@ def batch_log_probs(params, arch: model.Arch, batches: list[list[np.ndarray]], w
                     on_failure: Callable[[str], None] = lambda msg: None) -> Iterator[tuple[int, list[np.ndarray]]]:
     """(j, the network's log P of every token of each sequence of batches[j]), for every batch, in any order.
 
-    Each batch's sequences are longest first, as `score.network_log_probs` wants them.
+    Each batch's sequences are longest first, as `inference.network_log_probs` wants them.
     """
-    from charlm.score import network_log_probs
-
     done: set[int] = set()
     if workers > 1 and len(batches) > 1:
         try:
-            pool = Pool(params, arch, min(workers, len(batches)))
+            pool = ScoreWorkers(params, arch, min(workers, len(batches)))
         except (WorkerError, OSError) as e:
             on_failure(str(e))
         else:
@@ -85,7 +79,7 @@ def batch_log_probs(params, arch: model.Arch, batches: list[list[np.ndarray]], w
                     on_failure(str(e))
     for j in range(len(batches)):
         if j not in done:                            # all of them in this process, or what the workers left
-            yield j, network_log_probs(params, arch, batches[j])
+            yield j, inference.network_log_probs(params, arch, batches[j])
 
 
 def _send_array(stream, a: np.ndarray) -> None:
@@ -121,21 +115,16 @@ def _split(flat: np.ndarray, lengths) -> list[np.ndarray]:
     return np.split(flat, np.cumsum(lengths)[:-1])
 
 
-class Pool:
+class ScoreWorkers:
     """P worker processes holding the model; `run` scores batches on them."""
 
     def __init__(self, params, arch: model.Arch, count: int):
         self.procs: list[subprocess.Popen] = []
-        threads = str(max(1, usable_cores() // count))        # each worker's share of the cores, for its BLAS
-        env = dict(os.environ, **{var: threads for var in THREAD_VARIABLES})
-        boot = _BOOT.format(root=str(Path(__file__).resolve().parent.parent))
         names = sorted(params)
         about = np.frombuffer(json.dumps({"arch": vars(arch), "names": names}).encode(), dtype=np.uint8)
         try:
             for _ in range(count):
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL, env=env, start_new_session=True))
+                self.procs.append(start(__name__, count))
             for proc in self.procs:
                 if not select.select([proc.stdout], [], [], STARTUP_SECONDS)[0]:
                     raise WorkerError(f"a scoring worker did not start within {STARTUP_SECONDS} s")
@@ -185,8 +174,7 @@ class Pool:
             except (ValueError, EOFError) as e:
                 raise WorkerError(self._ended(proc, f"a reply was cut short: {e}")) from None
         if got == b"E":
-            (n,) = struct.unpack("<I", proc.stdout.read(4))
-            raise WorkerError(proc.stdout.read(n).decode("utf-8", "replace"))
+            raise WorkerError(read_error(proc.stdout.read))
         raise WorkerError(self._ended(proc, None if got == b"" else f"unexpected reply {got!r}"))
 
     @staticmethod
@@ -218,17 +206,9 @@ class Pool:
 # The worker's side
 # ----------------------------------------------------------------------------
 
-def serve() -> None:
-    """A worker's main loop: read the model, then score batches until end of input."""
-    from charlm.allocator import keep_freed_memory
-    from charlm.score import network_log_probs
-
-    keep_freed_memory()
-    commands = os.fdopen(os.dup(0), "rb")
-    replies = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDWR)          # stray output goes nowhere
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
+def serve(argv: list[str]) -> None:
+    """A worker's main loop: read the model, then score batches until end of input (`argv` is empty)."""
+    commands, replies = (os.fdopen(fd, mode) for fd, mode in zip(detach_stdio(), ("rb", "wb")))
     replies.write(b"R")
     replies.flush()
     about = json.loads(_read_array(commands).tobytes())
@@ -241,7 +221,7 @@ def serve() -> None:
             return                                    # end of input: the scoring is over (or its process is gone)
         ids = _read_array(commands).astype(np.intp)
         try:
-            flat = np.concatenate(network_log_probs(params, arch, _split(ids, lengths)))
+            flat = np.concatenate(inference.network_log_probs(params, arch, _split(ids, lengths)))
             replies.write(b"D")
             _send_array(replies, flat)
         except Exception as e:                        # (MemoryError included)

@@ -1,4 +1,4 @@
-"""Training steps shared by worker processes (charlm.parallel).
+"""Training steps shared by worker processes (charlm.workers.train).
 
 * The shared step's loss, gradients and final states equal one process's
   (float64, to round-off), for every cell, with resets, dropout masks and
@@ -22,7 +22,9 @@ import pytest
 from typer.testing import CliRunner
 
 from charlm import checkpoint as ckpt_io
-from charlm import model, parallel
+from charlm import model
+from charlm.workers import process
+from charlm.workers import train as step_workers
 from charlm.cli import app
 from charlm.config import Config
 
@@ -57,7 +59,7 @@ def assert_same_step(ref, got, tol=1e-12):
 def test_shared_step_equals_one_process(cell, reset):
     arch, params, x, y, carry, masks = setup(cell, reset=reset)
     failures = []
-    with parallel.Engine(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
+    with step_workers.StepComputer(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
         assert engine.count == 3 and not failures
         for m in (None, masks):
             ref = model.loss_and_grads(params, arch, x, y, carry, masks=m)
@@ -72,7 +74,7 @@ def test_shared_step_equals_one_process(cell, reset):
 def test_a_broken_share_changes_the_result():
     """Negative control: the comparison above would see a share computed on the wrong rows."""
     arch, params, x, y, carry, _ = setup("gru")
-    with parallel.Engine(arch, "float64", 10, 7, 2) as engine:
+    with step_workers.StepComputer(arch, "float64", 10, 7, 2) as engine:
         engine.workers.rows = [(0, 5), (4, 9)]     # worker 1 told to read rows 4..8 instead of 5..9
         got = engine.loss_and_grads(params, arch, x, y, carry)
     ref = model.loss_and_grads(params, arch, x, y, carry)
@@ -82,7 +84,7 @@ def test_a_broken_share_changes_the_result():
 def test_split_rows_covers_the_batch_in_near_equal_shares():
     for B in range(1, 40):
         for P in range(1, B + 1):
-            rows = parallel.split_rows(B, P)
+            rows = step_workers.split_rows(B, P)
             assert len(rows) == P and rows[0][0] == 0 and rows[-1][1] == B
             assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
             sizes = [b - a for a, b in rows]
@@ -94,33 +96,33 @@ def test_auto_workers():
     lstm256 = model.Arch("lstm", 65, 256, 2)
     lstm512 = model.Arch("lstm", 65, 512, 2)
     rnn256 = model.Arch("rnn", 65, 256, 1)
-    assert parallel.auto_workers(gru256, 32, 4, cores=2) == 2
-    assert parallel.auto_workers(rnn256, 32, 4, cores=2) == 2
-    assert parallel.auto_workers(gru256, 32, 4, cores=1) == 1
-    assert parallel.auto_workers(gru256, 64, 4, cores=8) == 2           # at most MAX_AUTO_WORKERS
-    assert parallel.auto_workers(gru256, 32, 4, cores=2, posix=False) == 1
-    assert parallel.auto_workers(rnn256, 15, 4, cores=2) == 1           # fewer than MIN_ROWS rows each
-    assert parallel.auto_workers(gru256, 32, 8, cores=2) == 1           # float64 doubles the weights
-    assert parallel.auto_workers(lstm256, 32, 4, cores=2) == 1          # 2.1 MB of weights for 16 rows each
-    assert parallel.auto_workers(lstm256, 64, 4, cores=2) == 2          # ... for 32 rows each
-    assert parallel.auto_workers(lstm512, 64, 4, cores=2) == 1          # 8.4 MB
+    assert step_workers.auto_workers(gru256, 32, 4, cores=2) == 2
+    assert step_workers.auto_workers(rnn256, 32, 4, cores=2) == 2
+    assert step_workers.auto_workers(gru256, 32, 4, cores=1) == 1
+    assert step_workers.auto_workers(gru256, 64, 4, cores=8) == 2           # at most MAX_AUTO_WORKERS
+    assert step_workers.auto_workers(gru256, 32, 4, cores=2, posix=False) == 1
+    assert step_workers.auto_workers(rnn256, 15, 4, cores=2) == 1           # fewer than MIN_ROWS rows each
+    assert step_workers.auto_workers(gru256, 32, 8, cores=2) == 1           # float64 doubles the weights
+    assert step_workers.auto_workers(lstm256, 32, 4, cores=2) == 1          # 2.1 MB of weights for 16 rows each
+    assert step_workers.auto_workers(lstm256, 64, 4, cores=2) == 2          # ... for 32 rows each
+    assert step_workers.auto_workers(lstm512, 64, 4, cores=2) == 1          # 8.4 MB
     for arch in (lstm256, lstm512, model.Arch("gru", 300, 128, 3), model.Arch("rnn", 65, 1024, 1)):
         for B in (1, 8, 16, 32, 64, 128):
             for cores in (1, 2, 3, 4, 8):
-                p = parallel.auto_workers(arch, B, 4, cores)
-                assert 1 <= p <= min(max(1, cores), parallel.MAX_AUTO_WORKERS)
+                p = step_workers.auto_workers(arch, B, 4, cores)
+                assert 1 <= p <= min(max(1, cores), step_workers.MAX_AUTO_WORKERS)
                 if p > 1:   # each worker has the rows the rule asks for
                     rows = B // p
-                    assert rows >= parallel.MIN_ROWS
-                    assert parallel.step_weight_bytes(arch, 4) <= parallel.MAX_WEIGHT_BYTES_PER_ROW * rows
+                    assert rows >= step_workers.MIN_ROWS
+                    assert step_workers.step_weight_bytes(arch, 4) <= step_workers.MAX_WEIGHT_BYTES_PER_ROW * rows
 
 
 def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert parallel.usable_cores() == 1
+    assert step_workers.usable_cores() == 1
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "junk")
-    assert parallel.usable_cores() >= 1
+    assert step_workers.usable_cores() >= 1
 
 
 def _gone(proc) -> bool:
@@ -134,7 +136,7 @@ def _gone(proc) -> bool:
 def test_a_killed_worker_falls_back_to_this_process():
     arch, params, x, y, carry, masks = setup("lstm")
     failures = []
-    engine = parallel.Engine(arch, "float64", 10, 7, 2, on_failure=failures.append)
+    engine = step_workers.StepComputer(arch, "float64", 10, 7, 2, on_failure=failures.append)
     procs = list(engine.workers.procs)
     engine.loss_and_grads(params, arch, x, y, carry, masks)
     procs[1].kill()
@@ -151,9 +153,9 @@ def test_a_worker_error_is_reported_with_its_message():
     arch, params, x, y, carry, _ = setup("gru")
     y = y.copy()
     y[0, 9] = 200                                          # not a token of a 20-token vocabulary: worker 1 fails
-    workers = parallel.Workers(arch, "float64", 10, 7, 2)
+    workers = step_workers.TrainWorkers(arch, "float64", 10, 7, 2)
     try:
-        with pytest.raises(parallel.WorkerError, match="IndexError"):
+        with pytest.raises(process.WorkerError, match="IndexError"):
             workers.loss_and_grads(params, x, y, carry)
     finally:
         procs = list(workers.procs)
@@ -167,10 +169,10 @@ def open_fds() -> int | None:
 
 def test_a_worker_that_cannot_start_falls_back(monkeypatch):
     arch, params, x, y, carry, _ = setup("rnn")
-    monkeypatch.setattr(parallel, "_BOOT", "import sys; sys.exit(3)")
+    monkeypatch.setattr(process, "_BOOT", "import sys; sys.exit(3)")
     failures = []
     fds = open_fds()
-    with parallel.Engine(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
+    with step_workers.StepComputer(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
         assert engine.count == 1
         assert_same_step(model.loss_and_grads(params, arch, x, y, carry), engine.loss_and_grads(params, arch, x, y, carry))
     assert len(failures) == 1 and "exited with code 3" in failures[0]
@@ -179,9 +181,9 @@ def test_a_worker_that_cannot_start_falls_back(monkeypatch):
 
 def test_a_missing_interpreter_falls_back(monkeypatch):
     arch, *_ = setup("rnn")
-    monkeypatch.setattr(parallel.sys, "executable", os.path.join(os.sep, "nonexistent", "python"))
+    monkeypatch.setattr(process.sys, "executable", os.path.join(os.sep, "nonexistent", "python"))
     failures = []
-    with parallel.Engine(arch, "float64", 10, 7, 2, on_failure=failures.append) as engine:
+    with step_workers.StepComputer(arch, "float64", 10, 7, 2, on_failure=failures.append) as engine:
         assert engine.count == 1
     assert len(failures) == 1
 
@@ -189,7 +191,7 @@ def test_a_missing_interpreter_falls_back(monkeypatch):
 def test_workers_end_when_the_engine_closes():
     arch, *_ = setup("gru")
     fds = open_fds()
-    engine = parallel.Engine(arch, "float32", 10, 7, 3)
+    engine = step_workers.StepComputer(arch, "float32", 10, 7, 3)
     procs = list(engine.workers.procs)
     assert all(p.poll() is None for p in procs)
     engine.close()
@@ -269,7 +271,7 @@ def test_one_process_line_without_workers(tmp_path, corpus):
 
 
 def test_workers_that_cannot_start_are_a_warning_and_training_goes_on(tmp_path, corpus, monkeypatch):
-    monkeypatch.setattr(parallel, "_BOOT", "import sys; sys.exit(3)")
+    monkeypatch.setattr(process, "_BOOT", "import sys; sys.exit(3)")
     path = tmp_path / "m.npz"
     result = train(tmp_path, corpus, "--steps", "3", "--workers", "2", "-c", str(path))
     out = " ".join(result.output.split())
@@ -281,11 +283,11 @@ def test_workers_that_cannot_start_are_a_warning_and_training_goes_on(tmp_path, 
 @pytest.mark.parametrize("cores, workers, threads", [(2, 2, "1"), (8, 2, "4"), (2, 3, "1")])
 def test_each_worker_blas_gets_its_share_of_the_cores(monkeypatch, tmp_path, cores, workers, threads):
     out = tmp_path / "threads.txt"
-    monkeypatch.setattr(parallel, "usable_cores", lambda: cores)
-    monkeypatch.setattr(parallel, "_BOOT", f"import os, sys; open({str(out)!r}, 'a').write("
+    monkeypatch.setattr(process, "usable_cores", lambda: cores)
+    monkeypatch.setattr(process, "_BOOT", f"import os, sys; open({str(out)!r}, 'a').write("
                                            "os.environ['OPENBLAS_NUM_THREADS'] + ' '); sys.exit(3)")
     arch, *_ = setup("rnn")
-    with parallel.Engine(arch, "float64", 10, 7, workers) as engine:
+    with step_workers.StepComputer(arch, "float64", 10, 7, workers) as engine:
         assert engine.count == 1                   # (these workers only report and exit)
     seen = out.read_text().split()
     assert seen and set(seen) == {threads}

@@ -15,9 +15,11 @@ import sys
 import numpy as np
 import pytest
 
-from charlm import ngram, score, score_workers
+from charlm import inference, ngram
+from charlm.workers import score as score_workers
 from charlm.mixture import Mixture
-from charlm.model import Arch, param_shapes, token_flops
+from charlm.inference import token_flops
+from charlm.model import Arch, param_shapes
 from charlm.score import score_sentences
 from charlm.vocab import Vocab
 
@@ -74,15 +76,15 @@ def test_workers_with_the_ngram_give_the_numbers_of_one_process():
 def test_the_batches_are_read_by_the_workers_not_here(monkeypatch):
     params, arch = make_model("lstm")
     calls = []
-    real = score.network_log_probs
-    monkeypatch.setattr(score, "network_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = inference.network_log_probs
+    monkeypatch.setattr(inference, "network_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
     score_sentences(params, arch, VOCAB, sentences(100), batch_size=10, workers=2)
     assert calls == []
     score_sentences(params, arch, VOCAB, sentences(100), batch_size=10, workers=1)
     assert len(calls) == 10                          # (the control: one process reads all ten batches itself)
 
 
-class DyingPool(score_workers.Pool):
+class DyingPool(score_workers.ScoreWorkers):
     """A pool whose first worker is killed as soon as it has started."""
 
     started: list = []
@@ -110,7 +112,7 @@ def test_a_dead_worker_is_reported_and_its_batches_are_read_here(monkeypatch):
 def test_a_workers_error_message_reaches_the_caller():
     params, arch = make_model("lstm")
     bad = [np.array([3, 99, 0])]                     # id 99 is outside the vocabulary
-    with score_workers.Pool(params, arch, 1) as pool:
+    with score_workers.ScoreWorkers(params, arch, 1) as pool:
         procs = list(pool.procs)
         with pytest.raises(score_workers.WorkerError, match="IndexError"):
             list(pool.run([bad], [0]))
@@ -158,7 +160,7 @@ def test_auto_uses_two_workers_on_two_cores_for_enough_work():
 
 
 def test_cli_workers_give_the_same_json_and_bad_values_are_one_line(tmp_path, trained, no_env_checkpoint):
-    from test_cli import invoke, ok, one_line_error
+    from conftest import invoke, ok, one_line_error
 
     _, _, ck = trained
     lines = tmp_path / "lines.txt"
@@ -173,7 +175,7 @@ def test_cli_workers_give_the_same_json_and_bad_values_are_one_line(tmp_path, tr
 
 
 def test_cli_says_in_one_warning_line_when_a_worker_fails(tmp_path, trained, no_env_checkpoint, monkeypatch):
-    from test_cli import invoke, ok
+    from conftest import invoke, ok
 
     _, _, ck = trained
     lines = tmp_path / "lines.txt"

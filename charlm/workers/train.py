@@ -42,45 +42,23 @@ import json
 import mmap
 import os
 import select
-import struct
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from charlm import model
 from charlm.cells import NUM_STATES
+from charlm.workers.process import (MAX_AUTO_WORKERS, STARTUP_SECONDS, WorkerError, detach_stdio, ended, error_reply,
+                                    read_error, reap, start)
 
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
-MAX_AUTO_WORKERS = 2                 # what `auto` uses at most (more were never measured; --workers N asks for N)
 MAX_WEIGHT_BYTES_PER_ROW = 100 << 10  # of the largest weight matrix a step multiplies, per row of a worker
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
-STARTUP_SECONDS = 120                # a worker that has not started by then is given up
-
-
-class WorkerError(Exception):
-    """A worker failed or exited; the caller carries on in its own process."""
-
 
 # ----------------------------------------------------------------------------
 # How many workers
 # ----------------------------------------------------------------------------
-
-def usable_cores() -> int:
-    """Cores this process may run on, at most what OPENBLAS_NUM_THREADS or OMP_NUM_THREADS allow."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:                      # (macOS, Windows)
-        n = os.cpu_count() or 1
-    for var in THREAD_VARIABLES[:2]:
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) >= 1:
-            n = min(n, int(value))
-    return n
-
 
 def step_weight_bytes(arch: model.Arch, itemsize: int) -> int:
     """Bytes of the largest weight matrix one time step multiplies (see `charlm.cells`)."""
@@ -178,10 +156,7 @@ def _shared_memory(size: int) -> int:
 # This process's side
 # ----------------------------------------------------------------------------
 
-_BOOT = "import sys; sys.path[0] = {root!r}; from charlm.parallel import serve; serve(sys.argv[1:])"
-
-
-class Workers:
+class TrainWorkers:
     """P worker processes and the shared block; `loss_and_grads` is `model.loss_and_grads` for the whole batch."""
 
     def __init__(self, arch: model.Arch, dtype, batch_size: int, seq_len: int, count: int):
@@ -207,16 +182,11 @@ class Workers:
             self._commands = pipes[0][1]                    # closed by close() from now on
             self._buf = mmap.mmap(fd, size)
             self.v = views(table, self._buf)
-            threads = str(max(1, usable_cores() // count))     # each worker's share of the cores, for its BLAS
-            env = dict(os.environ, **{var: threads for var in THREAD_VARIABLES})
-            boot = _BOOT.format(root=str(Path(__file__).resolve().parent.parent))
             for p in range(count):
                 following = pipes[p + 1][1] if p + 1 < count else -1
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, "-c", boot, json.dumps(spec), str(fd), str(p), str(following)],
-                    stdin=pipes[p][0], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                    pass_fds=(fd,) + ((following,) if following >= 0 else ()), env=env,
-                    start_new_session=True, bufsize=0))
+                self.procs.append(start(__name__, count, [json.dumps(spec), str(fd), str(p), str(following)],
+                                        stdin=pipes[p][0], pass_fds=(fd,) + ((following,) if following >= 0 else ()),
+                                        buffered=False))
             for proc in self.procs:
                 self._expect(proc, b"R", timeout=STARTUP_SECONDS)
         except BaseException:
@@ -270,8 +240,7 @@ class Workers:
         if got == reply:
             return
         if got == b"E":
-            (n,) = struct.unpack("<I", _read_exactly(fd, 4))
-            raise WorkerError(_read_exactly(fd, n).decode("utf-8", "replace"))
+            raise WorkerError(read_error(lambda n: _read_exactly(fd, n)))
         raise WorkerError(self._ended(proc, None if got == b"" else f"unexpected reply {got!r}"))
 
     @staticmethod
@@ -296,31 +265,6 @@ class Workers:
                 pass
 
 
-def ended(proc: subprocess.Popen, why: str | None, who: str) -> str:
-    """What became of a worker that stopped replying: its exit code, or that it hangs (`who`: how to name it)."""
-    try:
-        code = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        return f"{who} stopped answering ({why})"
-    return f"{who} exited with code {code}" + (f" ({why})" if why else "")
-
-
-def reap(procs) -> None:
-    """Wait for each worker to exit (they were told to); one that has not within a few seconds is killed."""
-    for proc in procs:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def error_reply(e: BaseException) -> bytes:
-    """A worker's answer when its work raised: b"E", a 4-byte length and a UTF-8 message of at most 2,000 bytes."""
-    text = f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:2000]
-    return b"E" + struct.pack("<I", len(text)) + text
-
-
 def _read_exactly(fd: int, n: int) -> bytes:
     out = b""
     while len(out) < n:
@@ -331,7 +275,7 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return out
 
 
-class Engine:
+class StepComputer:
     """Computes a training step's loss and gradients: shared by workers, or in this process.
 
     If a worker fails (it ran out of memory, or was killed), the workers
@@ -345,7 +289,7 @@ class Engine:
         self.count = 1
         if workers > 1:
             try:
-                self.workers = Workers(arch, dtype, batch_size, seq_len, workers)
+                self.workers = TrainWorkers(arch, dtype, batch_size, seq_len, workers)
                 self.count = workers
             except (WorkerError, OSError) as e:
                 on_failure(str(e))
@@ -378,14 +322,8 @@ class Engine:
 
 def serve(argv: list[str]) -> None:
     """A worker's main loop: `argv` is the run's description (JSON), the shared block's fd, the worker's index."""
-    from charlm.allocator import keep_freed_memory
-
-    keep_freed_memory()
     spec, fd, p, following = json.loads(argv[0]), int(argv[1]), int(argv[2]), int(argv[3])
-    commands, replies = os.dup(0), os.dup(1)        # the pipes; stray output goes nowhere
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(devnull, 1)
+    commands, replies = detach_stdio()
     table, size = layout(spec)
     buf = mmap.mmap(fd, size)
     os.close(fd)

@@ -1,0 +1,122 @@
+"""`charlm sample`: generate text from a trained model and print it as it comes."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Optional
+
+import numpy as np
+import typer
+
+from charlm import checkpoint as ckpt_io
+from charlm.cli.app import app, handle_errors
+from charlm.cli.console import err, fail, out, warn
+from charlm.cli.options import (CheckpointOpt, EncodingOpt, ErrorsOpt, NetworkOnlyOpt, WeightsOpt, checkpoint_path,
+                                one_stdin)
+
+
+@app.command(epilog="""**Examples**
+
+```
+charlm sample                                  # one sample from charlm.npz
+charlm sample --num 10 --temperature 0.8
+charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
+charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+```
+""")
+@handle_errors
+def sample(
+    checkpoint: CheckpointOpt = None,
+    length: Annotated[int, typer.Option("-n", "--length", help="Maximum characters per sample.")] = 200,
+    temperature: Annotated[Optional[float], typer.Option("-t", "--temperature", help="Softmax temperature (0 = greedy; <1 safer, >1 wilder). [default: 1]", show_default=False)] = None,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely character (same as --temperature 0).")] = False,
+    top_k: Annotated[int, typer.Option(help="Sample only from the k most likely characters (0 = all).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample from the smallest set of characters with this much probability (1 = all).")] = 1.0,
+    prime: Annotated[Optional[str], typer.Option(help="Text the model reads first (printed before the sample).", show_default=False)] = None,
+    prime_file: Annotated[Optional[str], typer.Option(help="Read the prime from a file (- for stdin).", show_default=False)] = None,
+    echo_prime: Annotated[bool, typer.Option("--echo-prime/--no-echo-prime", help="Print the prime before each sample.")] = True,
+    num: Annotated[int, typer.Option(help="Number of independent samples (generated as one batch).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same text). [default: random]", show_default=False)] = None,
+    stop_at_eos: Annotated[Optional[bool], typer.Option("--stop-at-eos/--no-stop-at-eos", help="End a sample at `<EOS>` (end of line). [default: on for a list of items (no blank lines), off for prose]", show_default=False)] = None,
+    show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
+    weights: WeightsOpt = "best",
+    network_only: NetworkOnlyOpt = False,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = None,
+):
+    """Generate text from a trained model, greedily or by sampling the softmax."""
+    from charlm.cli.render import fmt_logprob
+    from charlm.files import text_source
+    from charlm.sample import check_batch_fits, generate
+
+    if length < 1:
+        fail("--length must be at least 1")
+    if greedy and temperature not in (None, 0):
+        fail("give --greedy or --temperature, not both (--greedy is --temperature 0)")
+    temperature = 1.0 if temperature is None else temperature
+    if temperature < 0 or not math.isfinite(temperature):
+        fail("--temperature must be a finite number ≥ 0 (0 means greedy)")
+    if num < 1:
+        fail("--num must be at least 1")
+    if top_k < 0:
+        fail("--top-k must be ≥ 0 (0 = no limit)")
+    if not (0 < top_p <= 1):
+        fail("--top-p must be in (0, 1]")
+    if seed is not None and seed < 0:
+        fail("--seed must be non-negative")
+    if prime is not None and prime_file is not None:
+        fail("give --prime or --prime-file, not both")
+    one_stdin(checkpoint=checkpoint_path(checkpoint), prime_file=prime_file)
+    ck = ckpt_io.load(checkpoint_path(checkpoint))
+    V = len(ck.vocab)
+    if top_k > V:
+        fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
+    check_batch_fits(num, V, ck.arch, length, len(prime or "") if prime_file is None else 0)
+    if prime_file is not None:
+        from charlm.corpus import iter_text
+        prime = "".join(iter_text(text_source(prime_file, "prime file"), encoding or ck.config.encoding, errors or ck.config.errors,
+                                  what="prime file"))
+    params = ck.weights(weights)
+    mix = None if network_only else ck.mixture(weights)
+    prime_ids = None
+    if prime:
+        prime_ids = ck.vocab.encode(prime)
+        unknown = sorted({c for c, i in zip(prime, prime_ids) if i == 1 and c != "\n"})
+        if unknown:
+            warn(f"the prime has characters outside the vocabulary, read as <UNK>: {' '.join(map(repr, unknown))}")
+    if stop_at_eos is None:
+        stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
+    rng = np.random.default_rng(seed)
+    T = 0.0 if greedy else temperature
+    vocab = ck.vocab
+    stream = out.file
+    texts = [""] * num
+    logps = np.zeros(num)
+    ntoks = [0] * num        # tokens generated (a final <EOS> included), which logps sums over
+    head = (prime or "") if echo_prime else ""
+    live = num == 1
+    if live and head:
+        stream.write(head)
+        stream.flush()
+    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix):
+        for n in np.flatnonzero(active):
+            tok = int(ids[n])
+            logps[n] += lp[n]
+            ntoks[n] += 1
+            if stop_at_eos and tok == 0:
+                continue
+            ch = vocab.decode([tok])
+            texts[n] += ch
+            if live:
+                stream.write(ch)
+                stream.flush()
+    for n in range(num):
+        if not live:
+            stream.write(head + texts[n])
+        if not (head + texts[n]).endswith("\n"):
+            stream.write("\n")
+        if not stop_at_eos and num > 1 and n < num - 1:
+            stream.write("\n")
+        stream.flush()
+        if show_logprob:
+            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")

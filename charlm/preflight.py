@@ -1,0 +1,57 @@
+"""Before a training run starts: its configuration, and what the user should hear about the corpus.
+
+The configuration is the defaults < the YAML file < the flags, or, when a
+run is resumed, the saved run's configuration < the YAML file < the flags
+(`charlm.run.check_resume` then says what changed).  The warnings are
+returned as text; the caller prints them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from charlm.checkpoint import Checkpoint
+from charlm.config import Config, build_config
+from charlm.ngram import max_order
+from charlm.corpus import Corpus
+from charlm.vocab import UNK_ID
+
+MAX_UNK_SHARE = 0.1   # a vocabulary file that leaves more of the corpus to <UNK> is worth a warning
+
+
+def run_config(yaml_source: str | None, from_yaml: dict, from_flags: dict, previous: Checkpoint | None) -> Config:
+    """The run's validated configuration (`from_flags`: only the flags that were given)."""
+    if previous is None:
+        return build_config(yaml_source, from_flags, from_yaml)
+    cfg = dataclasses.replace(previous.config)   # a copy: check_resume compares it with the saved one
+    cfg.update(from_yaml, source=yaml_source or "config")
+    cfg.update(from_flags, source="option")       # flags override the file
+    return cfg.validate()
+
+
+def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: set[str]) -> list[str]:
+    """What is worth a warning about this corpus with these options (`named`: the options the user gave)."""
+    notes = []
+    if vocab_file and {"min_count", "max_size"} & named:
+        notes.append("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they "
+                     "are ignored")
+    if len(data.vocab) == 2:
+        notes.append("the vocabulary is only <EOS> and <UNK>" + ("" if vocab_file else f" (no character is seen "
+                     f"--min-count {cfg.min_count:,} times)") + ": the model reads every character as <UNK>")
+    elif vocab_file:   # a vocabulary file: how much of this corpus it leaves to <UNK>
+        unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
+        total = len(data.train_ids) + len(data.val_ids)
+        if total and unknown > total * MAX_UNK_SHARE:
+            notes.append(f"{vocab_file} leaves {unknown / total:.1%} of this corpus's tokens to <UNK>")
+    k = max_order(len(data.vocab))
+    if cfg.ngram and cfg.ngram > k:
+        notes.append(f"over {len(data.vocab):,} tokens an n-gram can be at most a {k}-gram here (its keys are "
+                     f"64-bit integers): counting {k}-grams, not {cfg.ngram}-grams")
+    if cfg.ngram and len(data.val_ids) == 0:
+        why = ("--val-fraction 0" if cfg.val_fraction == 0 else
+               f"the corpus, {len(data.train_ids):,} tokens, is too small to hold out any")
+        notes.append(f"no validation text ({why}): the n-gram's share cannot be fitted, so the model is the "
+                     "network alone")
+    return notes
