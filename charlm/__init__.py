@@ -1,3 +1,3 @@
 """charlm: character-level language models (RNN, GRU, LSTM) in NumPy."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
