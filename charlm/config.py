@@ -26,7 +26,7 @@ DEFAULT_MAX_TIME = 180.0  # seconds, used when no --steps/--epochs/--max-time is
 @dataclass
 class Config:
     # model
-    cell: str = "gru"               # rnn | gru | lstm (gru: best measured at 120 s and 600 s, see README)
+    cell: str = "gru"               # rnn | gru | lstm (gru: best measured at 120 s and 600 s, see docs/experiments.md)
     hidden_size: int = 256          # H, units per layer
     num_layers: int = 2             # stacked layers
     activation: str = "tanh"        # rnn only: tanh | relu
@@ -166,7 +166,7 @@ def auto_dropout(passes: float) -> float:
 
     Within a few passes a model of the default size cannot memorise the
     text and dropout only slows learning; over many passes it overfits
-    without it (measurements in the README).
+    without it (measurements in docs/experiments.md).
     """
     for limit, p in AUTO_DROPOUT:
         if passes < limit:
@@ -181,7 +181,7 @@ def auto_char_dropout(dropout: float) -> float:
     """Character dropout for budgets that overfit most (dropout ≥ AUTO_DROPOUT_MAX), else 0.
 
     On tiny-shakespeare at 10 passes (dropout 0.2) even 0.067 slowed
-    learning; on a word list at 27+ passes 0.1 helped (README).
+    learning; on a word list at 27+ passes 0.1 helped (docs/experiments.md).
     """
     return AUTO_CHAR_DROPOUT if dropout >= AUTO_DROPOUT_MAX else 0.0
 

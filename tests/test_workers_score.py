@@ -148,7 +148,7 @@ def test_the_pipe_format_refuses_pickles_and_cut_arrays():
 def test_auto_uses_two_workers_on_two_cores_for_enough_work():
     arch = Arch("lstm", 65, 256, 2)
     enough = int(score_workers.MIN_WORK / token_flops(arch)) + 1
-    assert 100_000 < enough < 150_000                # the README's figure: about 125,000 characters
+    assert 100_000 < enough < 150_000                # the documented figure (docs/performance.md): about 125,000 characters
     assert score_workers.auto_workers(arch, enough, 40, cores=2, posix=True) == 2
     assert score_workers.auto_workers(arch, enough - 2, 40, cores=2, posix=True) == 1
     assert score_workers.auto_workers(arch, enough, 1, cores=2, posix=True) == 1      # one batch

@@ -5,10 +5,10 @@ depend on one another.  In one process the per-step ufuncs of a batch run
 on one core and BLAS uses the second only during the matmuls; P worker
 processes with single-threaded BLAS, each reading whole batches, keep both
 cores busy throughout (an LSTM 2×256 scoring 10,000 lines of Shakespeare:
-57,000–64,000 characters a second against 44,000–51,000, README › Performance).
+57,000–64,000 characters a second against 44,000–51,000, docs/performance.md).
 A batch is read whole by one worker, with the same code as in one process
 (`inference.network_log_probs`); the numbers agree up to float rounding (BLAS
-adds in another order with one thread than with two, README › score).
+adds in another order with one thread than with two, docs/commands.md, score).
 
 Protocol, over each worker's standard input and output: this process
 writes, once the worker has said b"R" (ready), the model (a JSON

@@ -23,7 +23,7 @@ matmuls.  Threads would share one interpreter lock.  Two processes with
 single-threaded BLAS, each on half the batch, keep both cores busy
 throughout; but each half's step matmuls read the whole weight matrix,
 so a worker needs enough rows per byte of weights (`auto_workers` below;
-measurements in README › Performance).
+measurements in docs/performance.md).
 
 Protocol, over a command pipe (stdin) and a reply pipe (stdout) per
 worker: a worker says b"R" when it is ready; b"S" + one byte (1: dropout
