@@ -253,9 +253,9 @@ def test_reading_in_pieces_keeps_each_forward_call_small(monkeypatch):
     params = init_params(arch, np.random.default_rng(3), "float64")
     ids = np.random.default_rng(4).integers(0, 9, size=40_000).astype(np.uint8)
     shapes = []
-    for name in ("forward", "infer"):
-        real = getattr(model, name)
-        monkeypatch.setattr(model, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
+    for module, name in ((model, "forward"), (inference, "infer")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
     for pieces in (2, 9, 64):
         shapes.clear()
         score.read_in_pieces(params, arch, ids, pieces, burn_in=512)
@@ -284,9 +284,9 @@ def one_piece_log_probs(params, arch, ids, mix=None):
 def record_forward_shapes(monkeypatch):
     """Every (T, B) the network's forward functions are called with."""
     shapes = []
-    for name in ("forward", "infer"):
-        real = getattr(model, name)
-        monkeypatch.setattr(model, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
+    for module, name in ((model, "forward"), (inference, "infer")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda p, a, x, *rest, real=real, **kw: shapes.append(x.shape) or real(p, a, x, *rest, **kw))
     return shapes
 
 
