@@ -514,7 +514,7 @@ def sample(
 ):
     """Generate text from a trained model, greedily or by sampling the softmax."""
     from charlm.render import fmt_logprob
-    from charlm.sample import generate
+    from charlm.sample import generate_texts
 
     if length < 1:
         fail("--length must be at least 1")
@@ -555,38 +555,28 @@ def sample(
         stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
     rng = np.random.default_rng(seed)
     T = 0.0 if greedy else temperature
-    vocab = ck.vocab
     stream = out.file
-    texts = [""] * num
-    logps = np.zeros(num)
-    ntoks = [0] * num        # tokens generated (a final <EOS> included), which logps sums over
     head = (prime or "") if echo_prime else ""
     live = num == 1
-    if live and head:
-        stream.write(head)
+
+    def show(n: int, chars: str) -> None:   # one sample is printed as it is written
+        stream.write(chars)
         stream.flush()
-    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix):
-        for n in np.flatnonzero(active):
-            tok = int(ids[n])
-            logps[n] += lp[n]
-            ntoks[n] += 1
-            if stop_at_eos and tok == 0:
-                continue
-            ch = vocab.decode([tok])
-            texts[n] += ch
-            if live:
-                stream.write(ch)
-                stream.flush()
-    for n in range(num):
+
+    if live and head:
+        show(0, head)
+    samples = generate_texts(params, ck.arch, ck.vocab, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos,
+                             mix, on_text=show if live else None)
+    for n, s in enumerate(samples):
         if not live:
-            stream.write(head + texts[n])
-        if not (head + texts[n]).endswith("\n"):
+            stream.write(head + s.text)
+        if not (head + s.text).endswith("\n"):
             stream.write("\n")
         if not stop_at_eos and num > 1 and n < num - 1:
             stream.write("\n")
         stream.flush()
         if show_logprob:
-            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")
+            err.print(f"sample {n + 1}: {fmt_logprob(s.logprob, s.tokens)}")
 
 
 def _check_batch_fits(num: int, V: int, arch, length: int, prime_chars: int) -> None:
@@ -755,15 +745,16 @@ charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
 def bench(
     seconds: Annotated[float, typer.Option(help="Seconds of training per configuration.")] = 15.0,
     quick: Annotated[bool, typer.Option("--quick", help="Only the first training configuration, fewer scoring sentences and a shorter document, no 7-gram rows.")] = False,
-    data: Annotated[Optional[str], typer.Option(help="Text to train on (default: tinyshakespeare if found, else synthetic).", show_default=False)] = None,
-    peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: shared/peers/torch_charlm.py if found).", show_default=False)] = None,
-    sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: shared/peers/torch_sample.py if found).", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option(help="Text to train and score on (default: seeded synthetic English-like text).", show_default=False)] = None,
+    peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: the one shipped with charlm).", show_default=False)] = None,
+    sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: the one shipped with charlm).", show_default=False)] = None,
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ):
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
-    from charlm.bench import render, run_bench
+    from charlm.bench import run_bench
+    from charlm.bench.report import render
 
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
                        progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)
