@@ -469,9 +469,11 @@ def train(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    from charlm.baselines import baselines
+    from charlm.config import Config
+    from charlm.ngram import baselines
 
-    reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab)))
+    reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab), cfg.ngram or Config.ngram,
+                                              result.arch.reset_at_eos))
     if ended == "interrupted" and stop:
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
                   f"Resume with: charlm train {shlex.quote(corpus)} --resume"

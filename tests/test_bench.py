@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from charlm import parallel
 from charlm.bench import measure, peers, workload
 from charlm.bench.measure import flops_per_char, names_novelty
-from charlm.bench.peers import run_peer
 from charlm.bench.report import render
 from charlm.bench.run import alternate, run_bench
 from charlm.cli import app
@@ -22,18 +21,6 @@ def test_flops_per_char_matches_the_issue_estimate():
     # "the LSTM 2 × 256 step above needs about 5 MFLOP per character"
     assert 4.5e6 < flops_per_char("lstm", 256, 2, 65) < 5.5e6
     assert flops_per_char("gru", 256, 2, 65) < flops_per_char("lstm", 256, 2, 65)
-
-
-def test_run_peer_reads_a_result_line_or_json(tmp_path):
-    text_peer = tmp_path / "peer_text.py"
-    text_peer.write_text('print("warming up")\nprint("RESULT torch sample lstm: 5000 chars in 3.2s = 1562 chars/s")\n')
-    json_peer = tmp_path / "peer_json.py"
-    json_peer.write_text('import json\nprint("# header")\nprint(json.dumps({"chars_per_s": 40000.5}))\n')
-    broken = tmp_path / "broken.py"
-    broken.write_text("raise SystemExit(3)\n")
-    assert run_peer(sys.executable, str(text_peer), []) == (1562.0, "")
-    assert run_peer(sys.executable, str(json_peer), []) == (40000.5, "")
-    assert run_peer(sys.executable, str(broken), []) == (None, "exit code 3")
 
 
 def test_names_novelty_counts_samples_not_in_the_corpus():
