@@ -16,7 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from charlm.bench import measure, peers, workload
+import charlm.bench.measure as measure
+import charlm.bench.peers as peers
+import charlm.bench.workload as workload
 from charlm.bench.peers import Peers
 from charlm.bench.workload import MINCHAR, TRAIN_CONFIGS, TRAIN_FRACTION
 from charlm.vocab import build_vocab, code_points, count_code_points
