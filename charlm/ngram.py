@@ -329,3 +329,24 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
         keys.append(g)
         counts.append(c)
     return from_tables(vocab_size, reset_at_eos, keys, counts)
+
+
+def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int,
+              reset_at_eos: bool) -> dict[str, float]:
+    """What a model should beat: bits per token on validation of this n-gram counted on the training split.
+
+    {"unigram": bits, "N-gram": bits}: the order-1 and the order-`order`
+    model (lowered where keys would overflow), counted on the last
+    MAX_TOKENS training tokens and read over the first MAX_TOKENS
+    validation tokens as one stream that starts after an `<EOS>`, `<EOS>`
+    included: the measure and the n-gram of validation, so the N-gram row is
+    the n-gram alone that training reports.  Empty without validation.
+    """
+    if len(train_ids) == 0 or len(val_ids) == 0:
+        return {}
+    val = val_ids[:MAX_TOKENS]
+    rows = {}
+    for k in sorted({1, order}):
+        ng = fit(train_ids, vocab_size, k, reset_at_eos)
+        rows["unigram" if ng.order == 1 else f"{ng.order}-gram"] = -float(np.log2(probs(ng, val)).mean())
+    return rows

@@ -17,7 +17,8 @@ before dividing by T, in float64.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from charlm import inference, mixture, model, ngram
 from charlm.errors import CharlmError
 from charlm.mixture import Mixture
 from charlm.model import Arch
-from charlm.vocab import EOS_ID
+from charlm.vocab import EOS_ID, Vocab
 
 
 def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -147,3 +148,39 @@ def check_batch_fits(num: int, V: int, arch: Arch, length: int, prime_chars: int
     if need > 0.8 * memory:
         raise CharlmError(f"not enough memory: {num:,} samples at once would need about {need / 2**30:,.1f} GiB, "
                           f"and this machine has {memory / 2**30:,.1f} GiB (ask for fewer with --num)")
+
+
+@dataclass
+class Text:
+    """One generated sample as text."""
+
+    text: str        # its characters (`<EOS>` a newline; the `<EOS>` that ends a sample not included)
+    logprob: float   # Σ log P of its tokens under the model (natural log), the ending `<EOS>` included
+    tokens: int      # the tokens generated, the ending `<EOS>` included
+
+
+def generate_texts(params, arch: Arch, vocab: Vocab, rng: np.random.Generator, num: int = 1, length: int = 200,
+                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                   prime: np.ndarray | None = None, stop_at_eos: bool = True, mix: Mixture | None = None,
+                   on_text: Callable[[int, str], None] | None = None) -> list[Text]:
+    """`generate`'s tokens turned into text: one `Text` per sample (the prime not included).
+
+    `on_text(n, chars)` is called with each character of sample n as soon
+    as it is generated, for showing a sample while it is written.
+    """
+    texts: list[list[str]] = [[] for _ in range(num)]
+    logps = np.zeros(num)
+    counts = [0] * num
+    for ids, active, lp in generate(params, arch, rng, num, length, temperature, top_k, top_p, prime,
+                                    stop_at_eos, mix):
+        for n in np.flatnonzero(active):
+            tok = int(ids[n])
+            logps[n] += lp[n]
+            counts[n] += 1
+            if stop_at_eos and tok == EOS_ID:   # the end of the sample, not a character of it
+                continue
+            ch = vocab.decode([tok])
+            texts[n].append(ch)
+            if on_text is not None:
+                on_text(int(n), ch)
+    return [Text("".join(t), float(logp), count) for t, logp, count in zip(texts, logps, counts)]

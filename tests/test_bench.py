@@ -8,9 +8,11 @@ import tempfile
 import pytest
 from typer.testing import CliRunner
 
-from charlm import bench
 from charlm.workers import train as step_workers
-from charlm.bench import alternate, flops_per_char, names_novelty, run_peer
+from charlm.bench import measure, peers, workload
+from charlm.bench.measure import flops_per_char, names_novelty
+from charlm.cli.bench_report import render
+from charlm.bench.run import alternate, run_bench
 from charlm.cli import app
 from charlm.errors import CharlmError
 
@@ -19,18 +21,6 @@ def test_flops_per_char_matches_the_issue_estimate():
     # "the LSTM 2 × 256 step above needs about 5 MFLOP per character"
     assert 4.5e6 < flops_per_char("lstm", 256, 2, 65) < 5.5e6
     assert flops_per_char("gru", 256, 2, 65) < flops_per_char("lstm", 256, 2, 65)
-
-
-def test_run_peer_reads_a_result_line_or_json(tmp_path):
-    text_peer = tmp_path / "peer_text.py"
-    text_peer.write_text('print("warming up")\nprint("RESULT torch sample lstm: 5000 chars in 3.2s = 1562 chars/s")\n')
-    json_peer = tmp_path / "peer_json.py"
-    json_peer.write_text('import json\nprint("# header")\nprint(json.dumps({"chars_per_s": 40000.5}))\n')
-    broken = tmp_path / "broken.py"
-    broken.write_text("raise SystemExit(3)\n")
-    assert run_peer(sys.executable, str(text_peer), []) == 1562.0
-    assert run_peer(sys.executable, str(json_peer), []) == 40000.5
-    assert run_peer(sys.executable, str(broken), []) is None
 
 
 def test_names_novelty_counts_samples_not_in_the_corpus():
@@ -64,6 +54,7 @@ def test_alternate_takes_turns_and_reports_medians_and_pair_ratios():
 # its sizes.  The measurements themselves are replaced by stubs here.
 # ---------------------------------------------------------------------------
 
+TORCH_MISSING = peers.torch_missing   # the real one (fixtures below replace it)
 MEASUREMENTS = ("matmul_rate", "train_speed", "minchar_speed", "sample_speed", "score_speed", "names_novelty")
 
 
@@ -90,25 +81,25 @@ def no_measuring(monkeypatch):
         raise AssertionError("a measurement ran before the inputs were checked")
 
     for name in MEASUREMENTS:
-        monkeypatch.setattr(bench, name, refuse)
+        monkeypatch.setattr(measure, name, refuse)
 
 
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
-    """Instant measurements (recording the scoring sizes asked for), no shared/ folder, a private temp dir."""
+    """Instant measurements (recording the scoring sizes asked for), a Python without torch, a private temp dir."""
     calls = {"score": []}
 
     def score_speed(text, cell, H, L, num_sentences=10_000, with_ngram=False, doc_chars=1_000_000):
         calls["score"].append((num_sentences, doc_chars, with_ngram))
         return 1000.0, 0.5, doc_chars, num_sentences, calls.get("score_workers", 1)
 
-    monkeypatch.setattr(bench, "matmul_rate", lambda *a, **k: 100.0)
-    monkeypatch.setattr(bench, "train_speed", lambda *a, **k: 1000.0)
-    monkeypatch.setattr(bench, "minchar_speed", lambda *a, **k: 500.0)
-    monkeypatch.setattr(bench, "sample_speed", lambda *a, **k: 300.0)
-    monkeypatch.setattr(bench, "score_speed", score_speed)
-    monkeypatch.setattr(bench, "names_novelty", lambda *a, **k: (0.5, 2.0))
-    monkeypatch.setattr(bench, "find_shared", lambda *parts: None)   # synthetic text, no default peers
+    monkeypatch.setattr(measure, "matmul_rate", lambda *a, **k: 100.0)
+    monkeypatch.setattr(measure, "train_speed", lambda *a, **k: 1000.0)
+    monkeypatch.setattr(measure, "minchar_speed", lambda *a, **k: 500.0)
+    monkeypatch.setattr(measure, "sample_speed", lambda *a, **k: 300.0)
+    monkeypatch.setattr(measure, "score_speed", score_speed)
+    monkeypatch.setattr(measure, "names_novelty", lambda *a, **k: (0.5, 2.0))
+    monkeypatch.setattr(peers, "torch_missing", lambda python: "no torch here")   # the peers do not run
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
@@ -138,20 +129,20 @@ def test_bad_data_is_refused_in_one_line_before_measuring(tmp_path, no_measuring
 def test_the_minimum_text_is_exactly_what_the_largest_batch_needs():
     from charlm.data import fit_batch
 
-    for configs in (bench.TRAIN_CONFIGS, bench.TRAIN_CONFIGS[:1]):
-        need, _ = bench.min_chars([*configs, bench.MINCHAR])
-        for cell, H, L, B, T, opt in [*configs, bench.MINCHAR]:   # the trainer keeps every labelled batch
+    for configs in (workload.TRAIN_CONFIGS, workload.TRAIN_CONFIGS[:1]):
+        need, _ = workload.min_chars([*configs, workload.MINCHAR])
+        for cell, H, L, B, T, opt in [*configs, workload.MINCHAR]:   # the trainer keeps every labelled batch
             assert fit_batch(int(0.9 * need), B, T) == (B, T)
-        bench.check_text("a\n" * (need // 2) + "a" * (need % 2), "x", [*configs, bench.MINCHAR])
+        workload.check_text("a\n" * (need // 2) + "a" * (need % 2), "x", [*configs, workload.MINCHAR])
         with pytest.raises(CharlmError, match=f"at least {need:,}"):
-            bench.check_text("a" * (need - 1), "x", [*configs, bench.MINCHAR])
-    assert bench.min_chars([*bench.TRAIN_CONFIGS, bench.MINCHAR])[0] == 7_223   # 64×100 + 100 in 90 %
+            workload.check_text("a" * (need - 1), "x", [*configs, workload.MINCHAR])
+    assert workload.min_chars([*workload.TRAIN_CONFIGS, workload.MINCHAR])[0] == 7_223   # 64×100 + 100 in 90 %
     with pytest.raises(CharlmError, match="no line with text"):
-        bench.check_text("\n" * 10_000, "x", bench.TRAIN_CONFIGS)
+        workload.check_text("\n" * 10_000, "x", workload.TRAIN_CONFIGS)
 
 
 def test_scoring_cycles_a_short_text_to_the_sizes_it_reports():
-    scs, doc_s, doc_n, lines, workers = bench.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=50,
+    scs, doc_s, doc_n, lines, workers = measure.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=50,
                                                           doc_chars=5000)
     assert (doc_n, lines) == (5000, 50)
     assert scs > 0 and doc_s > 0
@@ -166,7 +157,7 @@ def test_scoring_reads_with_the_workers_score_would_use(monkeypatch):
     monkeypatch.setattr(score_workers, "auto_workers", lambda *a: asked.append(a) or 2)
     real = score.score_sentences
     monkeypatch.setattr(score, "score_sentences", lambda *a, **k: used.append(k["workers"]) or real(*a, **k))
-    *_, workers = bench.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=600, doc_chars=5000)
+    *_, workers = measure.score_speed("ab\ncd\n\nefg\n", "rnn", 4, 1, num_sentences=600, doc_chars=5000)
     assert workers == 2 and used == [2]
     arch, tokens, batches, _ = asked[0]
     assert (arch.cell, tokens, batches) == ("rnn", sum(len(x) + 1 for x in ["ab", "cd", "efg"] * 200), 3)
@@ -176,14 +167,14 @@ def test_scoring_reads_with_the_workers_score_would_use(monkeypatch):
 def test_scoring_rows_say_when_worker_processes_read_the_batches(stubbed, workers):
     calls, _ = stubbed
     calls["score_workers"] = workers
-    result = bench.run_bench(1.0, quick=True)
+    result = run_bench(1.0, quick=True)
     row = next(f for f in result["figures"] if f["label"].startswith("score --file"))
     assert ("2 worker processes" in row["note"]) == (workers == 2)
 
 
 def test_the_temporary_text_file_is_made_only_for_a_peer_and_always_removed(stubbed, tmp_path, monkeypatch):
     _, tmp = stubbed
-    bench.run_bench(1.0, quick=True)                      # no peer: no file needed
+    run_bench(1.0, quick=True)                      # no peer: no file needed
     assert list(tmp.iterdir()) == []
 
     seen = tmp_path / "seen.txt"
@@ -192,9 +183,10 @@ def test_the_temporary_text_file_is_made_only_for_a_peer_and_always_removed(stub
         "data = sys.argv[sys.argv.index('--data') + 1]\n"
         f"open({str(seen)!r}, 'a').write(data + ' ' + str(os.path.getsize(data)) + '\\n')\n"
         "print('RESULT lstm: chars/s 1234')\n"))
-    monkeypatch.setattr(bench, "torch_missing", lambda python: "")   # as if this Python imported torch
-    result = bench.run_bench(1.0, peer=peer, quick=True)
-    assert result["figures"][0]["peer"] == 1234.0
+    sample_peer = write_script(tmp_path / "sample_peer.py", "print('RESULT sample: 3000 chars = 777 chars/s')\n")
+    monkeypatch.setattr(peers, "torch_missing", lambda python: "")   # as if this Python imported torch
+    result = run_bench(1.0, peer=peer, sample_peer=sample_peer, quick=True)
+    assert result["figures"][0]["peer"] == 1234.0 and result["figures"][2]["peer"] == 777.0
     data_file, size = seen.read_text().split()
     assert int(size) > 1_000_000 and os.path.dirname(data_file) == str(tmp)   # the peer read the synthetic text
     assert list(tmp.iterdir()) == []                      # and it is gone
@@ -202,9 +194,9 @@ def test_the_temporary_text_file_is_made_only_for_a_peer_and_always_removed(stub
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench, "train_speed", interrupted)
+    monkeypatch.setattr(measure, "train_speed", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        bench.run_bench(1.0, peer=peer, quick=True)
+        run_bench(1.0, peer=peer, sample_peer=sample_peer, quick=True)
     assert list(tmp.iterdir()) == []
 
 
@@ -219,16 +211,17 @@ def test_why_the_peer_figures_are_missing_is_reported(stubbed, tmp_path, monkeyp
     no_torch = write_script(tmp_path / "python", (
         "#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n"))
     peer = write_script(tmp_path / "peer.py", "print('never run')\n")
-    result = bench.run_bench(1.0, peer=peer, sample_peer=peer, peer_python=no_torch, quick=True)
+    monkeypatch.setattr(peers, "torch_missing", TORCH_MISSING)      # the real question, asked of no_torch
+    result = run_bench(1.0, peer=peer, sample_peer=peer, peer_python=no_torch, quick=True)
     status = result["peers"]["status"]
     assert "cannot import torch" in status and "No module named 'torch'" in status and no_torch in status
-    assert status in str(bench.render(result).caption)
+    assert status in str(render(result).caption)
 
     broken = write_script(tmp_path / "broken.py", (
         "import sys\nprint('Traceback ...', file=sys.stderr)\n"
         "print(\"ModuleNotFoundError: No module named 'torch'\", file=sys.stderr)\nsys.exit(1)\n"))
-    monkeypatch.setattr(bench, "torch_missing", lambda python: "")
-    result = bench.run_bench(1.0, peer=broken, sample_peer=broken, peer_python=sys.executable, quick=True)
+    monkeypatch.setattr(peers, "torch_missing", lambda python: "")
+    result = run_bench(1.0, peer=broken, sample_peer=broken, peer_python=sys.executable, quick=True)
     assert result["peers"]["status"] == "ran"
     train, sample = result["figures"][0], result["figures"][2]
     assert train["peer"] is None and sample["peer"] is None
@@ -241,12 +234,12 @@ def test_why_the_peer_figures_are_missing_is_reported(stubbed, tmp_path, monkeyp
 def test_seconds_must_be_finite_and_is_named(no_measuring, value):
     one_line_error(bench_cli("--quick", "--seconds", value), "--seconds")
     with pytest.raises(CharlmError, match="--seconds"):
-        bench.run_bench(float(value), quick=True)
+        run_bench(float(value), quick=True)
 
 
 def test_quick_scores_less_and_says_so_while_the_full_bench_keeps_the_readme_sizes(stubbed):
     calls, _ = stubbed
-    quick = bench.run_bench(1.0, quick=True)
+    quick = run_bench(1.0, quick=True)
     (sentences, doc_chars, with_ngram), = calls["score"]   # once, without the 7-gram
     assert not with_ngram and sentences <= 1_000 and doc_chars <= 300_000
     assert (quick["quick"], quick["score_sentences"], quick["score_document_chars"]) == (True, sentences, doc_chars)
@@ -254,21 +247,21 @@ def test_quick_scores_less_and_says_so_while_the_full_bench_keeps_the_readme_siz
     assert f"score --file, {sentences:,} lines, lstm 2×256" in labels
     assert f"score --document, {doc_chars:,} chars, lstm 2×256" in labels
     assert not any("7-gram" in label for label in labels)
-    assert f"{doc_chars:,} character document" in str(bench.render(quick).caption)
+    assert f"{doc_chars:,} character document" in str(render(quick).caption)
     from charlm.score import MAX_PIECES, PIECE_TOKENS
 
-    assert bench.score_sizes(True, 1.0) == (1_000, MAX_PIECES * PIECE_TOKENS)   # read in as many pieces as 1 M
-    assert bench.score_sizes(True, 8.0) == (8_000, 400_000)          # scaled with --seconds, capped at the full sizes
-    assert bench.score_sizes(True, 1e6) == (10_000, 1_000_000)
+    assert workload.score_sizes(True, 1.0) == (1_000, MAX_PIECES * PIECE_TOKENS)   # read in as many pieces as 1 M
+    assert workload.score_sizes(True, 8.0) == (8_000, 400_000)          # scaled with --seconds, capped at the full sizes
+    assert workload.score_sizes(True, 1e6) == (10_000, 1_000_000)
 
     calls["score"].clear()
-    full = bench.run_bench(1.0)
+    full = run_bench(1.0)
     assert calls["score"] == [(10_000, 1_000_000, False), (10_000, 1_000_000, True)]
     labels = [f["label"] for f in full["figures"]]
     assert "score --file, 10,000 lines, lstm 2×256 + 7-gram" in labels
     assert "score --document, 1,000,000 chars, lstm 2×256 + 7-gram" in labels
     assert "sample lstm 2×256 + 7-gram, batch 1" in labels
-    assert len([label for label in labels if label.startswith("train ")]) == len(bench.TRAIN_CONFIGS) + 1
+    assert len([label for label in labels if label.startswith("train ")]) == len(workload.TRAIN_CONFIGS) + 1
 
 
 @pytest.mark.parametrize("workers", [2, 1])
@@ -280,7 +273,7 @@ def test_training_rows_say_when_worker_processes_share_the_batch(stubbed, monkey
         return workers
 
     monkeypatch.setattr(step_workers, "auto_workers", auto_workers)
-    result = bench.run_bench(1.0, quick=True)
+    result = run_bench(1.0, quick=True)
     note = result["figures"][0]["note"]
     assert result["figures"][0]["label"].startswith("train lstm 2×256")
     assert asked[0] == ("lstm", 256, 2, 32, 4)     # what `train` asks for that model

@@ -825,6 +825,7 @@ def test_score_and_sample_use_the_ngram_unless_network_only(trained):
 def test_train_reports_the_network_alone_and_its_share(corpus, tmp_path):
     r = ok(invoke("train", corpus, *TINY, "-c", tmp_path / "m.npz"))
     assert "network alone" in r.stderr and "7-gram alone" in r.stderr
+    assert "unigram" in r.stderr and "5-gram" not in r.stderr   # the baselines: this n-gram, at orders 1 and 7
     assert 0 < ckpt_io.load(str(tmp_path / "m.npz")).meta["ngram_val_bpc"] < 10
     r = ok(invoke("train", corpus, *TINY, "--ngram", "0", "-c", tmp_path / "n.npz"))
     assert "network alone" not in r.stderr and ckpt_io.load(str(tmp_path / "n.npz")).ngram is None

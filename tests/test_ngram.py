@@ -207,3 +207,48 @@ def test_one_history_at_a_time_is_the_same_distribution(order, reset):
     ref = ReferenceKN(list(corpus(0, n=3000)), order, reset)
     j = len(test) - 1
     np.testing.assert_allclose(one[j], [ref.prob(ref.history(test, j), w) for w in range(V)], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# the baselines printed after training: this n-gram at orders 1 and N
+# ---------------------------------------------------------------------------
+
+def reference_bits(train, val, order, reset):
+    ref = ReferenceKN(list(train), order, reset)
+    return -np.mean([math.log2(ref.prob(ref.history(val, i), int(w))) for i, w in enumerate(val)])
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_baselines_are_this_ngram_at_order_one_and_the_models_order(reset):
+    train, val = corpus(0), corpus(1, n=200)
+    b = ngram.baselines(train, val, V, 3, reset)
+    assert list(b) == ["unigram", "3-gram"]
+    assert math.isclose(b["unigram"], reference_bits(train, val, 1, reset), rel_tol=1e-12)
+    assert math.isclose(b["3-gram"], reference_bits(train, val, 3, reset), rel_tol=1e-12)
+    assert list(ngram.baselines(train, val, V, 1, reset)) == ["unigram"]
+
+
+def test_the_unigram_baseline_by_hand():
+    """Order 1: P(w) = (max(c(w) − D, 0) + γ/V) / N, γ = Σ_w D; too few counts to tell: D = 0.75."""
+    train, val, v = np.array([2, 2, 3, 0]), np.array([2, 4]), 5
+    gamma = 3 * 0.75                       # three tokens seen
+    p2 = (2 - 0.75 + gamma / v) / 4
+    p4 = (0 + gamma / v) / 4               # never seen: the mass set aside, spread evenly
+    assert math.isclose(ngram.baselines(train, val, v, 1, False)["unigram"], -(math.log2(p2) + math.log2(p4)) / 2)
+
+
+def test_the_ngram_baseline_beats_the_unigram_on_structured_text_and_needs_both_splits():
+    rng = np.random.default_rng(0)
+    words = [np.array(w) for w in ([2, 3, 4, 0], [5, 6, 0], [7, 3, 8, 9, 0])]
+    ids = np.concatenate([words[i] for i in rng.integers(0, 3, 3000)])
+    train, val = ids[:-500], ids[-500:]
+    b = ngram.baselines(train, val, 10, 5, False)
+    assert b["5-gram"] < 0.5 * b["unigram"]
+    assert ngram.baselines(train, val[:0], 10, 5, False) == {}
+    assert ngram.baselines(train[:0], val, 10, 5, False) == {}
+
+
+def test_the_baseline_names_the_order_it_could_count():
+    big = 70_000                           # 70,000^4 overflows int64 keys: at most 3-grams
+    assert ngram.max_order(big) == 3
+    assert list(ngram.baselines(np.array([2, 3, 2, 3]), np.array([2, 3]), big, 7, False)) == ["unigram", "3-gram"]

@@ -275,3 +275,29 @@ def test_without_stop_at_eos_runs_the_full_length():
     ids, active, _ = run(params, arch, 3, num=3, length=30, temperature=1.0, stop_at_eos=False)
     assert ids.shape == (30, 3) and active.all()
     assert EOS_ID in ids  # EOS was produced, and generation went on
+
+
+@pytest.mark.parametrize("stop_at_eos", [True, False])
+def test_generate_texts_is_generate_decoded(stop_at_eos):
+    """generate_texts: the same tokens as generate, as text; the ending <EOS> counted and scored, not written."""
+    from charlm.sample import generate_texts
+    from charlm.vocab import Vocab
+
+    params, arch = make_model("lstm", V=5, eos_bias=1.5)
+    vocab = Vocab(("<EOS>", "<UNK>", "a", "b", "c"))
+    ids, active, logp = run(params, arch, 3, num=6, length=40, temperature=1.0, stop_at_eos=stop_at_eos)
+    shown = [[] for _ in range(6)]
+    texts = generate_texts(params, arch, vocab, np.random.default_rng(3), num=6, length=40, temperature=1.0,
+                           stop_at_eos=stop_at_eos, on_text=lambda n, ch: shown[n].append(ch))
+    assert len(texts) == 6
+    for n, t in enumerate(texts):
+        mine = ids[active[:, n], n]
+        assert t.tokens == len(mine)
+        assert t.logprob == pytest.approx(float(logp[active[:, n], n].sum()), abs=1e-12)
+        written = mine[:-1] if stop_at_eos and mine[-1] == EOS_ID else mine
+        assert t.text == vocab.decode(written) == "".join(shown[n])
+        assert ("\n" in t.text) == (EOS_ID in written)    # an <EOS> inside a sample is a newline
+    if stop_at_eos:
+        assert not any("\n" in t.text for t in texts)
+    else:
+        assert any("\n" in t.text for t in texts)

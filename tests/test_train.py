@@ -486,3 +486,15 @@ def test_a_vocabulary_larger_than_the_hidden_size_trains_through_the_column_look
     alone = [score_sentences(ck.params, ck.arch, ck.vocab, [s])[0] for s in lines]
     for a, b in zip(together, alone):
         assert math.isfinite(a.log_prob) and a.log_prob == pytest.approx(b.log_prob, rel=1e-5)
+
+
+@pytest.mark.parametrize("line_state", ["carry", "reset"])
+def test_the_ngram_baseline_is_the_ngram_alone_that_training_reports(line_state):
+    """The summary's baseline row and its "N-gram alone" are one estimator on one split: the same number."""
+    cfg = config(steps=3, ngram=4, line_state=line_state)
+    data = corpus_for(cfg)
+    ck, _ = train(cfg, data)
+    rows = ngram.baselines(data.train_ids, data.val_ids, len(data.vocab), cfg.ngram, ck.arch.reset_at_eos)
+    assert list(rows) == ["unigram", "4-gram"]
+    assert rows["4-gram"] == ck.meta["ngram_val_bpc"]
+    assert rows["unigram"] > rows["4-gram"]

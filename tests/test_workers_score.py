@@ -99,7 +99,7 @@ class DyingPool(score_workers.ScoreWorkers):
 def test_a_dead_worker_is_reported_and_its_batches_are_read_here(monkeypatch):
     params, arch = make_model("gru")
     lines = sentences(200)
-    monkeypatch.setattr(score_workers, "Pool", DyingPool)
+    monkeypatch.setattr(score_workers, "ScoreWorkers", DyingPool)
     failures = []
     got = score_sentences(params, arch, VOCAB, lines, batch_size=8, workers=2, on_failure=failures.append)
     want = score_sentences(params, arch, VOCAB, lines, batch_size=8, workers=1)
@@ -180,7 +180,7 @@ def test_cli_says_in_one_warning_line_when_a_worker_fails(tmp_path, trained, no_
     _, _, ck = trained
     lines = tmp_path / "lines.txt"
     lines.write_text("\n".join(s.replace("é", "e") for s in sentences(80, seed=5)) + "\n", encoding="utf-8")
-    monkeypatch.setattr(score_workers, "Pool", DyingPool)
+    monkeypatch.setattr(score_workers, "ScoreWorkers", DyingPool)
     r = ok(invoke("score", "-c", ck, "--file", lines, "--json", "--batch-size", "8", "--workers", "2"))
     assert len(r.stdout.splitlines()) == 80
     warnings = [x for x in r.stderr.splitlines() if x.strip()]

@@ -120,9 +120,9 @@ def test_auto_workers():
 def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
-    assert step_workers.usable_cores() == 1
+    assert process.usable_cores() == 1
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "junk")
-    assert step_workers.usable_cores() >= 1
+    assert process.usable_cores() >= 1
 
 
 def _gone(proc) -> bool:

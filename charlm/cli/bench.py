@@ -25,15 +25,16 @@ charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
 def bench(
     seconds: Annotated[float, typer.Option(help="Seconds of training per configuration.")] = 15.0,
     quick: Annotated[bool, typer.Option("--quick", help="Only the first training configuration, fewer scoring sentences and a shorter document, no 7-gram rows.")] = False,
-    data: Annotated[Optional[str], typer.Option(help="Text to train on (default: tinyshakespeare if found, else synthetic).", show_default=False)] = None,
-    peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: shared/peers/torch_charlm.py if found).", show_default=False)] = None,
-    sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: shared/peers/torch_sample.py if found).", show_default=False)] = None,
+    data: Annotated[Optional[str], typer.Option(help="Text to train and score on (default: seeded synthetic English-like text).", show_default=False)] = None,
+    peer: Annotated[Optional[str], typer.Option(help="PyTorch training peer script (default: the one shipped with charlm).", show_default=False)] = None,
+    sample_peer: Annotated[Optional[str], typer.Option(help="PyTorch sampling peer script (default: the one shipped with charlm).", show_default=False)] = None,
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
 ):
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
-    from charlm.bench import render, run_bench
+    from charlm.bench import run_bench
+    from charlm.cli.bench_report import render
 
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
                        progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)

@@ -47,7 +47,7 @@ def sample(
     """Generate text from a trained model, greedily or by sampling the softmax."""
     from charlm.cli.render import fmt_logprob
     from charlm.files import text_source
-    from charlm.sample import check_batch_fits, generate
+    from charlm.sample import check_batch_fits, generate_texts
 
     if length < 1:
         fail("--length must be at least 1")
@@ -88,35 +88,25 @@ def sample(
         stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
     rng = np.random.default_rng(seed)
     T = 0.0 if greedy else temperature
-    vocab = ck.vocab
     stream = out.file
-    texts = [""] * num
-    logps = np.zeros(num)
-    ntoks = [0] * num        # tokens generated (a final <EOS> included), which logps sums over
     head = (prime or "") if echo_prime else ""
     live = num == 1
-    if live and head:
-        stream.write(head)
+
+    def show(n: int, chars: str) -> None:   # one sample is printed as it is written
+        stream.write(chars)
         stream.flush()
-    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix):
-        for n in np.flatnonzero(active):
-            tok = int(ids[n])
-            logps[n] += lp[n]
-            ntoks[n] += 1
-            if stop_at_eos and tok == 0:
-                continue
-            ch = vocab.decode([tok])
-            texts[n] += ch
-            if live:
-                stream.write(ch)
-                stream.flush()
-    for n in range(num):
+
+    if live and head:
+        show(0, head)
+    samples = generate_texts(params, ck.arch, ck.vocab, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos,
+                             mix, on_text=show if live else None)
+    for n, s in enumerate(samples):
         if not live:
-            stream.write(head + texts[n])
-        if not (head + texts[n]).endswith("\n"):
+            stream.write(head + s.text)
+        if not (head + s.text).endswith("\n"):
             stream.write("\n")
         if not stop_at_eos and num > 1 and n < num - 1:
             stream.write("\n")
         stream.flush()
         if show_logprob:
-            err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")
+            err.print(f"sample {n + 1}: {fmt_logprob(s.logprob, s.tokens)}")

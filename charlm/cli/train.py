@@ -96,8 +96,9 @@ def train(
     Ctrl-C (exit 130; resume with `--resume`).
     """
     from charlm.cli.progress import TrainReporter
-    from charlm.config import DEFAULT_MAX_TIME, load_yaml, yaml_path
+    from charlm.config import DEFAULT_MAX_TIME, Config, load_yaml, yaml_path
     from charlm.files import check_writable, text_source
+    from charlm.ngram import baselines
     from charlm.preflight import corpus_warnings, run_config
     from charlm.corpus import load_corpus
     from charlm.run import check_resume
@@ -155,9 +156,8 @@ def train(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    from charlm.baselines import baselines
-
-    reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab)))
+    reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab), cfg.ngram or Config.ngram,
+                                              result.arch.reset_at_eos))
     if ended == "interrupted" and stop:
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
                   f"Resume with: charlm train {shlex.quote(corpus)} --resume"
