@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from charlm import npz
+from charlm import npz, schema
 from charlm.files import atomic_write, open_user_file
 from charlm.cells import NUM_STATES
 from charlm.config import Config
@@ -72,7 +71,7 @@ SMALL = {
 
 # The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
 # A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
-# names a kind of value (_KINDS), with " or null" if it may be null and ", optional" if it may be left out.
+# names a kind of value (charlm.schema.KINDS), with " or null" if it may be null and ", optional" if it may be left out.
 META = {
     "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
                "fingerprint": "str", "line_items": "bool"},
@@ -94,18 +93,6 @@ TRAIN_STATE = {
 }
 # keys that validation sets together: all null (no validation yet) or none
 TOGETHER = {"meta": ("best_val_bpc", "best_step", "last_val_bpc"), "train_state": ("best_val", "best_step", "last_val")}
-_KINDS = {  # kind: (JSON type, test of the value, what the value must be)
-    "count": (int, lambda v: v >= 0, "a non-negative integer"),
-    "bit": (int, lambda v: v in (0, 1), "0 or 1"),
-    "uint32": (int, lambda v: 0 <= v < 2 ** 32, "an integer from 0 to 2**32 - 1"),
-    "uint128": (int, lambda v: 0 <= v < 2 ** 128, "an integer from 0 to 2**128 - 1"),
-    "number": (float, math.isfinite, "a finite number"),
-    "seconds": (float, lambda v: 0 <= v < math.inf, "a non-negative finite number"),
-    "share": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
-    "str": (str, None, "a string"),
-    "bool": (bool, None, "true or false"),
-    "PCG64": (str, lambda v: v == "PCG64", '"PCG64"'),
-}
 # options that training resolves before it saves (None and "auto" are for a run not yet started)
 RESOLVED = {"dropout": None, "char_dropout": None, "eval_every": None, "line_state": "auto"}
 
@@ -252,18 +239,10 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: {e}") from None
 
 
-def _short(e: Exception) -> str:
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return msg[:160]
-
-
 def _scalar_str(arrays, key) -> str:
-    a = arrays.get(key)
-    if a is None:
+    if key not in arrays:
         raise CheckpointError(f"missing key {key!r}")
-    if a.shape != () or a.dtype.kind != "U":
-        raise CheckpointError(f"key {key!r} must be a 0-d string array")
-    return str(a)
+    return str(arrays[key])   # (a 0-d string array: checked against SMALL)
 
 
 def _json(arrays, key) -> dict:
@@ -276,49 +255,17 @@ def _json(arrays, key) -> dict:
     return value
 
 
-def _checked_json(arrays, key, schema) -> dict:
-    """The JSON object under `key`, checked against `schema`."""
+def _checked_json(arrays, key, spec) -> dict:
+    """The JSON object under `key`, checked against its schema `spec`."""
     value = _json(arrays, key)
-    _check(value, schema, key)
+    try:
+        schema.check(value, spec, key)
+    except schema.SchemaError as e:
+        raise CheckpointError(f"damaged checkpoint: {e}") from None
     group = TOGETHER[key]
     if len({value[k] is None for k in group}) > 1:
         raise CheckpointError(f"damaged checkpoint: {key}.{', '.join(group)} must all be null or all be set")
     return value
-
-
-def _check(value, schema, where: str) -> None:
-    """CheckpointError naming the field unless `value` fits `schema` (a dict, [item schema] or a kind)."""
-    if isinstance(schema, dict):
-        if type(value) is not dict:
-            raise CheckpointError(f"damaged checkpoint: {where} must be a JSON object, not {_shown(value)}")
-        for key, spec in schema.items():
-            optional = isinstance(spec, str) and spec.endswith(", optional")
-            if key in value:
-                _check(value[key], spec.removesuffix(", optional") if optional else spec, f"{where}.{key}")
-            elif not optional:
-                raise CheckpointError(f"damaged checkpoint: {where} has no {key!r}")
-        extra = sorted(set(value) - set(schema))
-        if extra:
-            raise CheckpointError(f"damaged checkpoint: {where} has an unexpected key {extra[0][:40]!r}")
-    elif isinstance(schema, list):
-        if type(value) is not list:
-            raise CheckpointError(f"damaged checkpoint: {where} must be a list, not {_shown(value)}")
-        for i, item in enumerate(value):
-            _check(item, schema[0], f"{where}[{i}]")
-    else:
-        kind = schema.removesuffix(" or null")
-        if value is None and kind != schema:
-            return
-        json_type, fits, what = _KINDS[kind]
-        if type(value) is not json_type or (fits is not None and not fits(value)):
-            raise CheckpointError(f"damaged checkpoint: {where} must be {what}{schema[len(kind):]}, not {_shown(value)}")
-
-
-def _shown(value) -> str:
-    """A JSON value in a message: scalars as JSON (cut short), lists and objects by kind."""
-    if isinstance(value, (list, dict)):
-        return "a list" if isinstance(value, list) else "an object"
-    return json.dumps(value)[:40]
 
 
 def _checked_small(headers: dict[str, npz.Header]) -> list[str]:
@@ -344,7 +291,7 @@ def _config_and_vocab(arrays) -> tuple[Config, Vocab]:
         raise CheckpointError(f"invalid config: {e}") from None
     for name, unset in RESOLVED.items():
         if getattr(cfg, name) == unset:
-            raise CheckpointError(f"invalid config: {name} must hold the value training used, not {_shown(unset)}")
+            raise CheckpointError(f"invalid config: {name} must hold the value training used, not {schema.shown(unset)}")
     tokens, counts = arrays.get("vocab"), arrays.get("vocab.counts")
     if tokens is None:
         raise CheckpointError("missing key 'vocab' (a 1-d string array)")
