@@ -159,10 +159,10 @@ class Archive:
         return self._guarded(name, self._read_data, name)
 
     def _member_name(self, info: zipfile.ZipInfo) -> str:
-        shown = repr(info.filename[:60])
         if not info.filename.endswith(".npy"):
-            raise self.error(f"member {shown} is not an .npy array")
+            raise self.error(f"member {info.filename[:60]!r} is not an .npy array")
         name = info.filename[:-len(".npy")]
+        shown = repr(name[:60])
         if name in self._infos:
             raise self.error(f"member {shown} appears twice in the archive")
         if info.flag_bits & 0x1:
