@@ -23,6 +23,9 @@ reads the file):
     ngram.{k}.counts       1-d uint32: their (continuation) counts
     mix.weight             0-d float64: the network's share λ for the last weights
     best.mix.weight        0-d float64: the same for the best weights
+
+Loading reads every member's name, dtype and shape first (`read_arrays`,
+charlm.npz) and checks them against `layout` before reading any array.
 """
 
 from __future__ import annotations
@@ -280,11 +283,9 @@ def _config_and_vocab(arrays) -> tuple[Config, Vocab]:
     """The format, version, config and vocabulary: what the other members' names and shapes follow from."""
     if _scalar_str(arrays, "format") != FORMAT:
         raise CheckpointError(f"not a charlm checkpoint (format {str(arrays['format'])[:40]!r})")
-    if "version" not in arrays:
-        raise CheckpointError("missing key 'version'")
-    if int(arrays["version"]) != VERSION:
-        raise CheckpointError(f"checkpoint format version {int(arrays['version'])} is not supported "
-                              f"(this charlm reads version {VERSION})")
+    if (version := int(arrays["version"]) if "version" in arrays else None) != VERSION:
+        raise CheckpointError("missing key 'version'" if version is None else f"checkpoint format version {version} "
+                              f"is not supported (this charlm reads version {VERSION})")
     try:
         cfg = Config.from_dict(_json(arrays, "config"), source="checkpoint config")
     except CharlmError as e:
@@ -354,9 +355,7 @@ def layout(cfg: Config, vocab_size: int, names) -> dict[str, npz.Spec]:
 def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
     """Validate the arrays of a checkpoint and build it; CheckpointError if anything is off.
 
-    Names, dtypes and shapes are checked as a file's headers are
-    (`read_arrays`), then the values: finite weights, the JSON of meta and
-    train_state, the n-gram tables, the mixture weights.
+    Names, dtypes and shapes are checked as a file's headers are (`read_arrays`), then the values.
     """
     headers = {name: npz.header_of(a) for name, a in arrays.items()}
     _checked_small(headers)
