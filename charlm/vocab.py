@@ -196,6 +196,7 @@ def save_vocab(vocab: Vocab, path: str) -> None:
 VOCAB_KEYS = ("format", "version", "tokens", "counts", "unk_chars")
 MAX_COUNT = 2 ** 63 - 1           # counts are stored as int64 in a checkpoint
 MAX_NUMBER_DIGITS = 30            # longer integers in the file are refused while parsing
+MAX_FILE_BYTES = 64 << 20         # larger files are refused before parsing (every code point, as save_vocab writes it: 43 MiB)
 
 
 def _shown(value, limit: int = 40) -> str:
@@ -274,7 +275,10 @@ def looks_like_vocab(path: str) -> bool:
     """Whether a file is a JSON object with a vocabulary's `format` (a quick look, not a validation)."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"), parse_int=_parse_int)
+            text = f.read(MAX_FILE_BYTES + 1)
+        if len(text) > MAX_FILE_BYTES:
+            return False
+        data = json.loads(text.decode("utf-8"), parse_int=_parse_int)
     except (OSError, ValueError, _LongNumber, RecursionError):
         return False
     return isinstance(data, dict) and data.get("format") == VOCAB_FORMAT
@@ -286,7 +290,11 @@ def load_vocab(path: str) -> Vocab:
 
     try:
         with open_user_file(path, "vocabulary file", VocabError) as f:
-            data = json.loads(f.read().decode("utf-8"), parse_int=_parse_int)
+            text = f.read(MAX_FILE_BYTES + 1)
+        if len(text) > MAX_FILE_BYTES:
+            raise VocabError(f"vocabulary file {path} is larger than {MAX_FILE_BYTES >> 20} MiB, more than any "
+                             "vocabulary needs; refusing to parse it")
+        data = json.loads(text.decode("utf-8"), parse_int=_parse_int)
     except UnicodeDecodeError as e:
         raise VocabError(f"vocabulary file {path} is not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:

@@ -1,0 +1,70 @@
+"""Checking a parsed JSON value against a small schema (the JSON a checkpoint stores).
+
+A schema is a dict, a list or a string.  A dict lists the keys an object
+must have (and no others); [x] is a list whose items are each x; a string
+names a kind of value (`KINDS`), with " or null" if it may be null and
+", optional" (as a dict's value) if the key may be left out.  Example:
+
+    {"step": "count", "best": "number or null", "history": [{"loss": "number"}],
+     "workers": "count, optional"}
+
+`check` raises SchemaError naming the field, e.g. `meta.corpus.num_chars
+must be a non-negative integer, not -1`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+KINDS = {  # kind: (JSON type, test of the value, what the value must be)
+    "count": (int, lambda v: v >= 0, "a non-negative integer"),
+    "bit": (int, lambda v: v in (0, 1), "0 or 1"),
+    "uint32": (int, lambda v: 0 <= v < 2 ** 32, "an integer from 0 to 2**32 - 1"),
+    "uint128": (int, lambda v: 0 <= v < 2 ** 128, "an integer from 0 to 2**128 - 1"),
+    "number": (float, math.isfinite, "a finite number"),
+    "seconds": (float, lambda v: 0 <= v < math.inf, "a non-negative finite number"),
+    "share": (float, lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "str": (str, None, "a string"),
+    "bool": (bool, None, "true or false"),
+    "PCG64": (str, lambda v: v == "PCG64", '"PCG64"'),
+}
+
+
+class SchemaError(ValueError):
+    """A JSON value does not fit its schema (the message names the field)."""
+
+
+def check(value, schema, where: str) -> None:
+    """SchemaError naming the field unless `value` fits `schema` (a dict, [item schema] or a kind)."""
+    if isinstance(schema, dict):
+        if type(value) is not dict:
+            raise SchemaError(f"{where} must be a JSON object, not {shown(value)}")
+        for key, spec in schema.items():
+            optional = isinstance(spec, str) and spec.endswith(", optional")
+            if key in value:
+                check(value[key], spec.removesuffix(", optional") if optional else spec, f"{where}.{key}")
+            elif not optional:
+                raise SchemaError(f"{where} has no {key!r}")
+        extra = sorted(set(value) - set(schema))
+        if extra:
+            raise SchemaError(f"{where} has an unexpected key {extra[0][:40]!r}")
+    elif isinstance(schema, list):
+        if type(value) is not list:
+            raise SchemaError(f"{where} must be a list, not {shown(value)}")
+        for i, item in enumerate(value):
+            check(item, schema[0], f"{where}[{i}]")
+    else:
+        kind = schema.removesuffix(" or null")
+        if value is None and kind != schema:
+            return
+        json_type, fits, what = KINDS[kind]
+        if type(value) is not json_type or (fits is not None and not fits(value)):
+            raise SchemaError(f"{where} must be {what}{schema[len(kind):]}, not {shown(value)}")
+
+
+def shown(value) -> str:
+    """A JSON value in a message: scalars as JSON (cut short), lists and objects by kind."""
+    if isinstance(value, (list, dict)):
+        return "a list" if isinstance(value, list) else "an object"
+    return json.dumps(value)[:40]
