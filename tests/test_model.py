@@ -1,4 +1,4 @@
-"""The model's exact equations, against a plain per-step reference written here."""
+"""The model's exact equations, against the plain per-step reference (charlm.reference)."""
 
 import math
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from charlm import inference, model
+from charlm import inference, model, reference
 from charlm.config import Config
 from charlm.model import Arch, init_params, param_shapes
 from charlm.score import document_log_prob
@@ -25,44 +25,12 @@ def one_hot(i, V):
     return v
 
 
-def ref_cell(cell, activation, x, state, W_ih, W_hh, b):
-    """One step of one layer for one example, written from the equations."""
-    H = W_hh.shape[1]
-    if cell == "rnn":
-        (h,) = state
-        a = W_ih @ x + W_hh @ h + b
-        return (np.tanh(a) if activation == "tanh" else np.maximum(a, 0.0),)
-    if cell == "lstm":
-        h, c = state
-        a = W_ih @ x + W_hh @ h + b
-        i, f, g, o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:]
-        c_new = sig(f) * c + sig(i) * np.tanh(g)
-        return (sig(o) * np.tanh(c_new), c_new)
-    if cell == "gru":
-        (h,) = state
-        Wr, Wz, Wn = W_ih[:H], W_ih[H:2 * H], W_ih[2 * H:]
-        Ur, Uz, Un = W_hh[:H], W_hh[H:2 * H], W_hh[2 * H:]
-        br, bz, bn = b[:H], b[H:2 * H], b[2 * H:]
-        r = sig(Wr @ x + Ur @ h + br)
-        z = sig(Wz @ x + Uz @ h + bz)
-        n = np.tanh(Wn @ x + Un @ (r * h) + bn)  # reset applied before the matmul
-        return ((1.0 - z) * n + z * h,)
-    raise AssertionError(cell)
-
-
 def ref_forward(params, arch, tokens, state0):
-    """Logits (T, V) of one sequence, stepping every layer by hand."""
-    V, L = arch.vocab_size, arch.num_layers
-    state = [tuple(np.array(s) for s in layer) for layer in state0]
-    out = []
-    for tok in tokens:
-        inp = one_hot(tok, V)
-        for l in range(L):
-            state[l] = ref_cell(arch.cell, arch.activation, inp, state[l], params[f"layers.{l}.weight_ih"],
-                                params[f"layers.{l}.weight_hh"], params[f"layers.{l}.bias"])
-            inp = state[l][0]
-        out.append(params["head.weight"] @ inp + params["head.bias"])
-    return np.array(out), state
+    """Logits (T, V) of one sequence and the final state, from the plain reference (charlm.reference)."""
+    s0 = [tuple(s[None] for s in layer) for layer in state0]                 # a batch of one
+    logits, final, _ = reference.forward(reference.from_charlm(params, arch.cell), arch.cell, tokens[:, None], s0,
+                                         arch.activation, arch.reset_at_eos)
+    return logits[:, 0], [tuple(s[0] for s in layer) for layer in final]
 
 
 CASES = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
