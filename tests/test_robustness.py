@@ -29,9 +29,9 @@ def test_a_single_50_MB_line_without_newline_trains(tmp_path):
 
 
 def source_files():
-    files = sorted(PACKAGE.glob("*.py"))
+    files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 10
-    return [(f.name, f.read_text(encoding="utf-8")) for f in files]
+    return [(str(f.relative_to(PACKAGE)), f.read_text(encoding="utf-8")) for f in files]
 
 
 def test_nothing_read_can_run_code():
