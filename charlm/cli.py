@@ -336,6 +336,7 @@ charlm train corpora/names.txt --max-time 60
 charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
+charlm train input.txt --bidirectional -c bidi.npz   # for `charlm check`
 ```
 """)
 @handle_errors
@@ -379,6 +380,8 @@ def train(
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
     errors: Annotated[Optional[str], typer.Option(help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: strict]", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes that share each step's batch, each on its rows (1: this process alone). [default: auto: 2 when there are two cores and rows enough per worker, else 1]", show_default=False)] = None,
+    # (issue 24) bidirectional models: the library is charlm.bidirectional
+    bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional", help="Train a bidirectional model (a forward and a backward stack; each position given both sides) for `charlm check`. It cannot sample or score; it has no n-gram and trains in this process alone. Each line is a sequence for a list of items, windows of --seq-len characters for prose.", show_default=False)] = None,
 ):
     """Train a character language model with truncated backpropagation through time.
 
@@ -396,7 +399,7 @@ def train(
                  clip=clip, clip_value=clip_value, ema=ema, ngram=ngram, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors,
-                 workers=workers)
+                 workers=workers, bidirectional=bidirectional)
     one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import mixture, model, ngram, optim, parallel
+from charlm import bidirectional, mixture, model, ngram, optim, parallel
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
@@ -35,7 +35,8 @@ from charlm.vocab import Vocab, build_vocab
 
 # options that define the run; resuming with a different value is refused
 FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "line_state", "seq_len", "batch_size",
-                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors", "ngram")
+                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors", "ngram",
+                 "bidirectional")
 
 
 @dataclass
@@ -357,7 +358,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     if resume is not None:
         _check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
     dtype = np.dtype(cfg.dtype)
-    workers = resolve_workers(cfg, arch, B, dtype)
+    workers = 1 if arch.bidirectional else resolve_workers(cfg, arch, B, dtype)   # (bidirectional: this process)
     with parallel.Engine(arch, dtype, B, T, workers,
                          on_failure=lambda msg: on_event("workers_failed", {"error": msg})) as engine:
         return _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock)
@@ -383,8 +384,11 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
     passes = None
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
-        speed = (lambda: measure_speed(lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry), x.size, clock)
-                 if budget.max_time else None)
+        one_step = lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry)
+        if arch.bidirectional:   # (issue 24) its windows, read both ways
+            one_step = lambda: bidirectional.train_step(st.params, arch, corpus.train_ids, plan.positions(st.chunk),
+                                                        0.0, 0.0, None, dtype)
+        speed = lambda: measure_speed(one_step, x.size, clock) if budget.max_time else None
         passes = expected_passes(budget, N, B * T, speed)
         cfg.dropout = auto_dropout(passes)
     if cfg.char_dropout is None:  # auto: goes with the dropout
@@ -406,7 +410,11 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
     def run_eval():
         t0 = clock()
         weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
-        result = evaluate(weights, arch, corpus.val_ids, p_ngram)
+        if arch.bidirectional:   # (issue 24) windows of seq_len, as in training
+            nats = bidirectional.evaluate(weights, arch, corpus.val_ids, T, VAL_MAX_TOKENS)
+            result = Validation(nats, nats, None)
+        else:
+            result = evaluate(weights, arch, corpus.val_ids, p_ngram)
         val = result.nats
         st.last_val = val
         improved = st.best_val is None or val < st.best_val
@@ -436,11 +444,16 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
             st.offset, st.chunk = plan.offset, 0
             st.carry = model.zero_state(arch, B, dtype)
         t0 = clock()
-        x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
-        masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
-        x = model.drop_characters(x, cfg.char_dropout, st.rng)
         lr = optim.learning_rate(cfg, budget.progress(st), st.step)
-        loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
+        if arch.bidirectional:   # (issue 24) the chunk's positions as windows, each its own sequence, no state carried
+            loss, grads = bidirectional.train_step(st.params, arch, corpus.train_ids, plan.positions(st.chunk),
+                                                   cfg.dropout, cfg.char_dropout, st.rng, dtype)
+            final = st.carry
+        else:
+            x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
+            masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
+            x = model.drop_characters(x, cfg.char_dropout, st.rng)
+            loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
         norm = optim.clip_by_global_norm(grads, cfg.clip)
         if math.isfinite(loss) and math.isfinite(norm):
             if cfg.clip_value:
