@@ -189,8 +189,14 @@ def log_probs(params, arch: Arch, seqs: list[np.ndarray], max_tokens: int = 1638
     return out  # type: ignore[return-value]
 
 
+REFUSALS = {
+    "sample": "so it cannot generate text left to right",
+    "score": "so they are not factors of a sentence's likelihood",
+}
+
+
 def refuse(arch: Arch, command: str) -> None:
     """CharlmError for a command that needs a left-to-right model (`sample`, `score`)."""
     if arch.bidirectional:
         raise CharlmError(f"this checkpoint is bidirectional: each of its probabilities is conditioned on both sides, "
-                          f"so it cannot {command} text left to right; use `charlm check` with it")
+                          f"{REFUSALS[command]}; use `charlm check` with it")

@@ -13,6 +13,7 @@ For every character x<t> of a line x<1> … x<n>:
   exact for the window (and for the whole line once W reaches past its
   end), at a cost of W steps for each of the V candidates c at each
   position, batched over candidates and positions (`bayes_log_probs`).
+  With the model's n-gram every P is the interpolation, as in `score`.
 
 A character is flagged when its probability is below the threshold
 (docs/check.md has the measurements the default comes from).
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm import bidirectional, model
+from charlm import bidirectional, mixture, model, ngram
+from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
 
@@ -77,11 +79,15 @@ class LineCheck:
         return d
 
 
-def conditionals(params, arch: Arch, seqs: list[np.ndarray], window: int = WINDOW) -> list[np.ndarray]:
-    """log P(· | the rest of the line) at every position of each id sequence: (n, V) each."""
+def conditionals(params, arch: Arch, seqs: list[np.ndarray], window: int = WINDOW,
+                 mix: Mixture | None = None) -> list[np.ndarray]:
+    """log P(· | the rest of the line) at every position of each id sequence: (n, V) each.
+
+    `mix`: a left-to-right model's n-gram interpolation, as `score` uses it (a bidirectional model has none).
+    """
     if arch.bidirectional:
         return bidirectional.log_probs(params, arch, seqs)
-    return [bayes_log_probs(params, arch, q, window) for q in seqs]
+    return [bayes_log_probs(params, arch, q, window, mix) for q in seqs]
 
 
 def left_log_probs(params, arch: Arch, ids: np.ndarray):
@@ -98,19 +104,23 @@ def left_log_probs(params, arch: Arch, ids: np.ndarray):
     return np.array(logps), states
 
 
-def bayes_log_probs(params, arch: Arch, ids: np.ndarray, window: int, max_batch: int = 8192) -> np.ndarray:
+def bayes_log_probs(params, arch: Arch, ids: np.ndarray, window: int, mix: Mixture | None = None,
+                    max_batch: int = 8192) -> np.ndarray:
     """log P(c | left, right window) for every position of `ids` and every token c: (n, V).
 
     For each position t the V candidates are read side by side from the
     state that predicts t: the candidate, then the window x<t+1..t+W>
     (with the line's final <EOS>), each token's log P summed where the
     window has one.  Positions are batched too (at most `max_batch` rows).
+    With `mix`, every P is the interpolation with the n-gram (`ngram_window`).
     """
     n, V = len(ids), arch.vocab_size
     if n == 0:
         return np.zeros((0, V))
     left, states = left_log_probs(params, arch, ids)
     seq = np.concatenate([ids, [EOS_ID]]).astype(np.intp)            # x<1..n>, <EOS>
+    if mix is not None:
+        left = mixture.log_prob(mix.weight, left, ngram.next_distribution(mix.ngram, seq, np.arange(n + 1)))
     W = max(0, window)
     out = np.empty((n, V))
     per = max(1, max_batch // V)
@@ -132,16 +142,42 @@ def bayes_log_probs(params, arch: Arch, ids: np.ndarray, window: int, max_batch:
             logits, _ = model.infer(params, arch, inputs, state)            # (W, V, rows)
             logp = model.log_softmax(logits.astype(np.float64), axis=1)
             picked = np.take_along_axis(logp, targets[:, None, :], axis=1)[:, 0]   # (W, rows)
+            if mix is not None:
+                picked = mixture.log_prob(mix.weight, picked, ngram_window(mix.ngram, seq, pos, W, V))
             score = score + (picked * np.repeat(mask, V, axis=1)).sum(axis=0).reshape(len(pos), V)
         out[pos] = model.log_softmax(score)
     return out
 
 
+def ngram_window(ng, seq: np.ndarray, pos: np.ndarray, W: int, V: int) -> np.ndarray:
+    """The n-gram's P of each window token, (W, rows) as in `bayes_log_probs`: row (t, c) reads the line up
+    to t, the candidate c at t, then x<t+1..t+W> (padded with <EOS> past the line's end)."""
+    h = ng.order - 1
+    rows, starts, where = [], [], []
+    offset = 0
+    for t in pos:
+        before = seq[max(0, t - h):t]                                  # all the history the n-gram reads
+        right = np.full(W, EOS_ID, dtype=np.intp)
+        r = seq[t + 1:t + 1 + W]
+        right[:len(r)] = r
+        block = np.tile(np.concatenate([before, [0], right]), (V, 1))
+        block[:, len(before)] = np.arange(V)
+        width = block.shape[1]
+        rows.append(block.ravel())
+        row_starts = offset + width * np.arange(V)
+        starts.append(np.repeat(row_starts, W))
+        where.append((row_starts[:, None] + len(before) + 1 + np.arange(W)[None, :]).ravel())
+        offset += width * V
+    stream = np.concatenate(rows)
+    p = ngram.probs(ng, stream, np.concatenate(where), np.concatenate(starts))
+    return p.reshape(len(pos) * V, W).T
+
+
 def check_lines(params, arch: Arch, vocab: Vocab, lines: list[str], threshold: float = THRESHOLD,
-                top: int = TOP, window: int = WINDOW) -> list[LineCheck]:
+                top: int = TOP, window: int = WINDOW, mix: Mixture | None = None) -> list[LineCheck]:
     """Every character of every line: its probability given the rest, whether it is flagged, suggestions."""
     seqs = [vocab.encode(line).astype(np.intp) for line in lines]
-    logps = conditionals(params, arch, seqs, window)
+    logps = conditionals(params, arch, seqs, window, mix)
     results = []
     for line, ids, logp in zip(lines, seqs, logps):
         probs = np.exp(logp)

@@ -150,7 +150,7 @@ def _output_errors(e: UnicodeEncodeError):
 codecs.register_error("charlm.stdout", _output_errors)
 
 
-PRINTS_RESULTS = ("sample", "score", "info", "bench", "gradcheck")   # (build-vocab only with -o -)
+PRINTS_RESULTS = ("sample", "score", "info", "bench", "gradcheck", "check")   # (build-vocab only with -o -)
 CLOSED_STDOUT = "standard output is closed: there is nowhere to print the result"
 
 
@@ -538,6 +538,9 @@ def sample(
         fail("give --prime or --prime-file, not both")
     one_stdin(checkpoint=checkpoint_path(checkpoint), prime_file=prime_file)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
+    from charlm.bidirectional import refuse   # (issue 24) a bidirectional model cannot sample
+
+    refuse(ck.arch, "sample")
     V = len(ck.vocab)
     if top_k > V:
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
@@ -665,6 +668,9 @@ def score(
         fail("standard input is read once: give - once among the sentences")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
+    from charlm.bidirectional import refuse   # (issue 24) nor score
+
+    refuse(ck.arch, "score")
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
     sentences_given = sentences
@@ -714,6 +720,83 @@ def score(
 
 
 # ---------------------------------------------------------------------------
+# check (issue 24; the library is charlm.check, the display charlm.render_check)
+# ---------------------------------------------------------------------------
+
+@app.command("check", epilog="""**Examples**
+
+```
+charlm check "Thou art a villian." -c bidi.npz
+charlm check --file draft.txt --json | jq '.chars[] | select(.flagged)'
+charlm check --fix - < draft.txt > fixed.txt
+charlm check "Anna" "Jhon" -c names.npz --window 4 --top 5
+```
+""")
+@handle_errors
+def check_cmd(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Lines to check; - reads one per line from stdin.", show_default=False)] = None,
+    checkpoint: CheckpointOpt = None,
+    file: Annotated[Optional[str], typer.Option("-f", "--file", help="Check each line of this file (- for stdin).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: its text and, per character, prob, bits, flagged and suggestions.")] = False,
+    threshold: Annotated[float, typer.Option(help="Flag a character whose probability given the rest of its line is below this.")] = 0.01,  # check.THRESHOLD
+    top: Annotated[int, typer.Option(help="Suggestions (the most likely characters) per flagged character.")] = 3,  # check.TOP
+    fix: Annotated[bool, typer.Option("--fix", help="Print each line with its flagged characters replaced by the best suggestion (with --json: add a \"fixed\" key).")] = False,
+    window: Annotated[int, typer.Option(help="Left-to-right models: characters to the right that Bayes' rule reads for each position (a bidirectional model reads the whole line).")] = 8,  # check.WINDOW
+    weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
+    network_only: Annotated[bool, typer.Option("--network-only", help="Left-to-right models: use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    encoding: EncodingOpt = None,
+    errors: ErrorsOpt = None,
+):
+    """Find the characters that do not belong: P(each character | the rest of its line), and what should be there.
+
+    A bidirectional model (`train --bidirectional`) reads both sides at
+    once; a left-to-right model gets the same conditional by Bayes' rule
+    over a window of --window characters to the right (with its n-gram, as
+    `score` uses it).  Characters outside the vocabulary are scored as `<UNK>`.
+    """
+    from charlm.check import check_lines
+    from charlm.corpus import read_lines
+    from charlm.render_check import check_summary, check_view
+    from charlm.render import heat_legend
+
+    if not (0.0 <= threshold <= 1.0) or not math.isfinite(threshold):
+        fail("--threshold must be a probability, from 0 to 1")
+    if top < 1:
+        fail("--top must be at least 1")
+    if window < 0:
+        fail("--window must be at least 0 (0: the left side only)")
+    if (texts or []).count("-") > 1:
+        fail("standard input is read once: give - once among the lines")
+    one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, texts="-" if "-" in (texts or []) else None)
+    ck = ckpt_io.load(checkpoint_path(checkpoint))
+    decoding = (encoding or ck.config.encoding, errors or ck.config.errors)
+    lines: list[str] = []
+    for text in texts or []:
+        lines += read_lines(read_source("-", "lines"), *decoding, what="standard input") if text == "-" else text.split("\n")
+    if file is not None:
+        lines += read_lines(read_source(file, "file"), *decoding)
+    if not lines:
+        fail("nothing to check: give lines, --file FILE, or - to read stdin")
+    mix = None if network_only else ck.mixture(weights)
+    results = check_lines(ck.weights(weights), ck.arch, ck.vocab, lines, threshold, top, window, mix)
+    if as_json:
+        for r in results:
+            print(_json_line(r.to_json(fix)))
+        return
+    if fix:
+        for r in results:
+            out.file.write(r.fixed() + "\n")
+        out.file.flush()
+        return
+    out.print(heat_legend())
+    for r in results:
+        out.print(check_view(r))
+    how = ("the bidirectional network" if ck.config.bidirectional else
+           f"the left-to-right network by Bayes' rule over {window} character{'' if window == 1 else 's'} to the right")
+    err.print(check_summary(results, threshold, how))
+
+
+# ---------------------------------------------------------------------------
 # info
 # ---------------------------------------------------------------------------
 
@@ -752,6 +835,7 @@ charlm bench                      # about 3 minutes
 charlm bench --quick --seconds 5
 charlm bench --repeats 3          # training: medians of 3 turns
 charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
+charlm bench --typos --data heldout.txt --bi bidi.npz -c ltr.npz
 ```
 """)
 @handle_errors
@@ -764,8 +848,48 @@ def bench(
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    # (issue 24) the typo benchmark: the library is charlm.typos, the table charlm.render_typos
+    typos: Annotated[bool, typer.Option("--typos", help="Instead: corrupt the lines of --data (held-out text) and measure how well `check` finds and fixes the errors, with --bi and/or -c.")] = False,
+    bi: Annotated[Optional[str], typer.Option("--bi", help="--typos: a bidirectional checkpoint.", show_default=False)] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", help="--typos: a left-to-right checkpoint (Bayes' rule, and its plain surprisal).", show_default=False)] = None,
+    rate: Annotated[float, typer.Option(help="--typos: share of the characters corrupted.")] = 0.05,
+    max_chars: Annotated[int, typer.Option(help="--typos: read lines of --data until this many characters.")] = 3000,
+    threshold: Annotated[float, typer.Option(help="--typos: flag P < this (as `check --threshold`).")] = 0.01,  # check.THRESHOLD
+    window: Annotated[int, typer.Option(help="--typos: Bayes window of the left-to-right model (as `check --window`).")] = 8,  # check.WINDOW
+    seed: Annotated[int, typer.Option(help="--typos: seed of the corruptions.")] = 0,
 ):
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
+    if typos:
+        from charlm.corpus import read_lines
+        from charlm.render_typos import typo_table
+        from charlm.typos import run
+
+        if data is None or (bi is None and checkpoint is None):
+            fail("--typos needs --data HELD_OUT.txt and a checkpoint: --bi BIDIRECTIONAL.npz and/or -c LEFT_TO_RIGHT.npz")
+        if not 0 < rate < 1 or max_chars < 1 or not 0 <= threshold <= 1 or window < 0:
+            fail("--typos needs 0 < --rate < 1, --max-chars ≥ 1, 0 ≤ --threshold ≤ 1 and --window ≥ 0")
+        bi_ck = ckpt_io.load(bi) if bi else None
+        l2r_ck = ckpt_io.load(checkpoint) if checkpoint else None
+        if bi_ck is not None and not bi_ck.config.bidirectional:
+            fail(f"{bi} is not bidirectional (--bi takes a checkpoint trained with --bidirectional)")
+        if l2r_ck is not None and l2r_ck.config.bidirectional:
+            fail(f"{checkpoint} is bidirectional (-c takes a left-to-right checkpoint here)")
+        if bi_ck is not None and l2r_ck is not None and bi_ck.vocab.tokens != l2r_ck.vocab.tokens:
+            fail("the two checkpoints have different vocabularies: train them on the same corpus")
+        lines, total = [], 0
+        for line in read_lines(read_source(data, "data")):
+            if line.strip() and total < max_chars:
+                lines.append(line)
+                total += len(line)
+        if not lines:
+            fail(f"{data} has no non-empty lines")
+        result = run(bi_ck, l2r_ck, lines, rate, seed, threshold, window,
+                     progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True))
+        if as_json:
+            print(json.dumps(result))
+        else:
+            out.print(typo_table(result))
+        return
     from charlm.bench import render, run_bench
 
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
