@@ -5,7 +5,8 @@ kind at a time:
 
 - substitution: a character becomes another character of the vocabulary;
 - insertion: a character of the vocabulary is inserted; the inserted one is the error;
-- deletion: a character is deleted; the character after the gap is the error.
+- deletion: a character is deleted; the character after the gap is the error
+  (not a line's last character, and never two in a row).
 
 Three detectors give each character of the corrupted lines a probability:
 
@@ -44,13 +45,15 @@ class Corrupted:
 
 
 def corrupt(lines: list[str], kind: str, rate: float, chars: list[str], rng: np.random.Generator) -> Corrupted:
-    """Each character (deletion: each but a line's last) is corrupted with probability `rate`."""
+    """Each character is corrupted with probability `rate` (deletion: not a line's last character, nor
+    the one after a deleted one: the character after each gap is marked, so gaps do not touch)."""
     out, labels, originals = [], [], []
     for line in lines:
         new, lab, orig = [], [], {}
         n = len(line)
         for i, ch in enumerate(line):
-            hit = rng.random() < rate and not (kind == "deletion" and i == n - 1)
+            # a deletion leaves the line's last character, and the one after a deletion, so each marks its own
+            hit = rng.random() < rate and not (kind == "deletion" and (i == n - 1 or (new and new[-1] is None)))
             if not hit:
                 new.append(ch)
                 lab.append(0)
