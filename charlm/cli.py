@@ -738,7 +738,7 @@ def check_cmd(
     checkpoint: CheckpointOpt = None,
     file: Annotated[Optional[str], typer.Option("-f", "--file", help="Check each line of this file (- for stdin).", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: its text and, per character, prob, bits, flagged and suggestions.")] = False,
-    threshold: Annotated[float, typer.Option(help="Flag a character whose probability given the rest of its line is below this.")] = 0.01,  # check.THRESHOLD
+    threshold: Annotated[float, typer.Option(help="Flag a character whose probability given the rest of its line is below this.")] = 0.003,  # check.THRESHOLD
     top: Annotated[int, typer.Option(help="Suggestions (the most likely characters) per flagged character.")] = 3,  # check.TOP
     fix: Annotated[bool, typer.Option("--fix", help="Print each line with its flagged characters replaced by the best suggestion (with --json: add a \"fixed\" key).")] = False,
     window: Annotated[int, typer.Option(help="Left-to-right models: characters to the right that Bayes' rule reads for each position (a bidirectional model reads the whole line).")] = 8,  # check.WINDOW
@@ -854,7 +854,7 @@ def bench(
     checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", help="--typos: a left-to-right checkpoint (Bayes' rule, and its plain surprisal).", show_default=False)] = None,
     rate: Annotated[float, typer.Option(help="--typos: share of the characters corrupted.")] = 0.05,
     max_chars: Annotated[int, typer.Option(help="--typos: read lines of --data until this many characters.")] = 3000,
-    threshold: Annotated[float, typer.Option(help="--typos: flag P < this (as `check --threshold`).")] = 0.01,  # check.THRESHOLD
+    threshold: Annotated[float, typer.Option(help="--typos: flag P < this (as `check --threshold`).")] = 0.003,  # check.THRESHOLD
     window: Annotated[int, typer.Option(help="--typos: Bayes window of the left-to-right model (as `check --window`).")] = 8,  # check.WINDOW
     seed: Annotated[int, typer.Option(help="--typos: seed of the corruptions.")] = 0,
 ):

@@ -35,6 +35,7 @@ from charlm import check
 from charlm.vocab import EOS_ID, UNK_ID
 
 KINDS = ("substitution", "insertion", "deletion")
+SWEEP = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)    # thresholds whose precision / recall / F0.5 the JSON reports
 
 
 @dataclass
@@ -163,6 +164,7 @@ def run(bi_ck, l2r_ck, lines: list[str], rate: float = 0.05, seed: int = 0, thre
             if name == "left":   # its suggestions: the likeliest next characters given the left side (the network)
                 dist = [check.left_log_probs(ck.weights("best"), ck.arch, q)[0][:len(q)] for q in seqs]
             f = detector_figures(probs, dist, data, ck.vocab, threshold)
+            f["sweep"] = sweep(np.concatenate(probs), np.concatenate(data.labels), SWEEP)   # to choose a threshold
             f["chars_per_second"] = f["chars"] / max(seconds, 1e-9)
             figures[name] = f
         result["kinds"][kind] = figures
