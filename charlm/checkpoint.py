@@ -11,6 +11,8 @@ reads the file):
     vocab.counts           1-d int64 token counts when the vocabulary was built
     meta                   0-d str   JSON: corpus, steps, time, characters seen, validation (META)
     layers.{l}.weight_ih, layers.{l}.weight_hh, layers.{l}.bias, head.weight, head.bias
+    backward.layers.{l}.*  -- config.bidirectional only -- the right-to-left stack (head.weight is then (V, 2H));
+                           every weight key and shape comes from `model.param_shapes`
     -- only in resumable checkpoints --
     train_state            0-d str   JSON: step, data position, clock, RNG state, history (TRAIN_STATE)
     optim.step             0-d int   optimizer steps taken
@@ -146,7 +148,8 @@ class Checkpoint:
 
 def arch_of(cfg: Config, vocab_size: int) -> Arch:
     return Arch(cfg.cell, vocab_size, cfg.hidden_size, cfg.num_layers, cfg.activation,
-                reset_at_eos=cfg.line_state == "reset")
+                reset_at_eos=cfg.line_state == "reset",
+                bidirectional=cfg.bidirectional)   # (issue 24) config.bidirectional: absent in older files = False
 
 
 def default_path() -> str:

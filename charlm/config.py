@@ -35,6 +35,7 @@ class Config:
     dtype: str = "float32"          # float32 | float64
     line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
     ngram: int = 7                  # order of the Kneser–Ney n-gram interpolated with the network (0 = the network alone)
+    bidirectional: bool = False     # a forward and a backward stack, for `charlm check` (charlm.bidirectional); its n-gram is off
     # data
     seq_len: int = 64               # T, steps of truncated BPTT
     batch_size: int = 32            # B, parallel streams through the corpus
@@ -83,6 +84,8 @@ class Config:
                                       f"{f.name}: {f.default})")
                 continue
             kind = _kind(f)
+            if kind is bool and not isinstance(v, bool):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be true or false, not {v!r}")
             if kind is float and isinstance(v, str):
                 v = _number(v, f.name)
             if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
@@ -106,6 +109,8 @@ class Config:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(0 <= self.ngram <= MAX_NGRAM, "ngram", f"must be from 0 (off) to {MAX_NGRAM}")
+        if self.bidirectional:   # the n-gram reads left to right only: a bidirectional model is the network alone
+            self.ngram = 0
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
         need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1) or auto")
         need(self.char_dropout is None or 0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1) or auto")
@@ -237,6 +242,9 @@ HELP = {
     "encoding": "Text encoding of the corpus.",
     "errors": "On undecodable bytes: strict, replace, ignore, surrogateescape.",
     "workers": "Processes that share each step's batch, each on its rows (1: this process alone).",
+    "bidirectional": "Train a bidirectional model (a forward and a backward stack; each position given both sides) "
+                     "for `charlm check`. It cannot sample or score; it has no n-gram and trains in this process "
+                     "alone. Each line is a sequence for a list of items, windows of --seq-len characters for prose.",
 }
 
 # The defaults that are rules rather than values (None in `Config`), as the help states them.
@@ -251,7 +259,7 @@ AUTO_DEFAULTS = {
 def option_help(name: str) -> str:
     """The help text of option `name`, with its default from `Config` (none for the budget and max_size)."""
     default = AUTO_DEFAULTS.get(name, getattr(Config, name))
-    if default is None:
+    if default is None or isinstance(default, bool):   # (a flag is off unless given)
         return HELP[name]
     shown = f"{default:g}" if isinstance(default, float) else str(default)
     return f"{HELP[name]} [default: {shown}]"
@@ -275,6 +283,8 @@ def _number(text: str, name: str) -> float:
 
 def _kind(f) -> type:
     t = str(f.type)
+    if t.startswith("bool"):
+        return bool
     return int if t.startswith("int") else float if t.startswith("float") else str
 
 

@@ -9,6 +9,10 @@ the gradients and the optimizer state use):
     head.weight            (V, H)
     head.bias              (V,)
 
+A bidirectional model (`Arch.bidirectional`, see `charlm.bidirectional`)
+adds a second stack of the same shapes under `backward.layers.{l}.*`, and
+its head reads both top states: head.weight (V, 2H).
+
 The input of layer 0 at step t is the one-hot vector of the previous token;
 layer l > 0 reads the hidden states of layer l-1 (after dropout, in
 training).  logits<t> = head.weight · h_top<t> + head.bias, and the loss is
@@ -46,20 +50,26 @@ class Arch:
     num_layers: int
     activation: str = "tanh"
     reset_at_eos: bool = False  # each line its own sequence: the state restarts from zero after <EOS>
+    bidirectional: bool = False  # a second stack reads right to left (charlm.bidirectional)
 
     @property
     def gates(self) -> int:
         return NUM_GATES[self.cell]
 
 
+BACKWARD_PREFIX = "backward."   # the keys of a bidirectional model's right-to-left stack start with this
+
+
 def param_shapes(arch: Arch) -> dict[str, tuple[int, ...]]:
+    """Every parameter's key and shape: the one place the checkpoint's weight keys come from."""
     V, H, G = arch.vocab_size, arch.hidden_size, arch.gates
     shapes = {}
-    for l in range(arch.num_layers):
-        shapes[f"layers.{l}.weight_ih"] = (G * H, V if l == 0 else H)
-        shapes[f"layers.{l}.weight_hh"] = (G * H, H)
-        shapes[f"layers.{l}.bias"] = (G * H,)
-    shapes["head.weight"] = (V, H)
+    for prefix in ("", BACKWARD_PREFIX) if arch.bidirectional else ("",):
+        for l in range(arch.num_layers):
+            shapes[f"{prefix}layers.{l}.weight_ih"] = (G * H, V if l == 0 else H)
+            shapes[f"{prefix}layers.{l}.weight_hh"] = (G * H, H)
+            shapes[f"{prefix}layers.{l}.bias"] = (G * H,)
+    shapes["head.weight"] = (V, 2 * H if arch.bidirectional else H)
     shapes["head.bias"] = (V,)
     return shapes
 
@@ -72,13 +82,15 @@ def init_params(arch: Arch, rng: np.random.Generator, dtype="float32") -> dict[s
     Upper layers' W_ih ~ U(±1/√H) (×√2 for relu).  Each gate block of the
     recurrent weights is a random orthogonal matrix (×0.5 for relu RNNs, to
     start below the exploding regime).  Biases are zero except the LSTM
-    forget gate (1).  The head is U(±1/√H): small logits, so the initial
-    loss is close to ln V.
+    forget gate (1).  The head is U(±1/√In), In = H (2H bidirectional):
+    small logits, so the initial loss is close to ln V.  A bidirectional
+    model's backward stack is drawn the same way, after the forward one.
     """
     H, G = arch.hidden_size, arch.gates
     relu_gain = np.sqrt(2.0) if arch.cell == "rnn" and arch.activation == "relu" else 1.0
     params = {}
-    for name, shape in param_shapes(arch).items():
+    for key, shape in param_shapes(arch).items():
+        name = key.removeprefix(BACKWARD_PREFIX)
         if name == "layers.0.weight_ih":
             w = rng.uniform(-1.0, 1.0, size=shape)
         elif name.endswith("weight_ih"):
@@ -89,12 +101,12 @@ def init_params(arch: Arch, rng: np.random.Generator, dtype="float32") -> dict[s
             if arch.cell == "rnn" and arch.activation == "relu":
                 w *= 0.5
         elif name == "head.weight":
-            w = rng.uniform(-1.0 / np.sqrt(H), 1.0 / np.sqrt(H), size=shape)
+            w = rng.uniform(-1.0 / np.sqrt(shape[1]), 1.0 / np.sqrt(shape[1]), size=shape)
         else:
             w = np.zeros(shape)
             if arch.cell == "lstm" and name.endswith(".bias"):
                 w[H:2 * H] = 1.0  # forget gate
-        params[name] = w.astype(dtype)
+        params[key] = w.astype(dtype)
     return params
 
 
@@ -146,12 +158,15 @@ def lookup_gradient(ids: np.ndarray, dgx: np.ndarray, vocab_size: int) -> np.nda
 
 
 def dropout_masks(arch: Arch, T: int, B: int, p: float, rng, dtype) -> list | None:
-    """Inverted-dropout masks (T, H, B) for the outputs of layers 0.. (the inputs of layers 1.. and of the head)."""
+    """Inverted-dropout masks (T, H, B) for the outputs of layers 0.. (the inputs of layers 1.. and of the head).
+
+    A bidirectional model gets 2L masks: the forward stack's, then the backward stack's.
+    """
     if p <= 0.0:
         return None
     keep = 1.0 - p
     return [(rng.random((T, arch.hidden_size, B)) < keep).astype(dtype) / dtype.type(keep)
-            for _ in range(arch.num_layers)]
+            for _ in range(arch.num_layers * (2 if arch.bidirectional else 1))]
 
 
 def drop_characters(x: np.ndarray, p: float, rng) -> np.ndarray:
@@ -240,7 +255,7 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
 
 def gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
     """The GRU/LSTM stack: the top layer's output (T, H, B) feature-major and, with a cache, (T, B, H) batch-major; final states, caches."""
-    keep = state_keep(arch, x, params["head.weight"].dtype)
+    keep = state_keep(arch, x, params["layers.0.weight_hh"].dtype)
     keep = None if keep is None else np.swapaxes(keep, 1, 2)              # (T, 1, B)
     H = arch.hidden_size
     below = below_bm = None
@@ -263,10 +278,19 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     Returns logits (T, B, V), the final state of every layer, and a cache
     for `backward`.  `masks[l]` (optional, (T, H, B)) multiplies the output of layer l.
     """
+    top, final, cache = stack_forward(params, arch, x, state, masks)
+    return _head(params, top), final, cache
+
+
+def stack_forward(params, arch: Arch, x: np.ndarray, state, masks=None):
+    """`forward` without the head: the top layer's outputs (T, B, H), the final states, a cache for `stack_backward`.
+
+    Reads only the `layers.*` keys of `params`.
+    """
     if arch.cell != "rnn":
         _, top, final, caches = gated_forward(params, arch, x, state, masks)
-        return _head(params, top), final, (caches, top, masks, x)
-    keep = state_keep(arch, x, params["head.weight"].dtype)
+        return top, final, (caches, top, masks, x)
+    keep = state_keep(arch, x, params["layers.0.weight_hh"].dtype)
     inp = x
     caches, final = [], []
     for l in range(arch.num_layers):
@@ -276,8 +300,7 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
         caches.append((inp, cache))
         final.append(state_l)
         inp = out
-    logits = _head(params, inp)
-    return logits, final, (caches, inp, masks, x)
+    return inp, final, (caches, inp, masks, x)
 
 
 def _head(params, h: np.ndarray) -> np.ndarray:
@@ -289,7 +312,7 @@ def _head(params, h: np.ndarray) -> np.ndarray:
 
 def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     """BPTT: the gradient of every parameter (same keys), and of the initial state."""
-    caches, top, masks, x = cache
+    top = cache[1]
     V, H = arch.vocab_size, arch.hidden_size
     dlogits2 = dlogits.reshape(-1, V)
     grads = {
@@ -297,6 +320,17 @@ def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
         "head.bias": dlogits2.sum(axis=0),
     }
     dout = (dlogits2 @ params["head.weight"]).reshape(top.shape)
+    return stack_backward(params, arch, dout, cache, dstate_final, grads)
+
+
+def stack_backward(params, arch: Arch, dout: np.ndarray, cache, dstate_final=None, grads=None):
+    """BPTT through the stack from the gradient `dout` (T, B, H) of its top outputs.
+
+    Adds the `layers.*` gradients to `grads` (a new dict if None); returns it and the initial state's gradient.
+    """
+    caches, top, masks, x = cache
+    V, H = arch.vocab_size, arch.hidden_size
+    grads = {} if grads is None else grads
     if arch.cell == "rnn":
         return _rnn_backward(params, arch, dout, caches, masks, dstate_final, grads)
     dhs = cells.swap_layout(dout)                                      # (T, H, B)

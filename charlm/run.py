@@ -24,7 +24,8 @@ from charlm.score import LN2
 
 # options that define the run; resuming with a different value is refused
 FIXED_OPTIONS = ("cell", "hidden_size", "num_layers", "activation", "dtype", "line_state", "seq_len", "batch_size",
-                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors", "ngram")
+                 "val_fraction", "min_count", "max_size", "optimizer", "seed", "encoding", "errors", "ngram",
+                 "bidirectional")
 
 
 BUDGET = {"steps", "epochs", "max_time"}   # the run's totals; whichever is reached first ends it

@@ -22,14 +22,14 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import model, optim
+from charlm import bidirectional, model, optim
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import Corpus
 from charlm.errors import CharlmError, ConfigError, TrainingDiverged
 from charlm.run import Budget, RunState, check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
 from charlm.score import LN2
-from charlm.validation import evaluate, fit_ngram
+from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate, fit_ngram
 from charlm.workers import train as step_workers
 from charlm.workers.process import usable_cores
 
@@ -88,7 +88,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     if resume is not None:
         check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
     dtype = np.dtype(cfg.dtype)
-    workers = resolve_workers(cfg, arch, B, dtype)
+    workers = 1 if arch.bidirectional else resolve_workers(cfg, arch, B, dtype)   # (bidirectional: this process)
     hooks = Hooks(save, on_event, should_stop, clock)
     with step_workers.StepComputer(arch, dtype, B, T, workers,
                                    on_failure=lambda msg: on_event("workers_failed", {"error": msg})) as steps:
@@ -141,8 +141,11 @@ def _loop(run: _Run, hooks: Hooks):
     passes = None
     if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
-        speed = (lambda: measure_speed(lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry), x.size, clock)
-                 if budget.max_time else None)
+        one_step = lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry)
+        if arch.bidirectional:   # its windows, read both ways
+            one_step = lambda: bidirectional.train_step(st.params, arch, corpus.train_ids, plan.positions(st.chunk),
+                                                        0.0, 0.0, None, dtype)
+        speed = (lambda: measure_speed(one_step, x.size, clock)) if budget.max_time else None
         passes = expected_passes(budget, N, B * T, speed)
         cfg.dropout = auto_dropout(passes)
     if cfg.char_dropout is None:  # auto: goes with the dropout
@@ -164,7 +167,11 @@ def _loop(run: _Run, hooks: Hooks):
     def run_eval():
         t0 = clock()
         weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
-        result = evaluate(weights, arch, corpus.val_ids, p_ngram)
+        if arch.bidirectional:   # windows of seq_len, as in training
+            nats = bidirectional.evaluate(weights, arch, corpus.val_ids, T, VAL_MAX_TOKENS)
+            result = Validation(nats, nats, None)
+        else:
+            result = evaluate(weights, arch, corpus.val_ids, p_ngram)
         val = result.nats
         st.last_val = val
         improved = st.best_val is None or val < st.best_val
@@ -194,11 +201,16 @@ def _loop(run: _Run, hooks: Hooks):
             st.offset, st.chunk = plan.offset, 0
             st.carry = model.zero_state(arch, B, dtype)
         t0 = clock()
-        x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
-        masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
-        x = model.drop_characters(x, cfg.char_dropout, st.rng)
         lr = optim.learning_rate(cfg, budget.progress(st), st.step)
-        loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
+        if arch.bidirectional:   # the chunk's positions as windows, each its own sequence, no state carried
+            loss, grads = bidirectional.train_step(st.params, arch, corpus.train_ids, plan.positions(st.chunk),
+                                                   cfg.dropout, cfg.char_dropout, st.rng, dtype)
+            final = st.carry
+        else:
+            x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
+            masks = model.dropout_masks(arch, T, B, cfg.dropout, st.rng, dtype)
+            x = model.drop_characters(x, cfg.char_dropout, st.rng)
+            loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
         norm = optim.clip_by_global_norm(grads, cfg.clip)
         if math.isfinite(loss) and math.isfinite(norm):
             if cfg.clip_value:

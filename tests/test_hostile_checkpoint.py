@@ -28,7 +28,7 @@ from charlm.config import Config, ConfigError, load_yaml
 from charlm.errors import CheckpointError, VocabError
 from charlm.npz import HEADER_LIMIT
 from charlm.vocab import Vocab, load_vocab
-from test_cli import invoke, one_line_error
+from conftest import invoke, one_line_error
 
 MiB = 1 << 20
 PEAK_LIMIT = 50 * MiB   # what refusing any of these files may allocate at most

@@ -320,7 +320,7 @@ def test_loss_and_grads_is_the_reference_mean(cell, activation):
 @pytest.mark.parametrize("cell,activation", CASES)
 @pytest.mark.parametrize("reset", [False, True])
 def test_inference_paths_agree_with_the_reference(cell, activation, reset):
-    """model.infer (feature-major, no cache) and model.step (one token at a time) give the reference's logits."""
+    """inference.infer (feature-major, no cache) and inference.step (one token at a time) give the reference's logits."""
     arch, params, x, _, state0, _, _, _ = fast_problem(cell, activation, 2, reset, seed=5)
     r_logits, r_final, _ = reference.forward(reference.from_charlm(params, cell), cell, x, state0, activation, reset)
     logits, final = inference.infer(params, arch, x, state0)

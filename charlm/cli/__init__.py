@@ -6,6 +6,6 @@ registers itself on import, in the order `--help` lists them.
 """
 
 from charlm.cli.app import app, main
-from charlm.cli import build_vocab, train, sample, score, info, bench, gradcheck  # noqa: F401  (registers the commands)
+from charlm.cli import build_vocab, train, sample, score, check, info, bench, gradcheck  # noqa: F401  (registers the commands)
 
 __all__ = ["app", "main"]

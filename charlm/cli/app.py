@@ -32,7 +32,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-PRINTS_RESULTS = ("sample", "score", "info", "bench", "gradcheck")   # (build-vocab only with -o -)
+PRINTS_RESULTS = ("sample", "score", "info", "bench", "gradcheck", "check")   # (build-vocab only with -o -)
 
 
 def handle_errors(command):

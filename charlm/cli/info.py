@@ -50,7 +50,8 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     t.add_column()
     t.add_row("format", f"charlm-checkpoint version {d['format_version']}, {d['dtype']}")
     act = f" ({d['activation']})" if d["cell"] == "rnn" else ""
-    t.add_row("model", f"{d['cell']}{act}, {d['num_layers']} layer(s) × {d['hidden_size']} hidden")
+    both = " each way (bidirectional: for `check`)" if ck.config.bidirectional else ""   # (issue 24)
+    t.add_row("model", f"{d['cell']}{act}, {d['num_layers']} layer(s) × {d['hidden_size']} hidden{both}")
     params = d["parameters"]
     t.add_row("parameters", f"{params['total']:,} in all: " + ", ".join(
         f"{k} {v:,}" for k, v in params.items() if k != "total"))

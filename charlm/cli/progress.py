@@ -115,7 +115,7 @@ class TrainReporter:
             parts.append(f"{fmt_seconds(self.budget.max_time)} of training steps (validation adds a little)")
         resumed = f", resuming at step {info['step']:,}" if info["step"] else ""
         self.console.print(
-            f"Training {arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
+            f"Training {'a bidirectional ' if arch.bidirectional else ''}{arch.cell} {arch.num_layers}×{arch.hidden_size} ({info['params']:,} parameters, "
             f"vocabulary {arch.vocab_size}) on {c['name']}: {fmt_count(info['train_tokens'])} training / "
             f"{fmt_count(info['val_tokens'])} validation tokens; batch {info['batch_size']}×{info['seq_len']}"
             f"{shared_by(info.get('workers', 1))}; "
@@ -196,7 +196,8 @@ class TrainReporter:
             t.add_row("train", f"{m['last_train_bpc']:.4f} bits/char (last batch)")
         if m.get("best_val_bpc") is not None:
             t.add_row("validation", f"{m['last_val_bpc']:.4f} bits/char at the end; best {m['best_val_bpc']:.4f} "
-                      f"at step {m['best_step']:,} (the weights `sample` and `score` use)")
+                      f"at step {m['best_step']:,} (the weights "
+                      + ("`check` uses)" if ckpt.config.bidirectional else "`sample` and `score` use)"))
             mix = ckpt.mixture("best")
             best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
             if mix is not None and best and best[-1].get("net_val_bpc") is not None:

@@ -9,6 +9,7 @@ import numpy as np
 import typer
 
 from charlm import checkpoint as ckpt_io
+from charlm.bidirectional import refuse
 from charlm.cli.app import app, handle_errors
 from charlm.cli.console import err, fail, out, warn
 from charlm.cli.options import (CheckpointOpt, EncodingOpt, ErrorsOpt, NetworkOnlyOpt, WeightsOpt, checkpoint_path,
@@ -68,6 +69,7 @@ def sample(
         fail("give --prime or --prime-file, not both")
     one_stdin(checkpoint=checkpoint_path(checkpoint), prime_file=prime_file)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
+    refuse(ck.arch, "sample")   # a bidirectional model cannot generate
     V = len(ck.vocab)
     if top_k > V:
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")

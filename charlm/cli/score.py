@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from charlm import checkpoint as ckpt_io
+from charlm.bidirectional import refuse
 from charlm.cli.app import app, handle_errors
 from charlm.cli.console import err, fail, json_line, out, warn
 from charlm.cli.options import (CheckpointOpt, EncodingOpt, ErrorsOpt, NetworkOnlyOpt, WeightsOpt, checkpoint_path,
@@ -65,6 +66,7 @@ def score(
         fail("standard input is read once: give - once among the sentences")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
+    refuse(ck.arch, "score")   # nor give a sentence likelihood
     params = ck.weights(weights)
     mix = None if network_only else ck.mixture(weights)
     sentences_given = sentences

@@ -46,6 +46,7 @@ charlm train corpora/names.txt --max-time 60
 charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
+charlm train input.txt --bidirectional -c bidi.npz   # for `charlm check`
 ```
 """)
 @handle_errors
@@ -89,6 +90,8 @@ def train(
     encoding: _opt("encoding", str) = None,
     errors: _opt("errors", str) = None,
     workers: _opt("workers", int) = None,
+    bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional", help=option_help("bidirectional"),
+                                                          show_default=False)] = None,
 ):
     """Train a character language model with truncated backpropagation through time.
 
@@ -112,7 +115,7 @@ def train(
                  clip_value=clip_value, ema=ema, ngram=ngram, steps=steps, epochs=epochs, max_time=max_time,
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding,
-                 errors=errors, workers=workers)
+                 errors=errors, workers=workers, bidirectional=bidirectional)
     one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
