@@ -9,12 +9,12 @@ reads the file):
     config                 0-d str   JSON of the Config (cell, hidden_size, ...)
     vocab                  1-d str   tokens in id order ("<EOS>", "<UNK>", ...)
     vocab.counts           1-d int64 token counts when the vocabulary was built
-    meta                   0-d str   JSON: corpus, steps, time, characters seen, validation (META)
+    meta                   0-d str   JSON: corpus, steps, time, characters seen, validation (charlm.schema.META)
     layers.{l}.weight_ih, layers.{l}.weight_hh, layers.{l}.bias, head.weight, head.bias
     backward.layers.{l}.*  -- config.bidirectional only -- the right-to-left stack (head.weight is then (V, 2H));
                            every weight key and shape comes from `model.param_shapes`
     -- only in resumable checkpoints --
-    train_state            0-d str   JSON: step, data position, clock, RNG state, history (TRAIN_STATE)
+    train_state            0-d str   JSON: step, data position, clock, RNG state, history (charlm.schema.TRAIN_STATE)
     optim.step             0-d int   optimizer steps taken
     optim.{slot}.{param}   optimizer moments (Adam m/v, SGD v, Adagrad g2) and,
                            with --ema, the average of the weights (slot avg)
@@ -74,30 +74,6 @@ SMALL = {
     "train_state": npz.Spec("str", (), 1 << 26),  # 64 MiB: its history grows by about 160 characters a validation
 }
 
-# The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
-# A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
-# names a kind of value (charlm.schema.KINDS), with " or null" if it may be null and ", optional" if it may be left out.
-META = {
-    "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
-               "fingerprint": "str", "line_items": "bool"},
-    "steps": "count", "train_seconds": "seconds", "chars_seen": "count", "skipped_steps": "count",
-    "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
-    "last_train_bpc": "number or null",
-    "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
-    "workers": "count, optional",                  # processes that shared each step (charlm.workers.train); older files lack it
-}
-TRAIN_STATE = {
-    "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",
-    "chars_seen": "count", "skipped_steps": "count", "bad_streak": "count",
-    "best_val": "number or null", "best_step": "count or null", "last_loss": "number or null",
-    "last_val": "number or null",
-    "rng": {"bit_generator": "PCG64", "state": {"state": "uint128", "inc": "uint128"},
-            "has_uint32": "bit", "uinteger": "uint32"},
-    "history": [{"step": "count", "seconds": "seconds", "chars": "count", "train_bpc": "number or null",
-                 "val_bpc": "number", "net_val_bpc": "number", "mix_weight": "share or null"}],
-}
-# keys that validation sets together: all null (no validation yet) or none
-TOGETHER = {"meta": ("best_val_bpc", "best_step", "last_val_bpc"), "train_state": ("best_val", "best_step", "last_val")}
 # options that training resolves before it saves (None and "auto" are for a run not yet started)
 RESOLVED = {"dropout": None, "char_dropout": None, "eval_every": None, "line_state": "auto"}
 
@@ -268,7 +244,7 @@ def _checked_json(arrays, key, spec) -> dict:
         schema.check(value, spec, key)
     except schema.SchemaError as e:
         raise CheckpointError(f"damaged checkpoint: {e}") from None
-    group = TOGETHER[key]
+    group = schema.TOGETHER[key]
     if len({value[k] is None for k in group}) > 1:
         raise CheckpointError(f"damaged checkpoint: {key}.{', '.join(group)} must all be null or all be set")
     return value
@@ -367,9 +343,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
     npz.check_all(headers, specs, CheckpointError)
     arch = arch_of(cfg, len(vocab))
     params = {name: _finite(arrays, name) for name in param_shapes(arch)}
-    ckpt = Checkpoint(cfg, vocab, params, meta=_checked_json(arrays, "meta", META))
+    ckpt = Checkpoint(cfg, vocab, params, meta=_checked_json(arrays, "meta", schema.META))
     if "train_state" in arrays:
-        ckpt.train_state = _checked_json(arrays, "train_state", TRAIN_STATE)
+        ckpt.train_state = _checked_json(arrays, "train_state", schema.TRAIN_STATE)
         if ckpt.train_state["offset"] >= cfg.seq_len:
             raise CheckpointError(f"damaged checkpoint: train_state.offset must be less than seq_len ({cfg.seq_len})")
     if "optim.step" in arrays:

@@ -37,6 +37,7 @@ import numpy as np
 from charlm import cells
 from charlm.allocator import aligned_empty
 from charlm.cells import NUM_GATES
+from charlm.loss import cross_entropy, log_softmax  # noqa: F401  (log_softmax: model.log_softmax for readers of logits)
 from charlm.vocab import EOS_ID, UNK_ID
 
 
@@ -376,41 +377,6 @@ def _rnn_backward(params, arch: Arch, dout, caches, masks, dstate_final, grads):
             grads[f"layers.{l}.weight_ih"] = dgx2.T @ inp.reshape(-1, H)
             dout = (dgx2 @ W).reshape(inp.shape)
     return grads, dstate0
-
-
-def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """log softmax over `axis` (the last by default), stable (log-sum-exp)."""
-    m = logits.max(axis=axis, keepdims=True)
-    z = logits - m
-    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
-
-
-def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | None = None,
-                  denominator: float | None = None):
-    """Mean cross-entropy of `targets` under `logits`, and its gradient.
-
-    logits (T, B, V), targets (T, B) ids, mask (T, B) of 0/1 (None = all).
-    Returns (loss in nats per counted token, dlogits, number of tokens).
-    `denominator` replaces the number of tokens the sum is divided by: a
-    share of a batch (`charlm.workers.train`) divides by the whole batch's count.
-    """
-    logp = log_softmax(logits)
-    picked = np.take_along_axis(logp, targets[..., None].astype(np.intp), axis=-1)[..., 0]
-    if mask is None:
-        count = targets.size
-        n = count if denominator is None else denominator
-        loss = -float(picked.sum(dtype=np.float64)) / n
-        scale = 1.0 / n
-    else:
-        count = float(mask.sum())
-        n = max(count, 1.0) if denominator is None else denominator
-        loss = -float((picked * mask).sum(dtype=np.float64)) / n
-        scale = mask[..., None] / n
-    dlogits = np.exp(logp).reshape(-1, logits.shape[-1])           # softmax
-    dlogits[np.arange(dlogits.shape[0]), targets.reshape(-1)] -= 1.0  # softmax - onehot(y)
-    dlogits = dlogits.reshape(logits.shape)
-    dlogits *= np.asarray(scale, dtype=logits.dtype)
-    return loss, dlogits, count
 
 
 def loss_and_grads(params, arch: Arch, x, y, state, mask=None, masks=None, denominator=None):

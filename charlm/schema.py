@@ -68,3 +68,29 @@ def shown(value) -> str:
     if isinstance(value, (list, dict)):
         return "a list" if isinstance(value, list) else "an object"
     return json.dumps(value)[:40]
+
+
+# The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
+# A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
+# names a kind of value (charlm.schema.KINDS), with " or null" if it may be null and ", optional" if it may be left out.
+META = {
+    "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
+               "fingerprint": "str", "line_items": "bool"},
+    "steps": "count", "train_seconds": "seconds", "chars_seen": "count", "skipped_steps": "count",
+    "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
+    "last_train_bpc": "number or null",
+    "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
+    "workers": "count, optional",                  # processes that shared each step (charlm.workers.train); older files lack it
+}
+TRAIN_STATE = {
+    "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",
+    "chars_seen": "count", "skipped_steps": "count", "bad_streak": "count",
+    "best_val": "number or null", "best_step": "count or null", "last_loss": "number or null",
+    "last_val": "number or null",
+    "rng": {"bit_generator": "PCG64", "state": {"state": "uint128", "inc": "uint128"},
+            "has_uint32": "bit", "uinteger": "uint32"},
+    "history": [{"step": "count", "seconds": "seconds", "chars": "count", "train_bpc": "number or null",
+                 "val_bpc": "number", "net_val_bpc": "number", "mix_weight": "share or null"}],
+}
+# keys that validation sets together: all null (no validation yet) or none
+TOGETHER = {"meta": ("best_val_bpc", "best_step", "last_val_bpc"), "train_state": ("best_val", "best_step", "last_val")}
