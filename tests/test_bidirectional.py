@@ -8,7 +8,7 @@ import pytest
 
 from charlm import bidirectional as bd
 from charlm import checkpoint, model
-from charlm import reference_bidirectional as ref
+from charlm.reference import bidirectional as ref
 from charlm.config import Config
 from charlm.errors import CharlmError
 from charlm.corpus import load_corpus
