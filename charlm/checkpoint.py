@@ -55,15 +55,19 @@ MIX_KEYS = {"last": "mix.weight", "best": "best.mix.weight"}  # the network's sh
 
 # The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
 # A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
-# names a kind of value (_KINDS), with " or null" if it may be null and ", optional" if it may be left out.
+# names a kind of value (_KINDS), with " or null" if it may be null and ", optional" if it may be left out
+# ((schema, "optional"): an object or list that may be left out).
 META = {
     "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
-               "fingerprint": "str", "line_items": "bool"},
+               "fingerprint": "str", "line_items": "bool",
+               "num_files": "count, optional"},     # a corpus of many files (charlm.sources)
     "steps": "count", "train_seconds": "seconds", "chars_seen": "count", "skipped_steps": "count",
     "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
     "last_train_bpc": "number or null",
     "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
     "workers": "count, optional",                  # processes that shared each step (charlm.parallel); older files lack it
+    "init_from": ({"path": "str", "corpus": "str or null", "steps": "count", "vocab_size": "count",
+                   "added_chars": "count"}, "optional"),   # a fine-tuned run's base (charlm.finetune)
 }
 TRAIN_STATE = {
     "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",
@@ -276,9 +280,11 @@ def _check(value, schema, where: str) -> None:
         if type(value) is not dict:
             raise CheckpointError(f"damaged checkpoint: {where} must be a JSON object, not {_shown(value)}")
         for key, spec in schema.items():
-            optional = isinstance(spec, str) and spec.endswith(", optional")
+            optional = isinstance(spec, tuple) or isinstance(spec, str) and spec.endswith(", optional")
+            if isinstance(spec, tuple):
+                spec = spec[0]
             if key in value:
-                _check(value[key], spec.removesuffix(", optional") if optional else spec, f"{where}.{key}")
+                _check(value[key], spec.removesuffix(", optional") if isinstance(spec, str) else spec, f"{where}.{key}")
             elif not optional:
                 raise CheckpointError(f"damaged checkpoint: {where} has no {key!r}")
         extra = sorted(set(value) - set(schema))

@@ -227,7 +227,7 @@ cat notes.txt | charlm build-vocab - -o notes.vocab.json
 """)
 @handle_errors
 def build_vocab_cmd(
-    corpus: Annotated[str, typer.Argument(help="Text file (UTF-8), one sequence per line; - for stdin.")],
+    corpus: Annotated[list[str], typer.Argument(help="Text (UTF-8), one sequence per line: a file, several files, or a folder (read recursively); - for stdin.", show_default=False)],
     output: Annotated[str, typer.Option("-o", "--output", help="Where to write the vocabulary JSON (- for stdout).")] = "vocab.json",
     min_count: Annotated[int, typer.Option(help="Characters seen fewer times become `<UNK>`.")] = 1,
     max_size: Annotated[Optional[int], typer.Option(help="Keep at most this many tokens (`<EOS>` and `<UNK>` included), the most frequent.", show_default=False)] = None,
@@ -235,6 +235,7 @@ def build_vocab_cmd(
     errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (stop), replace, ignore, surrogateescape.")] = "strict",
 ):
     """Build a character vocabulary: `<EOS>` = 0, `<UNK>` = 1, then the kept characters in code-point order."""
+    from charlm import sources
     from charlm.corpus import count_corpus
     from charlm.render import vocab_table
     from charlm.vocab import build_vocab, looks_like_vocab, save_vocab, vocab_json
@@ -243,9 +244,15 @@ def build_vocab_cmd(
         fail("--min-count must be at least 1")
     if max_size is not None and max_size < 3:
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
+    inputs, corpus = corpus, " ".join(corpus)
     if output != "-":
-        _check_writable(output, {"corpus": corpus}, replaces=("vocabulary", "-o", looks_like_vocab))
-    stats = count_corpus(read_source(corpus, "corpus"), encoding, errors)
+        for i, path in enumerate(inputs):
+            _check_writable(output, {"corpus": path}, replaces=("vocabulary", "-o", looks_like_vocab) if i == 0 else None)
+    source = _corpus_source(inputs, encoding, errors)
+    if isinstance(source, sources.FileSet):
+        stats = sources.merged_stats(source)
+    else:
+        stats = count_corpus(source, encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")
     vocab = build_vocab(stats.counts, min_count, max_size)
@@ -259,6 +266,16 @@ def build_vocab_cmd(
         return
     save_vocab(vocab, output)
     err.print(f"wrote {output}")
+
+
+def _corpus_source(inputs: list[str], encoding: str, errors: str, what: str = "corpus"):
+    """One path as `read_source` reads it; several paths or a folder: a `sources.FileSet`, each file that is
+    not text skipped with one warning line."""
+    from charlm import sources
+
+    if not sources.is_many(inputs):
+        return read_source(inputs[0], what)
+    return sources.scan(inputs, encoding, errors, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
 
 
 def read_source(path: str, what: str):
@@ -340,8 +357,10 @@ charlm train input.txt --steps 20000 --resume        # continue the same run
 """)
 @handle_errors
 def train(
-    corpus: Annotated[str, typer.Argument(help="Training text (UTF-8), one sequence per line; - for stdin.")],
+    corpus: Annotated[list[str], typer.Argument(help="Training text (UTF-8), one sequence per line: a file, several files, or a folder (read recursively); - for stdin.", show_default=False)],
     checkpoint: CheckpointOpt = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained model's weights and architecture (fine-tuning), with a fresh optimizer, schedule and budget.", show_default=False)] = None,
+    extend_vocab: Annotated[bool, typer.Option("--extend-vocab", help="With --init-from: add the corpus's characters that the base model lacks (else they are read as `<UNK>`).")] = False,
     config: Annotated[Optional[str], typer.Option(help="YAML file of options (flags override it).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in the checkpoint (same options; --steps counts the run's total).")] = False,
     vocab: Annotated[Optional[str], typer.Option(help="Vocabulary JSON (default: built from the corpus).", show_default=False)] = None,
@@ -385,6 +404,7 @@ def train(
     Saves the checkpoint at the end, every `--save-every` steps, and on
     Ctrl-C (exit 130; resume with `--resume`).
     """
+    from charlm import sources
     from charlm.config import DEFAULT_MAX_TIME, build_config
     from charlm.train import check_resume, load_corpus
     from charlm.train import train as run_training
@@ -397,11 +417,21 @@ def train(
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding, errors=errors,
                  workers=workers)
-    one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
+    inputs, corpus = corpus, " ".join(corpus)      # the paths; the corpus as named in messages
+    one_stdin(corpus="-" if "-" in inputs else None, config_file=config, vocabulary=vocab, init_from=init_from)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
-    _check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab},
+    for other in inputs[1:]:
+        _check_writable(path, {"corpus": other})
+    _check_writable(path, {"corpus": inputs[0], "config file": config, "vocabulary": vocab, "base model": init_from},
                     replaces=None if resume else ("checkpoint", "-c", ckpt_io.looks_like_checkpoint))
+    # --- fine-tuning (charlm.finetune): options that do not go together
+    if init_from is not None and resume:
+        fail("--init-from starts a new run and --resume continues one: give one of them")
+    if init_from is not None and vocab is not None:
+        fail("--init-from brings the base model's vocabulary: leave --vocab out (--extend-vocab adds characters)")
+    if extend_vocab and init_from is None:
+        fail("--extend-vocab extends the vocabulary of the model given with --init-from")
     from charlm.config import load_yaml
 
     from_yaml = load_yaml(config) if config else {}
@@ -422,13 +452,31 @@ def train(
         cfg.validate()
     else:
         cfg = build_config(config, flags, from_yaml)
+    if init_from is not None:   # --- fine-tuning: the base's architecture
+        from charlm import finetune
+
+        base = finetune.load_base(init_from)
+        finetune.adopt_arch(cfg, base, named, init_from)
     if not cfg.budget_given:
         cfg.max_time = DEFAULT_MAX_TIME
         err.print(f"No --steps, --epochs or --max-time given: training for {DEFAULT_MAX_TIME:.0f} seconds.")
     voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
     if vocab and {"min_count", "max_size"} & named:
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
-    data = load_corpus(read_source(corpus, "corpus"), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
+    start = None
+    if init_from is not None:   # --- fine-tuning: the base's vocabulary, or an extension of it
+        voc = (lambda counts: finetune.extended_vocab(base.vocab, counts, cfg.min_count)) if extend_vocab else base.vocab
+    source = _corpus_source(inputs, cfg.encoding, cfg.errors)
+    data = load_corpus(source, cfg, voc, name=None if sources.is_many(inputs) else corpus if corpus != "-" else "<stdin>")
+    if init_from is not None:
+        start = finetune.start(base, init_from, data.vocab)
+        unknown = sum(int(np.count_nonzero(ids == 1)) for ids in (data.train_ids, data.val_ids))   # <UNK>
+        if start.meta["added_chars"]:
+            err.print(f"--extend-vocab: {start.meta['added_chars']} new characters join the base model's "
+                      f"{len(base.vocab)} tokens")
+        elif unknown:
+            warn(f"{unknown:,} characters of the corpus are outside the vocabulary of {init_from} and are read "
+                 "as <UNK> (--extend-vocab adds them)")
     if len(data.vocab) == 2:
         warn("the vocabulary is only <EOS> and <UNK>" + ("" if vocab else f" (no character is seen --min-count "
              f"{cfg.min_count:,} times)") + ": the model reads every character as <UNK>")
@@ -465,7 +513,7 @@ def train(
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),
                                          on_event=reporter.on_event,
-                                         should_stop=lambda: bool(stop) or err.reader_gone)
+                                         should_stop=lambda: bool(stop) or err.reader_gone, init=start)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -474,7 +522,7 @@ def train(
     reporter.summary(result, ended, baselines(data.train_ids, data.val_ids, len(data.vocab)))
     if ended == "interrupted" and stop:
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
-                  f"Resume with: charlm train {shlex.quote(corpus)} --resume"
+                  f"Resume with: charlm train {' '.join(map(shlex.quote, inputs))} --resume"
                   + (f" -c {shlex.quote(path)}" if checkpoint else ""))
         raise typer.Exit(128 + stop.signum)
 
@@ -626,7 +674,7 @@ echo "hello world" | charlm score -
 def score(
     sentences: Annotated[Optional[list[str]], typer.Argument(help="Sentences to score; - reads one per line from stdin.", show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
-    file: Annotated[Optional[str], typer.Option("-f", "--file", help="Score each line of this file (- for stdin).", show_default=False)] = None,
+    file: Annotated[Optional[list[str]], typer.Option("-f", "--file", help="Score each line of this file (- for stdin); with --document, repeat it or name a folder to read many files as one corpus.", show_default=False)] = None,
     document: Annotated[bool, typer.Option("--document", help="Score the whole --file as one sequence (state carried over lines) and report totals.")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="With --document: read the file strictly in order, one character at a time (slower; the default reads it in checked pieces and gives the same number).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
@@ -646,6 +694,11 @@ def score(
     from charlm.corpus import encode_corpus, read_lines
     from charlm.score import score_document, score_sentences
 
+    from charlm import sources
+
+    files, file = file or [], (file or [None])[0]
+    if sources.is_many(files) and not document:
+        fail("several --file or a folder are read as one corpus: give --document")
     if batch_size < 1:
         fail("--batch-size must be at least 1")
     if workers is not None and workers < 1:
@@ -672,7 +725,11 @@ def score(
             fail("--document needs --file FILE (or --file - for stdin)")
         if sentences:
             fail("--document scores --file; do not also give sentences")
-        ids = encode_corpus(read_source(file, "file"), ck.vocab, *decoding, what="file")
+        if sources.is_many(files):
+            fileset = sources.scan(files, *decoding, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
+            ids, file = sources.encode(fileset, ck.vocab, *decoding), fileset.label
+        else:
+            ids = encode_corpus(read_source(file, "file"), ck.vocab, *decoding, what="file")
         if len(ids) == 0:
             fail(f"{file} is empty")
         results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]

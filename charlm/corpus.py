@@ -155,14 +155,16 @@ def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> 
 
 
 def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict",
-                  num_tokens: int | None = None, what: str = "corpus") -> np.ndarray:
+                  num_tokens: int | None = None, what: str = "corpus", out: np.ndarray | None = None) -> np.ndarray:
     """The whole corpus as one compact id array, each line ending in `<EOS>`.
 
     With `num_tokens` (characters + lines, as `count_corpus` found them) the
     array is allocated once and filled chunk by chunk, so encoding needs the
-    id array plus one chunk of memory.
+    id array plus one chunk of memory; `out` (num_tokens long) is filled
+    instead of a new array (a slice of a many-file corpus's array).
     """
-    out = np.empty(num_tokens, dtype=vocab.dtype) if num_tokens is not None else None
+    if out is None and num_tokens is not None:
+        out = np.empty(num_tokens, dtype=vocab.dtype)
     parts = []
     filled = 0
     last_is_eos = True

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import mixture, model, ngram, optim, parallel
+from charlm import finetune, mixture, model, ngram, optim, parallel, sources
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
 from charlm.corpus import count_corpus, encode_corpus
@@ -48,26 +48,41 @@ class Corpus:
     info: dict  # name, characters, lines, fingerprint, line_items
 
 
-def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | None = None) -> Corpus:
-    """Read a corpus (path, "-" or bytes), build or apply the vocabulary, encode, split."""
-    stats = count_corpus(source, cfg.encoding, cfg.errors)
-    label = name or (source if isinstance(source, str) else "<stdin>")
+def load_corpus(source, cfg: Config, vocab=None, name: str | None = None) -> Corpus:
+    """Read a corpus (path, "-", bytes, or a `sources.FileSet` of many files), build or apply the vocabulary,
+    encode, split.
+
+    `vocab`: None builds one from the corpus; a Vocab is applied; a function of
+    the corpus's code-point counts returns the Vocab to apply (`--extend-vocab`).
+    """
+    files = source if isinstance(source, sources.FileSet) else None
+    stats = sources.merged_stats(files) if files else count_corpus(source, cfg.encoding, cfg.errors)
+    label = name or (files.label if files else source if isinstance(source, str) else "<stdin>")
     if stats.num_chars == 0:
         what = "only empty lines" if stats.num_lines else "no text"
         raise CorpusError(f"corpus {label} is empty ({what}); it needs at least one character")
     if vocab is None:
         vocab = build_vocab(stats.counts, cfg.min_count, cfg.max_size)
-    ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
+    elif callable(vocab):
+        vocab = vocab(stats.counts)
+    if files:
+        ids = sources.encode(files, vocab, cfg.encoding, cfg.errors)
+        digest = sources.fingerprint(ids, files)
+    else:
+        ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
+        digest = hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}"
     info = {
         "name": label,
         "num_chars": stats.num_chars,
         "num_lines": stats.num_lines,
         "num_tokens": int(len(ids)),
-        "fingerprint": hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}",
+        "fingerprint": digest,
         # a list of items (names, words): no blank lines; samples then stop at <EOS>
         # (blank lines before the first line and after the last do not count: editors leave them)
         "line_items": stats.num_inner_empty_lines == 0 and stats.num_lines > 1,
     }
+    if files:
+        info["num_files"] = len(files.paths)
     train_ids, val_ids = batches.split(ids, cfg.val_fraction)   # consumes ids
     return Corpus(vocab, train_ids, val_ids, info)
 
@@ -331,8 +346,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
           save: Callable[[Checkpoint], None] = lambda c: None,
           on_event: Callable[[str, dict], None] = lambda kind, info: None,
           should_stop: Callable[[], bool] = lambda: False,
-          clock: Callable[[], float] = time.perf_counter) -> tuple[Checkpoint, str]:
+          clock: Callable[[], float] = time.perf_counter,
+          init: finetune.Start | None = None) -> tuple[Checkpoint, str]:
     """Train (or continue training) a model; returns (checkpoint, how it ended).
+
+    `init`: start a new run from a trained model's weights (`charlm.finetune`).
 
     How it ended: "done" (budget spent) or "interrupted" (should_stop()).
     Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
@@ -350,6 +368,10 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
         cfg.batch_size, cfg.seq_len = B, T
     st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    if init is not None and resume is None:   # the base's weights, a fresh optimizer
+        st.params = finetune.start_params(st.params, init, corpus.vocab)
+        st.optim_state = optim.init_state(cfg.optimizer, st.params)
+    init_meta = init.meta if init is not None else (resume.meta.get("init_from") if resume is not None else None)
     optim.keep_average(st.optim_state, st.params, cfg.ema > 0)  # a resumed run may turn --ema on or off
     plan = batches.BatchPlan(N, B, T, st.offset)
     steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
@@ -360,7 +382,7 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     workers = resolve_workers(cfg, arch, B, dtype)
     with parallel.Engine(arch, dtype, B, T, workers,
                          on_failure=lambda msg: on_event("workers_failed", {"error": msg})) as engine:
-        return _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock)
+        return _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock, init_meta)
 
 
 def resolve_workers(cfg: Config, arch, B: int, dtype) -> int:
@@ -372,7 +394,7 @@ def resolve_workers(cfg: Config, arch, B: int, dtype) -> int:
     return min(cfg.workers, B)
 
 
-def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock):
+def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, should_stop, clock, init_meta=None):
     """The loop of `train`, once the run is set up."""
     N = len(corpus.train_ids)
     B, T = cfg.batch_size, cfg.seq_len
@@ -392,7 +414,7 @@ def _run(cfg, corpus, arch, st, budget, plan, engine, resume, save, on_event, sh
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
-    extra_meta = {}
+    extra_meta = {"init_from": init_meta} if init_meta else {}
     if cfg.ngram and len(corpus.val_ids):
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
         extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
