@@ -221,6 +221,7 @@ def one_stdin(**inputs) -> None:
 
 ```
 charlm build-vocab corpora/names.txt -o names.vocab.json
+charlm build-vocab poems/ a.txt -o poems.vocab.json
 charlm build-vocab big.txt --min-count 5 --max-size 120
 cat notes.txt | charlm build-vocab - -o notes.vocab.json
 ```
@@ -353,6 +354,8 @@ charlm train corpora/names.txt --max-time 60
 charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
+charlm train poems/ --max-time 600                   # every file in a folder
+charlm train mine.txt --init-from base.npz --extend-vocab -c mine.npz
 ```
 """)
 @handle_errors
@@ -538,6 +541,8 @@ charlm sample                                  # one sample from charlm.npz
 charlm sample --num 10 --temperature 0.8
 charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
 charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+charlm sample -c names.npz --beam 8 --num 3 --show-logprob
+charlm sample --prime "ROMEO:" --no-stop-at-eos --stop "\\n\\n"
 ```
 """)
 @handle_errors
@@ -557,13 +562,33 @@ def sample(
     show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
     weights: Annotated[str, typer.Option(help="best: the (averaged) weights with the best validation loss; last: the weights at the end of training.")] = "best",
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    beam: Annotated[Optional[int], typer.Option(help="Beam search: the most probable texts, found with this many candidates advancing together; prints the --num best, most probable first (deterministic).", show_default=False)] = None,
+    length_penalty: Annotated[Optional[float], typer.Option(help="With --beam: rank candidates by log P / length^A (0: log P alone, which favours short items). [default: 0.6]", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample when it produces this text (printed with it; repeatable; \\n is a newline).", show_default=False)] = None,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
-    """Generate text from a trained model, greedily or by sampling the softmax."""
+    """Generate text from a trained model, greedily, by sampling the softmax, or by beam search."""
     from charlm.render import fmt_logprob
     from charlm.sample import generate
+    from charlm import stops as stop_texts
 
+    stop_list = stop_texts.Stops([stop_texts.parse(t) for t in stop or []])
+    if beam is not None or length_penalty is not None:   # --- beam search (charlm.beam)
+        from charlm.beam import MAX_BEAM
+
+        if beam is None:
+            fail("--length-penalty ranks the candidates of --beam: give --beam K")
+        if not 1 <= beam <= MAX_BEAM:
+            fail(f"--beam must be from 1 to {MAX_BEAM}, not {beam}")
+        if num > beam:
+            fail(f"--num {num} is more than the --beam {beam} candidates: give --num at most {beam}")
+        if length_penalty is not None and not (0 <= length_penalty <= 10):
+            fail("--length-penalty must be a number from 0 to 10")
+        given = [name for name, on in (("--greedy", greedy), ("--temperature", temperature is not None),
+                                        ("--top-k", top_k != 0), ("--top-p", top_p != 1.0)) if on]
+        if given:
+            fail(f"--beam searches for the most probable texts: {given[0]} (for sampling) does not apply")
     if length < 1:
         fail("--length must be at least 1")
     if greedy and temperature not in (None, 0):
@@ -601,6 +626,10 @@ def sample(
             warn(f"the prime has characters outside the vocabulary, read as <UNK>: {' '.join(map(repr, unknown))}")
     if stop_at_eos is None:
         stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
+    if beam is not None:
+        _print_beams(ck, params, mix, beam, num, length, prime or "", prime_ids, echo_prime, stop_at_eos,
+                     length_penalty, stop_list, show_logprob)
+        return
     rng = np.random.default_rng(seed)
     T = 0.0 if greedy else temperature
     vocab = ck.vocab
@@ -613,7 +642,9 @@ def sample(
     if live and head:
         stream.write(head)
         stream.flush()
-    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix):
+    matcher = stop_texts.Matcher(stop_list, vocab, num) if stop_list else None
+    for ids, active, lp in generate(params, ck.arch, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos, mix,
+                                    stop=matcher):
         for n in np.flatnonzero(active):
             tok = int(ids[n])
             logps[n] += lp[n]
@@ -635,6 +666,27 @@ def sample(
         stream.flush()
         if show_logprob:
             err.print(f"sample {n + 1}: {fmt_logprob(logps[n], ntoks[n])}")
+
+
+def _print_beams(ck, params, mix, beam, num, length, prime, prime_ids, echo_prime, stop_at_eos, length_penalty,
+                 stop_list, show_logprob) -> None:
+    """`sample --beam`: the --num best of a beam search, most probable first, as `sample` prints samples."""
+    from charlm.beam import LENGTH_PENALTY, search
+    from charlm.render import fmt_logprob
+
+    _check_batch_fits(beam + 1, len(ck.vocab), ck.arch, length, len(prime))
+    best = search(params, ck.arch, beam, length, prime_ids, stop_at_eos, mix,
+                  LENGTH_PENALTY if length_penalty is None else length_penalty, stop_list, ck.vocab)[:num]
+    head = prime if echo_prime else ""
+    for n, h in enumerate(best):
+        ids = h.ids[:-1] if stop_at_eos and h.ids and h.ids[-1] == 0 else h.ids
+        text = head + ck.vocab.decode(ids)
+        out.file.write(text if text.endswith("\n") else text + "\n")
+        if not stop_at_eos and len(best) > 1 and n < len(best) - 1:
+            out.file.write("\n")
+        out.file.flush()
+        if show_logprob:
+            err.print(f"sample {n + 1}: {fmt_logprob(h.log_prob, len(h.ids))}")
 
 
 def _check_batch_fits(num: int, V: int, arch, length: int, prime_chars: int) -> None:
@@ -667,6 +719,7 @@ def _check_batch_fits(num: int, V: int, arch, length: int, prime_chars: int) -> 
 charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
 charlm score --file sentences.txt --json | jq .bits_per_char
 charlm score --document --file val.txt    # the file as one sequence
+charlm score --document --file poems/     # a folder as one corpus
 echo "hello world" | charlm score -
 ```
 """)
