@@ -135,10 +135,12 @@ def encode(files: FileSet, vocab: Vocab, encoding: str = "utf-8", errors: str = 
     return out
 
 
-def fingerprint(ids: np.ndarray, files: FileSet) -> str:
-    """A digest of the files' names and sizes and of the encoded text: what --resume compares."""
+def fingerprint(ids: np.ndarray, files: FileSet, vocab: Vocab) -> str:
+    """A digest of the files' names and sizes, and of their text (the ids and the characters they stand for):
+    what --resume compares."""
     h = hashlib.sha256()
     for name, size in zip(files.names, files.sizes):
         h.update(f"{name}\0{size}\0".encode("utf-8", "surrogateescape"))
+    h.update("\0".join(vocab.tokens).encode("utf-8", "surrogatepass"))
     h.update(memoryview(np.ascontiguousarray(ids)).cast("B"))
     return h.hexdigest()[:16] + f"-{ids.dtype.str}-{len(files.paths)}f"

@@ -67,7 +67,7 @@ def load_corpus(source, cfg: Config, vocab=None, name: str | None = None) -> Cor
         vocab = vocab(stats.counts)
     if files:
         ids = sources.encode(files, vocab, cfg.encoding, cfg.errors)
-        digest = sources.fingerprint(ids, files)
+        digest = sources.fingerprint(ids, files, vocab)
     else:
         ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
         digest = hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}"
