@@ -354,7 +354,7 @@ charlm train corpora/names.txt --max-time 60
 charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
-charlm train poems/ --max-time 600                   # every file in a folder
+charlm train poems/ --max-time 600        # every file of a folder
 charlm train mine.txt --init-from base.npz --extend-vocab -c mine.npz
 ```
 """)
