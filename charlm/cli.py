@@ -468,6 +468,10 @@ def train(
         warn("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they are ignored")
     start = None
     if init_from is not None:   # --- fine-tuning: the base's vocabulary, or an extension of it
+        ignored = [o for o in ("max_size",) + (() if extend_vocab else ("min_count",)) if o in named]
+        if ignored:
+            warn(f"--{ignored[0].replace('_', '-')} is ignored with --init-from: the vocabulary is the base model's"
+                 + (", extended by every character seen --min-count times" if extend_vocab else ""))
         voc = (lambda counts: finetune.extended_vocab(base.vocab, counts, cfg.min_count)) if extend_vocab else base.vocab
     source = _corpus_source(inputs, cfg.encoding, cfg.errors)
     data = load_corpus(source, cfg, voc, name=None if sources.is_many(inputs) else corpus if corpus != "-" else "<stdin>")

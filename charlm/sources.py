@@ -106,7 +106,8 @@ def scan(inputs: list[str], encoding: str = "utf-8", errors: str = "strict",
         kept.sizes.append(os.path.getsize(path))
         kept.stats.append(stats)
     if not kept.paths:
-        what = "holds no files" if not files else f"has no text file in {encoding} among its {len(files):,} files"
+        what = ("holds no files (a directory is read with the files in it, recursively; hidden ones are left out)"
+                if not files else f"has no text file in {encoding} among its {len(files):,} files")
         raise CorpusError(f"corpus {label} {what}")
     return kept
 
