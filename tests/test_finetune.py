@@ -174,3 +174,11 @@ def test_checkpoint_validation_accepts_init_from_and_refuses_a_damaged_one(base)
     with pytest.raises(CheckpointError, match="init_from"):
         ckpt_io.from_arrays(arrays)
 
+
+
+def test_the_benchmarks_default_target_is_stdlib_prose_within_its_size():
+    from charlm.finetune_bench import stdlib_prose
+
+    text = stdlib_prose(20_000)
+    assert 10_000 < len(text) <= 20_000 + 1 and text == stdlib_prose(20_000)
+    assert "\n\n" in text and text.endswith("\n")
