@@ -11,7 +11,6 @@ Every line ends with `<EOS>`; a last line without a newline gets one.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import io
 import sys
 from dataclasses import dataclass
@@ -19,11 +18,9 @@ from typing import Iterator
 
 import numpy as np
 
-from charlm import data as batches
-from charlm.config import Config
 from charlm.errors import CorpusError
 from charlm.files import open_user_file
-from charlm.vocab import EOS_ID, Vocab, build_vocab, code_points, count_code_points
+from charlm.vocab import EOS_ID, Vocab, code_points, count_code_points
 
 CHUNK_BYTES = 1 << 20
 ERRORS_CHOICES = ("strict", "replace", "ignore", "surrogateescape")
@@ -158,14 +155,16 @@ def count_corpus(path: str, encoding: str = "utf-8", errors: str = "strict") -> 
 
 
 def encode_corpus(path: str, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict",
-                  num_tokens: int | None = None, what: str = "corpus") -> np.ndarray:
+                  num_tokens: int | None = None, what: str = "corpus", out: np.ndarray | None = None) -> np.ndarray:
     """The whole corpus as one compact id array, each line ending in `<EOS>`.
 
     With `num_tokens` (characters + lines, as `count_corpus` found them) the
     array is allocated once and filled chunk by chunk, so encoding needs the
-    id array plus one chunk of memory.
+    id array plus one chunk of memory; `out` (num_tokens long) is filled
+    instead of a new array (a slice of a many-file corpus's array).
     """
-    out = np.empty(num_tokens, dtype=vocab.dtype) if num_tokens is not None else None
+    if out is None and num_tokens is not None:
+        out = np.empty(num_tokens, dtype=vocab.dtype)
     parts = []
     filled = 0
     last_is_eos = True
@@ -198,37 +197,3 @@ def read_lines(path: str, encoding: str = "utf-8", errors: str = "strict", what:
     if text.endswith("\n"):
         lines.pop()
     return lines
-
-
-@dataclass
-class Corpus:
-    """A corpus encoded once: the id array split for training and validation."""
-
-    vocab: Vocab
-    train_ids: np.ndarray
-    val_ids: np.ndarray
-    info: dict  # name, characters, lines, fingerprint, line_items
-
-
-def load_corpus(source, cfg: Config, vocab: Vocab | None = None, name: str | None = None) -> Corpus:
-    """Read a corpus (path, "-" or bytes), build or apply the vocabulary, encode, split."""
-    stats = count_corpus(source, cfg.encoding, cfg.errors)
-    label = name or (source if isinstance(source, str) else "<stdin>")
-    if stats.num_chars == 0:
-        what = "only empty lines" if stats.num_lines else "no text"
-        raise CorpusError(f"corpus {label} is empty ({what}); it needs at least one character")
-    if vocab is None:
-        vocab = build_vocab(stats.counts, cfg.min_count, cfg.max_size)
-    ids = encode_corpus(source, vocab, cfg.encoding, cfg.errors, num_tokens=stats.num_chars + stats.num_lines)
-    info = {
-        "name": label,
-        "num_chars": stats.num_chars,
-        "num_lines": stats.num_lines,
-        "num_tokens": int(len(ids)),
-        "fingerprint": hashlib.sha256(memoryview(np.ascontiguousarray(ids)).cast("B")).hexdigest()[:16] + f"-{ids.dtype.str}",
-        # a list of items (names, words): no blank lines; samples then stop at <EOS>
-        # (blank lines before the first line and after the last do not count: editors leave them)
-        "line_items": stats.num_inner_empty_lines == 0 and stats.num_lines > 1,
-    }
-    train_ids, val_ids = batches.split(ids, cfg.val_fraction)   # consumes ids
-    return Corpus(vocab, train_ids, val_ids, info)

@@ -33,6 +33,7 @@ def describe(ck: Checkpoint, path: str) -> dict:
         "best_step": m.get("best_step"),
         "last_val_bpc": m.get("last_val_bpc"),
         "corpus": m.get("corpus"),
+        "init_from": m.get("init_from"),  # the base model a fine-tuned run started from (None: a fresh start)
         "resumable": ck.resumable,
         "has_best_weights": ck.best_params is not None,
         "ngram": None if ck.ngram is None else {

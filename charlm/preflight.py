@@ -15,7 +15,7 @@ import numpy as np
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, build_config
 from charlm.ngram import max_order
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.vocab import UNK_ID
 
 MAX_UNK_SHARE = 0.1   # a vocabulary file that leaves more of the corpus to <UNK> is worth a warning
@@ -31,9 +31,15 @@ def run_config(yaml_source: str | None, from_yaml: dict, from_flags: dict, previ
     return cfg.validate()
 
 
-def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: set[str]) -> list[str]:
-    """What is worth a warning about this corpus with these options (`named`: the options the user gave)."""
+def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: set[str],
+                    base_path: str | None = None) -> list[str]:
+    """What is worth a warning about this corpus with these options (`named`: the options the user gave;
+    `base_path`: the model a fine-tuned run starts from, whose vocabulary it reads the corpus with)."""
     notes = []
+    unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
+    if base_path is not None and unknown:
+        notes.append(f"{unknown:,} characters of the corpus are outside the vocabulary of {base_path} and are "
+                     "read as <UNK> (--extend-vocab adds them)")
     if vocab_file and {"min_count", "max_size"} & named:
         notes.append("--min-count and --max-size shape a vocabulary built from the corpus; with --vocab they "
                      "are ignored")
@@ -41,7 +47,6 @@ def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: se
         notes.append("the vocabulary is only <EOS> and <UNK>" + ("" if vocab_file else f" (no character is seen "
                      f"--min-count {cfg.min_count:,} times)") + ": the model reads every character as <UNK>")
     elif vocab_file:   # a vocabulary file: how much of this corpus it leaves to <UNK>
-        unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
         total = len(data.train_ids) + len(data.val_ids)
         if total and unknown > total * MAX_UNK_SHARE:
             notes.append(f"{vocab_file} leaves {unknown / total:.1%} of this corpus's tokens to <UNK>")

@@ -18,7 +18,7 @@ from charlm import data as batches
 from charlm import model, ngram, optim
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.errors import CharlmError, ConfigError
 from charlm.score import LN2
 

@@ -93,11 +93,12 @@ def draw(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length: int = 200,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              prime: np.ndarray | None = None, stop_at_eos: bool = True, mix: Mixture | None = None,
-             ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             stop=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield, step by step, (ids (N,), active (N,) bool, log-probs (N,)).
 
     `active[n]` is False once sample n has ended (it produced <EOS> and
-    `stop_at_eos` is set); its id is then meaningless.  The log-probability
+    `stop_at_eos` is set, or `stop(ids)`, a bool per row, said so: see
+    `charlm.stops.Matcher`); its id is then meaningless.  The log-probability
     is that of the chosen token under the model itself (temperature 1).
     """
     dtype = params["head.weight"].dtype
@@ -125,8 +126,10 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID
-            if not active.any():
-                return
+        if stop is not None:
+            active &= ~stop(ids)
+        if (stop_at_eos or stop is not None) and not active.any():
+            return
         logits, state = inference.step(params, arch, ids, state, weights)
 
 
@@ -162,7 +165,7 @@ class Text:
 def generate_texts(params, arch: Arch, vocab: Vocab, rng: np.random.Generator, num: int = 1, length: int = 200,
                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                    prime: np.ndarray | None = None, stop_at_eos: bool = True, mix: Mixture | None = None,
-                   on_text: Callable[[int, str], None] | None = None) -> list[Text]:
+                   on_text: Callable[[int, str], None] | None = None, stop=None) -> list[Text]:
     """`generate`'s tokens turned into text: one `Text` per sample (the prime not included).
 
     `on_text(n, chars)` is called with each character of sample n as soon
@@ -172,7 +175,7 @@ def generate_texts(params, arch: Arch, vocab: Vocab, rng: np.random.Generator, n
     logps = np.zeros(num)
     counts = [0] * num
     for ids, active, lp in generate(params, arch, rng, num, length, temperature, top_k, top_p, prime,
-                                    stop_at_eos, mix):
+                                    stop_at_eos, mix, stop):
         for n in np.flatnonzero(active):
             tok = int(ids[n])
             logps[n] += lp[n]

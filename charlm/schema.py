@@ -41,9 +41,11 @@ def check(value, schema, where: str) -> None:
         if type(value) is not dict:
             raise SchemaError(f"{where} must be a JSON object, not {shown(value)}")
         for key, spec in schema.items():
-            optional = isinstance(spec, str) and spec.endswith(", optional")
+            optional = isinstance(spec, tuple) or isinstance(spec, str) and spec.endswith(", optional")
+            if isinstance(spec, tuple):     # (schema, "optional"): an object or list that may be left out
+                spec = spec[0]
             if key in value:
-                check(value[key], spec.removesuffix(", optional") if optional else spec, f"{where}.{key}")
+                check(value[key], spec.removesuffix(", optional") if isinstance(spec, str) else spec, f"{where}.{key}")
             elif not optional:
                 raise SchemaError(f"{where} has no {key!r}")
         extra = sorted(set(value) - set(schema))
@@ -72,15 +74,19 @@ def shown(value) -> str:
 
 # The JSON of `meta` and `train_state`, as charlm.train writes it (make_checkpoint, RunState.to_json).
 # A dict lists the keys an object must have (and no others), [x] is a list of x, and a string
-# names a kind of value (charlm.schema.KINDS), with " or null" if it may be null and ", optional" if it may be left out.
+# names a kind of value (charlm.schema.KINDS), with " or null" if it may be null and ", optional" if it may be left out
+# ((schema, "optional"): an object or list that may be left out).
 META = {
     "corpus": {"name": "str", "num_chars": "count", "num_lines": "count", "num_tokens": "count",
-               "fingerprint": "str", "line_items": "bool"},
+               "fingerprint": "str", "line_items": "bool",
+               "num_files": "count, optional"},     # a corpus of many files (charlm.sources)
     "steps": "count", "train_seconds": "seconds", "chars_seen": "count", "skipped_steps": "count",
     "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
     "last_train_bpc": "number or null",
     "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
     "workers": "count, optional",                  # processes that shared each step (charlm.workers.train); older files lack it
+    "init_from": ({"path": "str", "corpus": "str or null", "steps": "count", "vocab_size": "count",
+                   "added_chars": "count"}, "optional"),   # a fine-tuned run's base (charlm.finetune)
 }
 TRAIN_STATE = {
     "step": "count", "epoch": "count", "chunk": "count", "offset": "count", "train_seconds": "seconds",

@@ -22,10 +22,10 @@ from typing import Callable
 import numpy as np
 
 from charlm import data as batches
-from charlm import bidirectional, model, optim
+from charlm import bidirectional, finetune, model, optim
 from charlm.checkpoint import Checkpoint, arch_of
 from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.errors import CharlmError, ConfigError, TrainingDiverged
 from charlm.run import Budget, RunState, check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
 from charlm.score import LN2
@@ -62,8 +62,11 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
           save: Callable[[Checkpoint], None] = lambda c: None,
           on_event: Callable[[str, dict], None] = lambda kind, info: None,
           should_stop: Callable[[], bool] = lambda: False,
-          clock: Callable[[], float] = time.perf_counter) -> tuple[Checkpoint, str]:
+          clock: Callable[[], float] = time.perf_counter,
+          init: finetune.Start | None = None) -> tuple[Checkpoint, str]:
     """Train (or continue training) a model; returns (checkpoint, how it ended).
+
+    `init`: start a new run from a trained model's weights (`charlm.finetune`).
 
     How it ended: "done" (budget spent) or "interrupted" (should_stop()).
     Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
@@ -81,6 +84,10 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
         on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
         cfg.batch_size, cfg.seq_len = B, T
     st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    if init is not None and resume is None:   # the base's weights, a fresh optimizer
+        st.params = finetune.start_params(st.params, init, corpus.vocab)
+        st.optim_state = optim.init_state(cfg.optimizer, st.params)
+    init_meta = init.meta if init is not None else (resume.meta.get("init_from") if resume is not None else None)
     optim.keep_average(st.optim_state, st.params, cfg.ema > 0)  # a resumed run may turn --ema on or off
     plan = batches.BatchPlan(N, B, T, st.offset)
     steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
@@ -92,7 +99,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     hooks = Hooks(save, on_event, should_stop, clock)
     with step_workers.StepComputer(arch, dtype, B, T, workers,
                                    on_failure=lambda msg: on_event("workers_failed", {"error": msg})) as steps:
-        return _loop(_Run(cfg, corpus, arch, st, budget, plan, steps, resumed=resume is not None), hooks)
+        return _loop(_Run(cfg, corpus, arch, st, budget, plan, steps, resumed=resume is not None,
+                          init_meta=init_meta), hooks)
 
 
 def resolve_workers(cfg: Config, arch, B: int, dtype) -> int:
@@ -126,6 +134,7 @@ class _Run:
     plan: batches.BatchPlan
     steps: step_workers.StepComputer   # computes each step's loss and gradients (in workers, or here)
     resumed: bool
+    init_meta: dict | None = None    # a fine-tuned run's base (meta.init_from)
 
 
 def _loop(run: _Run, hooks: Hooks):
@@ -153,7 +162,7 @@ def _loop(run: _Run, hooks: Hooks):
     if passes is not None:
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
-    extra_meta = {}
+    extra_meta = {"init_from": run.init_meta} if run.init_meta else {}
     if cfg.ngram and len(corpus.val_ids):
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
         extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation

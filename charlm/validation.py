@@ -13,7 +13,7 @@ import numpy as np
 
 from charlm import mixture, ngram
 from charlm.config import Config
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.score import read_in_pieces
 
 VAL_MAX_TOKENS = 1_000_000  # validation reads at most this many held-out tokens (the first ones)

@@ -11,7 +11,7 @@ from charlm import checkpoint, model
 from charlm.reference import bidirectional as ref
 from charlm.config import Config
 from charlm.errors import CharlmError
-from charlm.corpus import load_corpus
+from charlm.dataset import load_corpus
 from charlm.run import check_resume
 from charlm.train import train
 from charlm.vocab import EOS_ID

@@ -11,7 +11,7 @@ import pytest
 from charlm.checkpoint import Checkpoint, load, save, to_arrays
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.train import train
 from charlm.vocab import build_vocab, code_points, count_code_points
 

@@ -130,7 +130,7 @@ def test_sampling_draws_from_the_interpolation():
 def test_training_fits_the_share_on_validation_and_saves_the_ngram(tmp_path):
     from charlm import checkpoint
     from charlm.config import Config
-    from charlm.corpus import load_corpus
+    from charlm.dataset import load_corpus
     from charlm.train import train
     from charlm.validation import VAL_MAX_TOKENS, evaluate
 

@@ -10,7 +10,7 @@ from charlm import inference, model, reference
 from charlm.config import Config
 from charlm.model import Arch, init_params, param_shapes
 from charlm.score import document_log_prob
-from charlm.corpus import Corpus
+from charlm.dataset import Corpus
 from charlm.train import train
 from charlm.vocab import build_vocab, code_points, count_code_points
 

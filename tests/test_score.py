@@ -190,7 +190,7 @@ def test_with_lines_as_sequences_a_document_is_the_sum_of_its_lines():
 
 def test_training_chooses_line_state_from_the_corpus(tmp_path):
     from charlm.config import Config
-    from charlm.corpus import load_corpus
+    from charlm.dataset import load_corpus
     from charlm.train import train
 
     items = tmp_path / "items.txt"

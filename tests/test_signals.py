@@ -234,7 +234,7 @@ import sys
 import numpy as np
 from charlm import checkpoint as ckpt_io
 from charlm.config import build_config
-from charlm.corpus import load_corpus
+from charlm.dataset import load_corpus
 from charlm.train import train
 
 corpus, out, steps = sys.argv[1], sys.argv[2], {int(s) for s in sys.argv[3:]}

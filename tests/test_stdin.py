@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from charlm import checkpoint
 from charlm.cli import app
 from charlm.config import Config
-from charlm.corpus import load_corpus
+from charlm.dataset import load_corpus
 from charlm.train import train
 
 runner = CliRunner()

@@ -16,7 +16,7 @@ import pytest
 
 from charlm import checkpoint
 from charlm.config import Config
-from charlm.corpus import load_corpus
+from charlm.dataset import load_corpus
 from charlm.train import train
 
 ANSI = re.compile(r"\x1b\[")

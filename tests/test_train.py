@@ -9,7 +9,7 @@ import pytest
 from charlm import checkpoint, model, ngram
 from charlm.config import Config
 from charlm.errors import ConfigError, CorpusError, TrainingDiverged
-from charlm.corpus import load_corpus
+from charlm.dataset import load_corpus
 from charlm.run import check_resume
 from charlm.train import train
 

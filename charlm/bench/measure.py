@@ -23,7 +23,7 @@ from charlm.errors import CharlmError
 from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.sample import generate, generate_texts
-from charlm.corpus import Corpus, load_corpus
+from charlm.dataset import Corpus, load_corpus
 from charlm.train import resolve_workers, train
 from charlm.vocab import Vocab, build_vocab, code_points, count_code_points
 

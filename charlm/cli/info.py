@@ -62,7 +62,8 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
                   + (f", each batch{shared_by(d['workers'])}" if (d["workers"] or 1) > 1 else ""))
     if d["corpus"]:
         c = d["corpus"]
-        t.add_row("corpus", f"{c.get('name')}: {fmt_count(c.get('num_chars', 0))} characters, "
+        files = f"{c['num_files']:,} file{'s' if c['num_files'] != 1 else ''}, " if c.get("num_files") else ""
+        t.add_row("corpus", f"{c.get('name')}: {files}{fmt_count(c.get('num_chars', 0))} characters, "
                   f"{fmt_count(c.get('num_lines', 0))} lines"
                   + (" (a list of items: samples stop at <EOS>)" if c.get("line_items") else ""))
     if d["best_val_bpc"] is not None:
@@ -73,6 +74,10 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
         share = ng["network_share"].get("best", ng["network_share"].get("last"))
         t.add_row("n-gram", f"Kneser-Ney {ng['order']}-gram, {ng['grams']:,} grams; interpolated with the network"
                   + ("" if share is None else f" (network {share:.2f}, n-gram {1 - share:.2f})"))
+    if d.get("init_from"):
+        b = d["init_from"]
+        added = f", {b['added_chars']} characters added to its {b['vocab_size']} tokens" if b["added_chars"] else ""
+        t.add_row("fine-tuned", f"from {b['path']} ({b['steps']:,} steps on {b['corpus'] or 'an unnamed corpus'}){added}")
     t.add_row("resumable", "yes" if d["resumable"] else "no")
     opts = d["options"]
     t.add_row("options", ", ".join(f"{k}={v}" for k, v in opts.items() if v is not None))

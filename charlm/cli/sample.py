@@ -9,6 +9,8 @@ import numpy as np
 import typer
 
 from charlm import checkpoint as ckpt_io
+from charlm import stops
+from charlm.beam import LENGTH_PENALTY, MAX_BEAM
 from charlm.bidirectional import refuse
 from charlm.cli.app import app, handle_errors
 from charlm.cli.console import err, fail, out, warn
@@ -23,6 +25,8 @@ charlm sample                                  # one sample from charlm.npz
 charlm sample --num 10 --temperature 0.8
 charlm sample --greedy --prime "ROMEO:" --length 300 --no-stop-at-eos
 charlm sample -c names.npz --top-k 5 --seed 7 --show-logprob
+charlm sample -c names.npz --beam 8 --num 3 --show-logprob
+charlm sample --prime "ROMEO:" --no-stop-at-eos --stop "\\n\\n"
 ```
 """)
 @handle_errors
@@ -42,14 +46,31 @@ def sample(
     show_logprob: Annotated[bool, typer.Option("--show-logprob", help="After each sample, print its log-probability under the model (to stderr).")] = False,
     weights: WeightsOpt = "best",
     network_only: NetworkOnlyOpt = False,
+    beam: Annotated[Optional[int], typer.Option(help="Beam search: the most probable texts, found with this many candidates advancing together; prints the --num best, most probable first (deterministic).", show_default=False)] = None,
+    length_penalty: Annotated[Optional[float], typer.Option(help=f"With --beam: rank candidates by log P / length^A (0: log P alone, which favours short items). [default: {LENGTH_PENALTY:g}]", show_default=False)] = None,
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample when it produces this text (printed with it; repeatable; \\n is a newline).", show_default=False)] = None,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
-    """Generate text from a trained model, greedily or by sampling the softmax."""
+    """Generate text from a trained model, greedily, by sampling the softmax, or by beam search."""
     from charlm.cli.render import fmt_logprob
     from charlm.files import text_source
     from charlm.sample import check_batch_fits, generate_texts
 
+    stop_list = stops.Stops([stops.parse(t) for t in stop or []])
+    if beam is not None or length_penalty is not None:   # beam search (charlm.beam)
+        if beam is None:
+            fail("--length-penalty ranks the candidates of --beam: give --beam K")
+        if not 1 <= beam <= MAX_BEAM:
+            fail(f"--beam must be from 1 to {MAX_BEAM}, not {beam}")
+        if num > beam:
+            fail(f"--num {num} is more than the --beam {beam} candidates: give --num at most {beam}")
+        if length_penalty is not None and not (0 <= length_penalty <= 10):
+            fail("--length-penalty must be a number from 0 to 10")
+        given = [name for name, on in (("--greedy", greedy), ("--temperature", temperature is not None),
+                                        ("--top-k", top_k != 0), ("--top-p", top_p != 1.0)) if on]
+        if given:
+            fail(f"--beam searches for the most probable texts: {given[0]} (for sampling) does not apply")
     if length < 1:
         fail("--length must be at least 1")
     if greedy and temperature not in (None, 0):
@@ -88,6 +109,10 @@ def sample(
             warn(f"the prime has characters outside the vocabulary, read as <UNK>: {' '.join(map(repr, unknown))}")
     if stop_at_eos is None:
         stop_at_eos = bool(ck.meta.get("corpus", {}).get("line_items", False))
+    if beam is not None:
+        _print_beams(ck, params, mix, beam, num, length, prime or "", prime_ids, echo_prime, stop_at_eos,
+                     LENGTH_PENALTY if length_penalty is None else length_penalty, stop_list, show_logprob)
+        return
     rng = np.random.default_rng(seed)
     T = 0.0 if greedy else temperature
     stream = out.file
@@ -100,8 +125,9 @@ def sample(
 
     if live and head:
         show(0, head)
+    matcher = stops.Matcher(stop_list, ck.vocab, num) if stop_list else None
     samples = generate_texts(params, ck.arch, ck.vocab, rng, num, length, T, top_k, top_p, prime_ids, stop_at_eos,
-                             mix, on_text=show if live else None)
+                             mix, on_text=show if live else None, stop=matcher)
     for n, s in enumerate(samples):
         if not live:
             stream.write(head + s.text)
@@ -112,3 +138,24 @@ def sample(
         stream.flush()
         if show_logprob:
             err.print(f"sample {n + 1}: {fmt_logprob(s.logprob, s.tokens)}")
+
+
+def _print_beams(ck, params, mix, beam, num, length, prime, prime_ids, echo_prime, stop_at_eos, length_penalty,
+                 stop_list, show_logprob) -> None:
+    """`sample --beam`: the --num best of a beam search, most probable first, as `sample` prints samples."""
+    from charlm.beam import search
+    from charlm.cli.render import fmt_logprob
+    from charlm.sample import check_batch_fits
+
+    check_batch_fits(beam + 1, len(ck.vocab), ck.arch, length, len(prime))
+    best = search(params, ck.arch, beam, length, prime_ids, stop_at_eos, mix, length_penalty, stop_list,
+                  ck.vocab)[:num]
+    head = prime if echo_prime else ""
+    for n, h in enumerate(best):
+        text = head + h.text(ck.vocab, stop_at_eos)
+        out.file.write(text if text.endswith("\n") else text + "\n")
+        if not stop_at_eos and len(best) > 1 and n < len(best) - 1:
+            out.file.write("\n")
+        out.file.flush()
+        if show_logprob:
+            err.print(f"sample {n + 1}: {fmt_logprob(h.log_prob, len(h.ids))}")

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from charlm import checkpoint as ckpt_io
+from charlm import sources
 from charlm.bidirectional import refuse
 from charlm.cli.app import app, handle_errors
 from charlm.cli.console import err, fail, json_line, out, warn
@@ -22,6 +23,7 @@ from charlm.score import BATCH_SIZE
 charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
 charlm score --file sentences.txt --json | jq .bits_per_char
 charlm score --document --file val.txt    # the file as one sequence
+charlm score --document --file poems/     # a folder as one corpus
 echo "hello world" | charlm score -
 ```
 """)
@@ -29,7 +31,7 @@ echo "hello world" | charlm score -
 def score(
     sentences: Annotated[Optional[list[str]], typer.Argument(help="Sentences to score; - reads one per line from stdin.", show_default=False)] = None,
     checkpoint: CheckpointOpt = None,
-    file: Annotated[Optional[str], typer.Option("-f", "--file", help="Score each line of this file (- for stdin).", show_default=False)] = None,
+    file: Annotated[Optional[list[str]], typer.Option("-f", "--file", help="Score each line of this file (- for stdin); with --document, repeat it or name a folder to read many files as one corpus.", show_default=False)] = None,
     document: Annotated[bool, typer.Option("--document", help="Score the whole --file as one sequence (state carried over lines) and report totals.")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="With --document: read the file strictly in order, one character at a time (slower; the default reads it in checked pieces and gives the same number).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line, per sentence.")] = False,
@@ -49,6 +51,10 @@ def score(
     from charlm.corpus import encode_corpus, read_lines
     from charlm.files import text_source
     from charlm.score import score_document, score_sentences
+
+    files, file = file or [], (file or [None])[0]
+    if sources.is_many(files) and not document:
+        fail("several --file or a folder are read as one corpus: give --document")
 
     if batch_size < 1:
         fail("--batch-size must be at least 1")
@@ -77,7 +83,11 @@ def score(
             fail("--document needs --file FILE (or --file - for stdin)")
         if sentences:
             fail("--document scores --file; do not also give sentences")
-        ids = encode_corpus(text_source(file, "file"), ck.vocab, *decoding, what="file")
+        if sources.is_many(files):
+            fileset = sources.scan(files, *decoding, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
+            ids, file = sources.encode(fileset, ck.vocab, *decoding), fileset.label
+        else:
+            ids = encode_corpus(text_source(file, "file"), ck.vocab, *decoding, what="file")
         if len(ids) == 0:
             fail(f"{file} is empty")
         results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]

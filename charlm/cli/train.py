@@ -47,12 +47,16 @@ charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
 charlm train input.txt --bidirectional -c bidi.npz   # for `charlm check`
+charlm train poems/ --max-time 600        # every file of a folder
+charlm train mine.txt --init-from base.npz --extend-vocab -c mine.npz
 ```
 """)
 @handle_errors
 def train(
-    corpus: Annotated[str, typer.Argument(help="Training text (UTF-8), one sequence per line; - for stdin.")],
+    corpus: Annotated[list[str], typer.Argument(help="Training text (UTF-8), one sequence per line: a file, several files, or a folder (read recursively); - for stdin.", show_default=False)],
     checkpoint: CheckpointOpt = None,
+    init_from: Annotated[Optional[str], typer.Option(help="Start from this trained model's weights and architecture (fine-tuning), with a fresh optimizer, schedule and budget.", show_default=False)] = None,
+    extend_vocab: Annotated[bool, typer.Option("--extend-vocab", help="With --init-from: add the corpus's characters that the base model lacks (else they are read as `<UNK>`).")] = False,
     config: Annotated[Optional[str], typer.Option(help="YAML file of options (flags override it).", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved in the checkpoint (same options; --steps counts the run's total).")] = False,
     vocab: Annotated[Optional[str], typer.Option(help="Vocabulary JSON (default: built from the corpus).", show_default=False)] = None,
@@ -98,12 +102,13 @@ def train(
     Saves the checkpoint at the end, every `--save-every` steps, and on
     Ctrl-C (exit 130; resume with `--resume`).
     """
+    from charlm import finetune, sources
     from charlm.cli.progress import TrainReporter
     from charlm.config import DEFAULT_MAX_TIME, Config, load_yaml, yaml_path
-    from charlm.files import check_writable, text_source
+    from charlm.files import check_writable
     from charlm.ngram import baselines
     from charlm.preflight import corpus_warnings, run_config
-    from charlm.corpus import load_corpus
+    from charlm.dataset import load_corpus
     from charlm.run import check_resume
     from charlm.train import train as run_training
     from charlm.vocab import load_vocab
@@ -116,11 +121,15 @@ def train(
                  val_fraction=val_fraction, eval_every=eval_every, save_every=save_every, seed=seed,
                  min_count=min_count, max_size=max_size, max_bad_steps=max_bad_steps, encoding=encoding,
                  errors=errors, workers=workers, bidirectional=bidirectional)
-    one_stdin(corpus=corpus, config_file=config, vocabulary=vocab)
+    inputs, corpus = corpus, " ".join(corpus)      # the paths; the corpus as named in messages
+    one_stdin(corpus="-" if "-" in inputs else None, config_file=config, vocabulary=vocab, init_from=init_from)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
-    check_writable(path, {"corpus": corpus, "config file": config, "vocabulary": vocab},
+    for other in inputs[1:]:
+        check_writable(path, {"corpus": other})
+    check_writable(path, {"corpus": inputs[0], "config file": config, "vocabulary": vocab, "base model": init_from},
                    replaces=None if resume else ("checkpoint", "-c", ckpt_io.looks_like_checkpoint))
+    finetune.check_options(init_from, resume, vocab, extend_vocab)
     from_yaml = load_yaml(config) if config else {}
     if vocab is None:
         vocab = yaml_path(from_yaml, "vocab", config)
@@ -134,12 +143,27 @@ def train(
         if not previous.resumable:
             raise CharlmError(f"{path} holds no resume state (it was not saved by `charlm train`)")
     cfg = run_config(config, from_yaml, from_flags, previous)
+    base = None
+    if init_from is not None:   # fine-tuning: the base's architecture
+        base = finetune.load_base(init_from)
+        finetune.adopt_arch(cfg, base, named, init_from)
     if not cfg.budget_given:
         cfg.max_time = DEFAULT_MAX_TIME
         err.print(f"No --steps, --epochs or --max-time given: training for {DEFAULT_MAX_TIME:.0f} seconds.")
     voc = load_vocab(vocab) if vocab else (previous.vocab if previous is not None else None)
-    data = load_corpus(text_source(corpus, "corpus"), cfg, voc, name=corpus if corpus != "-" else "<stdin>")
-    for note in corpus_warnings(cfg, data, vocab, named):
+    if base is not None:   # fine-tuning: the base's vocabulary, or an extension of it
+        voc, note = finetune.vocabulary(base, extend_vocab, cfg.min_count, named)
+        if note:
+            warn(note)
+    source = sources.open_corpus(inputs, cfg.encoding, cfg.errors, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
+    data = load_corpus(source, cfg, voc, name=None if sources.is_many(inputs) else corpus if corpus != "-" else "<stdin>")
+    start = None
+    if base is not None:
+        start = finetune.start(base, init_from, data.vocab)
+        if start.meta["added_chars"]:
+            err.print(f"--extend-vocab: {start.meta['added_chars']} new characters join the base model's "
+                      f"{len(base.vocab)} tokens")
+    for note in corpus_warnings(cfg, data, vocab, named, base_path=init_from):
         warn(note)
     notes = []
     if previous is not None:
@@ -155,7 +179,7 @@ def train(
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),
                                          on_event=reporter.on_event,
-                                         should_stop=lambda: bool(stop) or err.reader_gone)
+                                         should_stop=lambda: bool(stop) or err.reader_gone, init=start)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
@@ -163,6 +187,6 @@ def train(
                                               result.arch.reset_at_eos))
     if ended == "interrupted" and stop:
         err.print(f"Saved a resumable checkpoint to {path} at step {result.train_state['step']}. "
-                  f"Resume with: charlm train {shlex.quote(corpus)} --resume"
+                  f"Resume with: charlm train {' '.join(map(shlex.quote, inputs))} --resume"
                   + (f" -c {shlex.quote(path)}" if checkpoint else ""))
         raise typer.Exit(128 + stop.signum)
