@@ -295,15 +295,10 @@ def load_yaml(path: str) -> dict:
     """Read a YAML mapping of options with yaml.safe_load (a file of at most MAX_YAML_BYTES)."""
     import yaml
 
-    from charlm.files import open_user_file
+    from charlm.files import read_capped
 
     try:
-        with open_user_file(path, "config file", ConfigError) as f:
-            text = f.read(MAX_YAML_BYTES + 1)
-        if len(text) > MAX_YAML_BYTES:
-            raise ConfigError(f"config file {path} is larger than {MAX_YAML_BYTES >> 20} MiB, more than any "
-                              "configuration needs; refusing to parse it")
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(read_capped(path, "config file", ConfigError, MAX_YAML_BYTES, "configuration"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

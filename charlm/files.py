@@ -169,3 +169,14 @@ def check_writable(path: str, inputs: dict[str, str | None] | None = None, repla
         what, option, _ = replaces
         raise CharlmError(f"{path} exists and is not a charlm {what}: refusing to overwrite it "
                           f"(name another {option}, or remove it)")
+
+
+def read_capped(path: str, what: str, error: type[CharlmError], limit: int, kind: str) -> bytes:
+    """The bytes of a small file the user names (`what`: how to name it), refused before parsing if it holds
+    more than `limit` bytes, more than any `kind` needs."""
+    with open_user_file(path, what, error) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit >> 20} MiB, more than any {kind} needs; refusing to "
+                    "parse it")
+    return data

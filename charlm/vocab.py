@@ -286,14 +286,10 @@ def looks_like_vocab(path: str) -> bool:
 
 def load_vocab(path: str) -> Vocab:
     """Read and validate a vocabulary JSON file."""
-    from charlm.files import open_user_file
+    from charlm.files import read_capped
 
     try:
-        with open_user_file(path, "vocabulary file", VocabError) as f:
-            text = f.read(MAX_FILE_BYTES + 1)
-        if len(text) > MAX_FILE_BYTES:
-            raise VocabError(f"vocabulary file {path} is larger than {MAX_FILE_BYTES >> 20} MiB, more than any "
-                             "vocabulary needs; refusing to parse it")
+        text = read_capped(path, "vocabulary file", VocabError, MAX_FILE_BYTES, "vocabulary")
         data = json.loads(text.decode("utf-8"), parse_int=_parse_int)
     except UnicodeDecodeError as e:
         raise VocabError(f"vocabulary file {path} is not UTF-8 text (byte {e.start})") from None
