@@ -198,6 +198,12 @@ EncodingOpt = Annotated[Optional[str], typer.Option(
 ErrorsOpt = Annotated[Optional[str], typer.Option(
     help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: as in training]", show_default=False)]
 
+# --engine / --device (train, score): the torch engine lives in charlm/torch_engine, imported only when asked for
+EngineOpt = Annotated[str, typer.Option(
+    help="numpy: this process's CPU cores; torch: PyTorch (a GPU, or many processes under torchrun), "
+         'needs pip install "charlm[torch]".')]
+DeviceOpt = Annotated[str, typer.Option(help="With --engine torch: auto (a GPU if any), cpu, cuda or cuda:N.")]
+
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "-c", "--checkpoint", help="Checkpoint file (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)]
 
@@ -336,6 +342,8 @@ charlm train corpora/names.txt --max-time 60
 charlm train input.txt --cell gru --hidden-size 512 --steps 5000
 charlm train input.txt --config run.yaml --seed 3 -c run.npz
 charlm train input.txt --steps 20000 --resume        # continue the same run
+charlm train input.txt --engine torch --device cuda  # PyTorch, on a GPU
+torchrun --nproc-per-node 2 -m charlm train input.txt --engine torch
 ```
 """)
 @handle_errors
@@ -379,6 +387,8 @@ def train(
     encoding: Annotated[Optional[str], typer.Option(help="Text encoding of the corpus. [default: utf-8]", show_default=False)] = None,
     errors: Annotated[Optional[str], typer.Option(help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: strict]", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(help="Processes that share each step's batch, each on its rows (1: this process alone). [default: auto: 2 when there are two cores and rows enough per worker, else 1]", show_default=False)] = None,
+    engine: EngineOpt = "numpy",
+    device: DeviceOpt = "auto",
 ):
     """Train a character language model with truncated backpropagation through time.
 
@@ -386,8 +396,10 @@ def train(
     Ctrl-C (exit 130; resume with `--resume`).
     """
     from charlm.config import DEFAULT_MAX_TIME, build_config
+    from charlm.torch_engine import is_leader, trainer
     from charlm.train import check_resume, load_corpus
-    from charlm.train import train as run_training
+
+    run_training = trainer(engine, device)     # --engine torch: PyTorch (one-line error without it)
     from charlm.vocab import load_vocab
 
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout, char_dropout=char_dropout,
@@ -460,7 +472,8 @@ def train(
     old_term = signal.signal(signal.SIGTERM, stop)
     from charlm.progress import TrainReporter
 
-    reporter = TrainReporter(err, cfg, data, path, notes=notes)
+    # under torchrun the ranks other than 0 train silently (rank 0 reports and writes the checkpoint)
+    reporter = TrainReporter(err if is_leader() else _Console(stderr=True, quiet=True), cfg, data, path, notes=notes)
     try:
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),
@@ -620,6 +633,7 @@ charlm score "Anna" "Zxqv"                    # a table of log-likelihoods
 charlm score --file sentences.txt --json | jq .bits_per_char
 charlm score --document --file val.txt    # the file as one sequence
 echo "hello world" | charlm score -
+charlm score --file big.txt --json --engine torch --device cuda
 ```
 """)
 @handle_errors
@@ -635,6 +649,8 @@ def score(
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 256,  # score.BATCH_SIZE
     network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training.")] = False,
     workers: Annotated[Optional[int], typer.Option(help="Processes that read the batches of sentences, one batch each at a time (1: this process alone; --document reads in this one). [default: auto: 2 when there are two cores and enough to read, else 1]", show_default=False)] = None,
+    engine: EngineOpt = "numpy",
+    device: DeviceOpt = "auto",
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
@@ -660,6 +676,10 @@ def score(
         fail("--exact applies to --document only (sentences are always scored exactly)")
     if (sentences or []).count("-") > 1:
         fail("standard input is read once: give - once among the sentences")
+    if engine != "numpy" and (document or show):   # --engine torch: the network's numbers of sentences
+        fail(f"--engine {engine} scores sentences; --document and --show read with --engine numpy")
+    if engine == "numpy" and device != "auto":
+        fail("--device applies to --engine torch")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     params = ck.weights(weights)
@@ -686,9 +706,20 @@ def score(
             given = (f"{file} has no lines" if file is not None else "standard input has no lines"
                      if "-" in (sentences_given or []) else "give sentences, --file FILE, or - to read stdin")
             fail(f"nothing to score: {given}")
-        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix, workers=workers,
-                                  on_failure=lambda msg: warn(f"scoring workers: {msg}; this process reads the "
-                                                              "remaining batches (--workers 1 does so from the start)"))
+        if engine != "numpy":   # PyTorch reads the network (under torchrun, the ranks share the batches)
+            from charlm.torch_engine import check_engine, require_torch
+
+            check_engine(engine)
+            require_torch()
+            from charlm.torch_engine.score import score_on_engine
+
+            results, leader = score_on_engine(params, ck.arch, ck.vocab, sentences, device, batch_size, mix)
+            if not leader:
+                return
+        else:
+            results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix, workers=workers,
+                                      on_failure=lambda msg: warn(f"scoring workers: {msg}; this process reads the "
+                                                                  "remaining batches (--workers 1 does so from the start)"))
     if as_json:
         for r in results:
             print(_json_line(r.to_json()))

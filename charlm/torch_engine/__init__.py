@@ -35,3 +35,25 @@ def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise CharlmError(f"--engine must be numpy or torch, not {engine!r}")
     return engine
+
+
+def trainer(engine: str, device: str = "auto"):
+    """The training function of `engine`, with `charlm.train.train`'s signature (torch imported only for torch)."""
+    check_engine(engine)
+    if engine == "numpy":
+        if device != "auto":
+            raise CharlmError("--device applies to --engine torch (the NumPy engine runs on this process's CPU cores)")
+        from charlm.train import train
+        return train
+    require_torch()
+    import functools
+
+    from charlm.torch_engine.train import train
+    return functools.partial(train, device=device)
+
+
+def is_leader() -> bool:
+    """Whether this process reports and writes: rank 0 under torchrun (RANK), else always (torch not imported)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

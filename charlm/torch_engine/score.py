@@ -157,3 +157,13 @@ def score_sentences(params: dict, arch: Arch, vocab: Vocab, sentences: list, gro
                                    num_eos=int(np.count_nonzero(encoded[i] == EOS_ID)))
     return results
 
+
+
+def score_on_engine(params: dict, arch: Arch, vocab: Vocab, sentences: list, device: str = "auto",
+                    batch_size: int = BATCH_SIZE, mix=None) -> tuple[list, bool]:
+    """`score_sentences` in this run's process group (one process, or the ranks of torchrun):
+    (the Scores in input order, whether this process is the one that reports them)."""
+    from charlm.torch_engine.distributed import session
+
+    with session(device) as group:
+        return score_sentences(params, arch, vocab, sentences, group, batch_size, mix), group.leader
