@@ -676,9 +676,14 @@ def score(
         fail("--exact applies to --document only (sentences are always scored exactly)")
     if (sentences or []).count("-") > 1:
         fail("standard input is read once: give - once among the sentences")
-    if engine != "numpy" and (document or show):   # --engine torch: the network's numbers of sentences
-        fail(f"--engine {engine} scores sentences; --document and --show read with --engine numpy")
-    if engine == "numpy" and device != "auto":
+    if engine != "numpy":   # --engine torch: PyTorch reads the network of sentences (one-line error without it)
+        from charlm.torch_engine import check_engine, require_torch
+
+        check_engine(engine)
+        require_torch()
+        if document or show:
+            fail("--engine torch scores sentences; --document and --show read with --engine numpy")
+    elif device != "auto":
         fail("--device applies to --engine torch")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
@@ -706,11 +711,7 @@ def score(
             given = (f"{file} has no lines" if file is not None else "standard input has no lines"
                      if "-" in (sentences_given or []) else "give sentences, --file FILE, or - to read stdin")
             fail(f"nothing to score: {given}")
-        if engine != "numpy":   # PyTorch reads the network (under torchrun, the ranks share the batches)
-            from charlm.torch_engine import check_engine, require_torch
-
-            check_engine(engine)
-            require_torch()
+        if engine != "numpy":   # under torchrun the ranks share the batches; rank 0 prints
             from charlm.torch_engine.score import score_on_engine
 
             results, leader = score_on_engine(params, ck.arch, ck.vocab, sentences, device, batch_size, mix)
