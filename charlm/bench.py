@@ -436,7 +436,7 @@ def resolve_peers(peer: str | None, sample_peer: str | None, peer_python: str | 
 
 def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None = None,
               sample_peer: str | None = None, peer_python: str | None = None, quick: bool = False,
-              progress=lambda msg: None, repeats: int = 1) -> dict:
+              progress=lambda msg: None, repeats: int = 1, engine: str = "numpy") -> dict:
     # everything the user gives is checked before the first measurement
     check_seconds(seconds)
     if not isinstance(repeats, int) or repeats < 1:
@@ -455,6 +455,8 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
             text_file = temporary
         figures, rates = _measure(seconds, text, text_file, configs, peer, sample_peer, py, quick,
                                   num_sentences, doc_chars, progress, repeats)
+        if engine == "torch":   # the torch engine's rows (charlm.torch_engine.bench)
+            figures += _torch_rows(text, configs, seconds, repeats, progress)
     finally:
         if temporary is not None:
             try:
@@ -553,6 +555,19 @@ def _measure(seconds, text, data_file, configs, peer, sample_peer, py, quick, nu
     return figures, rates
 
 
+def _torch_rows(text: str, configs, seconds: float, repeats: int, progress) -> list:
+    """`bench --engine torch`: the torch engine beside the NumPy engine, DDP 2 processes beside 1, a GPU if any."""
+    from charlm.torch_engine import require_torch
+    from charlm.vocab import build_vocab, code_points, count_code_points
+
+    require_torch()
+    from charlm.torch_engine.bench import measure
+
+    vocab = build_vocab(count_code_points(code_points(text)))
+    ids = vocab.encode(text)
+    return measure(ids[:int(TRAIN_FRACTION * len(ids))], len(vocab), configs, seconds, repeats, progress)
+
+
 def render(result: dict):
     from rich.table import Table
 
@@ -566,6 +581,8 @@ def render(result: dict):
         peer = f"{f['peer']:,.0f} ({f['peer_name']})" if f["peer"] else "–"
         ratio = f"{f['ratio']:.2f}×" if f["ratio"] else "–"
         value = f"{f['charlm']:.1f} %" if f["unit"] == "%" else f"{f['charlm']:,.0f} {f['unit']}"
+        if f["note"].startswith("not measured"):
+            value = "–"
         t.add_row(f["label"], value, peer, ratio, f["note"])
     rates = result["matmul_gflops"]
     caption = (f"float32 matmul: {rates['2048x2048x2048']:.0f} GFLOP/s (2048²), "

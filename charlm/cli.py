@@ -781,6 +781,7 @@ charlm bench                      # about 3 minutes
 charlm bench --quick --seconds 5
 charlm bench --repeats 3          # training: medians of 3 turns
 charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
+charlm bench --engine torch       # adds the torch engine's rows
 ```
 """)
 @handle_errors
@@ -793,12 +794,17 @@ def bench(
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    engine: Annotated[str, typer.Option(help="torch: also the torch engine beside the NumPy engine, DDP with 2 processes beside 1, and a GPU if there is one.")] = "numpy",
 ):
     """Measure training, sampling and scoring speed, beside the peers when they can run."""
     from charlm.bench import render, run_bench
+    from charlm.torch_engine import check_engine, require_torch
 
+    if check_engine(engine) == "torch":
+        require_torch()
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
-                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)
+                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats,
+                       engine=engine)
     if as_json:
         print(json.dumps(result))
     else:
