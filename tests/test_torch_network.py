@@ -7,6 +7,8 @@ initial state.  Negative controls: torch's own nn.GRU (reset gate after the
 matmul) is a different model, and a wrong gate order is caught.
 """
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,24 @@ def test_gate_order_is_checked():
         swapped[k] = np.concatenate([a[H:2 * H], a[:H], a[2 * H:]])
     other, _, _ = torch_side(arch, swapped, x, y, state, None, "float64")
     assert abs(loss - other) > 1e-6
+
+
+@pytest.mark.parametrize("with_keep", [True, False])
+def test_gru_loop_backward_against_finite_differences(with_keep):
+    """The GRU's written-out BPTT (inputs, initial state, weights) against torch's finite-difference check."""
+    g = torch.Generator().manual_seed(0)
+    T, B, H = 5, 2, 3
+    gx = torch.randn(T, B, 3 * H, dtype=torch.float64, generator=g, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, generator=g, requires_grad=True)
+    W = (torch.randn(3 * H, H, dtype=torch.float64, generator=g) * 0.5).requires_grad_()
+    keep = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]],
+                        dtype=torch.float64)[..., None] if with_keep else None
+    assert torch.autograd.gradcheck(lambda a, b, c: network.GRULoop.apply(a, b, c, keep), (gx, h0, W))
+    # negative control: a backward that drops the recurrent term of dh<t-1> fails the check
+    class Broken(network.GRULoop):
+        @staticmethod
+        def backward(ctx, dhs):
+            da, dh, dW, _ = network.GRULoop.backward(ctx, dhs)
+            return da, dh * 0.5, dW, None
+    with pytest.raises(sys.modules["torch.autograd.gradcheck"].GradcheckError):
+        torch.autograd.gradcheck(lambda a, b, c: Broken.apply(a, b, c, keep), (gx, h0, W))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -111,8 +112,10 @@ def failures(group: Group):
 
 
 def _first_line(e: Exception) -> str:
+    """The first line of an exception's message, without gloo's "[source.cc:123] " prefix, cut short."""
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", text[0]) if text else type(e).__name__
+    return line.split(". ")[0][:160]
 
 
 def rows(batch: int, group: Group) -> slice:

@@ -22,7 +22,8 @@ The layers, with charlm's parameters (`layers.{l}.weight_ih` (G·H, In),
 - gru: charlm's GRU (Cho et al. 2014) applies the reset gate to h<t-1>
   *before* the matmul, `n = tanh(W_in u + W_hn (r·h<t-1>) + b_n)`;
   `nn.GRU` applies it after (`r·(W_hn h<t-1> + b_hn)`), so it is a
-  different model and is never used.  The GRU is a loop over time:
+  different model and is never used.  The GRU is a loop over time
+  (`GRULoop`, its BPTT written out rather than recorded by autograd):
       [r z] = σ(W_ih,rz u<t> + W_hh,rz h<t-1> + b_rz)
       n     = tanh(W_ih,n u<t> + W_hh,n (r·h<t-1>) + b_n)
       h<t>  = (1 - z)·n + z·h<t-1>
@@ -77,19 +78,62 @@ class SeedGRU(nn.Module):
 
     def forward(self, gx: torch.Tensor, state: tuple, res: Resets | None) -> tuple:
         """gx (T, B, 3H) = W_ih u<t> + b for every step -> hs (T, B, H), (h<T>,)."""
-        H = self.weight_hh.shape[1]
-        W_rz, W_n = self.weight_hh[: 2 * H].t(), self.weight_hh[2 * H:].t()
-        (h,) = state
-        hs = []
-        for t in range(gx.shape[0]):
-            if res is not None:
-                h = h * res.keep[t]
-            rz = torch.sigmoid(gx[t, :, : 2 * H] + h @ W_rz)
+        hs = GRULoop.apply(gx, state[0], self.weight_hh, None if res is None else res.keep)
+        return hs, (hs[-1],)
+
+
+class GRULoop(torch.autograd.Function):
+    """The seed-form GRU over T steps with its BPTT written out (as charlm.cells.gru_backward), batch-major.
+
+    Autograd through a Python loop of small operations records and replays
+    a dozen nodes per step; here the forward keeps r, z, n and h<t-1> of
+    every step and the backward is one loop of the local derivatives, with
+    the weight gradients as two matmuls over all steps after it.
+    """
+
+    @staticmethod
+    def forward(ctx, gx, h0, W_hh, keep):
+        T, B, G = gx.shape
+        H = G // 3
+        W_rzT, W_nT = W_hh[: 2 * H].t(), W_hh[2 * H:].t()
+        hs = gx.new_empty((T, B, H))
+        saved = gx.new_empty((4, T, B, H))           # h<t-1> (after a reset), r, z, n
+        h = h0
+        for t in range(T):
+            if keep is not None:
+                h = h * keep[t]
+            saved[0, t] = h
+            rz = torch.sigmoid(torch.addmm(gx[t, :, : 2 * H], h, W_rzT))
             r, z = rz[:, :H], rz[:, H:]
-            n = torch.tanh(gx[t, :, 2 * H:] + (r * h) @ W_n)
-            h = n + z * (h - n)
-            hs.append(h)
-        return torch.stack(hs), (h,)
+            n = torch.tanh(torch.addmm(gx[t, :, 2 * H:], r * h, W_nT))
+            saved[1, t], saved[2, t], saved[3, t] = r, z, n
+            h = torch.addcmul(n, z, h - n, out=hs[t])      # h = n + z·(h<t-1> - n)
+        ctx.save_for_backward(saved, W_hh, keep)
+        return hs
+
+    @staticmethod
+    def backward(ctx, dhs):
+        saved, W_hh, keep = ctx.saved_tensors
+        T, B, H = saved.shape[1:]
+        W_rz, W_n = W_hh[: 2 * H], W_hh[2 * H:]
+        h_prev, r, z, n = saved[0], saved[1], saved[2], saved[3]
+        da = dhs.new_empty((T, B, 3 * H))
+        drh = dhs.new_empty((T, B, H))                # d(r·h<t-1>)
+        dh = torch.zeros_like(dhs[0])
+        for t in reversed(range(T)):
+            dh = dh + dhs[t]                                          # dh<t>
+            dn = dh * (1 - z[t])
+            da_n = da[t, :, 2 * H:]
+            torch.mul(dn, 1 - n[t] * n[t], out=da_n)                 # dh·(1 - z)·(1 - n²)
+            torch.mul(dh * (h_prev[t] - n[t]), z[t] * (1 - z[t]), out=da[t, :, H:2 * H])
+            torch.mm(da_n, W_n[:, :H], out=drh[t])                    # W_hnᵀ da_n
+            torch.mul(drh[t] * h_prev[t], r[t] * (1 - r[t]), out=da[t, :, :H])
+            dh = dh * z[t] + drh[t] * r[t] + da[t, :, : 2 * H] @ W_rz[:, :H]
+            if keep is not None:
+                dh = dh * keep[t]
+        dW = torch.cat([da[:, :, : 2 * H].reshape(-1, 2 * H).t() @ h_prev.reshape(-1, H),
+                        da[:, :, 2 * H:].reshape(-1, H).t() @ (r * h_prev).reshape(-1, H)])
+        return da, dh, dW, None
 
 
 def _recurrent(arch: Arch, inputs: int, dtype, device) -> nn.Module:
