@@ -398,9 +398,9 @@ def train(
     from charlm.config import DEFAULT_MAX_TIME, build_config
     from charlm.torch_engine import is_leader, trainer
     from charlm.train import check_resume, load_corpus
+    from charlm.vocab import load_vocab
 
     run_training = trainer(engine, device)     # --engine torch: PyTorch (one-line error without it)
-    from charlm.vocab import load_vocab
 
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout, char_dropout=char_dropout,
                  dtype=dtype, line_state=line_state, seq_len=seq_len, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
