@@ -12,7 +12,8 @@ from charlm.workers import train as step_workers
 from charlm.bench import measure, peers, workload
 from charlm.bench.measure import flops_per_char, names_novelty
 from charlm.cli.bench_report import render
-from charlm.bench.run import alternate, run_bench
+from charlm.bench.figures import alternate
+from charlm.bench.run import run_bench
 from charlm.cli import app
 from charlm.errors import CharlmError
 

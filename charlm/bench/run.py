@@ -17,25 +17,12 @@ from typing import Callable
 import numpy as np
 
 import charlm.bench.measure as measure
+from charlm.bench.figures import Figure, alternate
 import charlm.bench.peers as peers
 import charlm.bench.workload as workload
 from charlm.bench.peers import Peers
 from charlm.bench.workload import MINCHAR, TRAIN_CONFIGS, TRAIN_FRACTION
 from charlm.vocab import build_vocab, code_points, count_code_points
-
-
-@dataclass
-class Figure:
-    label: str
-    charlm: float
-    peer: float | None = None
-    peer_name: str = ""
-    unit: str = "chars/s"
-    note: str = ""
-
-    @property
-    def ratio(self) -> float | None:
-        return self.charlm / self.peer if self.peer else None
 
 
 @dataclass
@@ -53,34 +40,16 @@ class Plan:
     repeats: int
 
 
-def alternate(ours: Callable[[], float], peer: Callable[[], float | None] | None, repeats: int):
-    """Measure `ours()` and `peer()` (or None) `repeats` times, taking turns.
-
-    Returns (median of ours, median of the peer's or None, the ratio of
-    each pair in which both measured).
-    """
-    pairs, alone = [], []
-    for _ in range(repeats):
-        a = ours()
-        p = peer() if peer is not None else None
-        if p:
-            pairs.append((a, p))
-        else:
-            alone.append(a)
-    mine = [a for a, _ in pairs] + alone
-    theirs = [p for _, p in pairs]
-    return (float(np.median(mine)), float(np.median(theirs)) if theirs else None, [a / p for a, p in pairs])
-
-
 def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None = None,
               sample_peer: str | None = None, peer_python: str | None = None, quick: bool = False,
-              progress: Callable[[str], None] = lambda msg: None, repeats: int = 1) -> dict:
+              progress: Callable[[str], None] = lambda msg: None, repeats: int = 1, engine: str = "numpy") -> dict:
     """Run the benchmark; the figures and how they were measured, as a JSON-ready dict.
 
     Everything the user gives is checked before the first measurement: the
     seconds, the repeats, the text (readable UTF-8, long enough for the
     largest training batch), the peer scripts and the peer Python.
-    `progress(message)` is called before each measurement.
+    `progress(message)` is called before each measurement. `engine="torch"`
+    adds the torch engine's rows (`charlm.torch_engine.bench`).
     """
     workload.check_seconds(seconds)
     workload.check_repeats(repeats)
@@ -98,6 +67,8 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
             text_file = temporary
         plan = Plan(seconds, text, text_file, configs, found, quick, num_sentences, doc_chars, repeats)
         figures, rates = measure_all(plan, progress)
+        if engine == "torch":
+            figures += _torch_rows(text, configs, seconds, repeats, progress)
     finally:
         if temporary is not None:
             try:
@@ -208,3 +179,16 @@ def sample_rows(plan: Plan, train_ids, V: int, progress) -> list[Figure]:
         sps = measure.sample_speed("lstm", 256, 2, V, mix=measure.ngram_mixture(train_ids, V))
         rows.append(Figure("sample lstm 2×256 + 7-gram, batch 1", sps, sp_peer, "PyTorch", note=sp_note))
     return rows
+
+
+def _torch_rows(text: str, configs, seconds: float, repeats: int, progress) -> list:
+    """`bench --engine torch`: the torch engine beside the NumPy engine, DDP 2 processes beside 1, a GPU if any."""
+    from charlm.torch_engine import require_torch
+    from charlm.vocab import build_vocab, code_points, count_code_points
+
+    require_torch()
+    from charlm.torch_engine.bench import measure as torch_rows
+
+    vocab = build_vocab(count_code_points(code_points(text)))
+    ids = vocab.encode(text)
+    return torch_rows(ids[:int(TRAIN_FRACTION * len(ids))], len(vocab), configs, seconds, repeats, progress)

@@ -21,6 +21,7 @@ charlm bench --quick --seconds 5
 charlm bench --repeats 3          # training: medians of 3 turns
 charlm bench --peer-python ~/torch-venv/bin/python --json > b.json
 charlm bench --typos --data heldout.txt --bi bidi.npz -c ltr.npz
+charlm bench --engine torch       # adds the torch engine's rows
 ```
 """)
 @handle_errors
@@ -33,6 +34,7 @@ def bench(
     peer_python: Annotated[Optional[str], typer.Option(help="A Python that can import torch, to run the peers (default: this one).", show_default=False)] = None,
     repeats: Annotated[int, typer.Option(help="Measure each training configuration and its peer this many times, taking turns; report the medians.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object.")] = False,
+    engine: Annotated[str, typer.Option(help="torch: also the torch engine beside the NumPy engine, DDP with 2 processes beside 1, and a GPU if there is one.")] = "numpy",
     typos: Annotated[bool, typer.Option("--typos", help="Instead: corrupt the lines of --data (held-out text) and measure how well `check` finds and fixes the errors, with --bi and/or -c.")] = False,
     bi: Annotated[Optional[str], typer.Option("--bi", help="--typos: a bidirectional checkpoint.", show_default=False)] = None,
     checkpoint: Annotated[Optional[str], typer.Option("-c", "--checkpoint", help="--typos: a left-to-right checkpoint (Bayes' rule, and its plain surprisal).", show_default=False)] = None,
@@ -46,10 +48,14 @@ def bench(
     if typos:
         return _typos(data, bi, checkpoint, rate, max_chars, threshold, window, seed, as_json)
     from charlm.bench import run_bench
+    from charlm.torch_engine import check_engine, require_torch
     from charlm.cli.bench_report import render
 
+    if check_engine(engine) == "torch":
+        require_torch()
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
-                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats)
+                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats,
+                       engine=engine)
     if as_json:
         print(json.dumps(result))
     else:

@@ -17,6 +17,8 @@ def render(result: dict) -> Table:
         peer = f"{f['peer']:,.0f} ({f['peer_name']})" if f["peer"] else "–"
         ratio = f"{f['ratio']:.2f}×" if f["ratio"] else "–"
         value = f"{f['charlm']:.1f} %" if f["unit"] == "%" else f"{f['charlm']:,.0f} {f['unit']}"
+        if f["note"].startswith("not measured"):
+            value = "–"
         t.add_row(f["label"], value, peer, ratio, f["note"])
     rates = result["matmul_gflops"]
     caption = (f"float32 matmul: {rates['2048x2048x2048']:.0f} GFLOP/s (2048²), "

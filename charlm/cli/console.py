@@ -56,6 +56,11 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji
 out = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
+def quiet_console() -> Console:
+    """A console that prints nothing (a torchrun rank other than 0 trains silently)."""
+    return _Console(stderr=True, quiet=True)
+
+
 def error_line(message: str, label: str = "error") -> None:
     """`error: message` on stderr, the label in bold red (the message itself never read as markup)."""
     err.print(f"[bold red]{label}:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)

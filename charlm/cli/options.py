@@ -13,6 +13,11 @@ EncodingOpt = Annotated[Optional[str], typer.Option(
     help="Text encoding of the files read. [default: the one the model was trained with]", show_default=False)]
 ErrorsOpt = Annotated[Optional[str], typer.Option(
     help="On undecodable bytes: strict, replace, ignore, surrogateescape. [default: as in training]", show_default=False)]
+# --engine / --device (train, score): the torch engine lives in charlm/torch_engine, imported only when asked for
+EngineOpt = Annotated[str, typer.Option(
+    help="numpy: this process's CPU cores; torch: PyTorch (a GPU, or many processes under torchrun), "
+         'needs pip install "charlm[torch]".')]
+DeviceOpt = Annotated[str, typer.Option(help="With --engine torch: auto (a GPU if any), cpu, cuda or cuda:N.")]
 CheckpointOpt = Annotated[Optional[str], typer.Option(
     "-c", "--checkpoint", help="Checkpoint file (default: $CHARLM_CHECKPOINT or charlm.npz).", show_default=False)]
 WeightsOpt = Annotated[str, typer.Option(

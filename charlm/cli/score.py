@@ -12,8 +12,8 @@ from charlm import sources
 from charlm.bidirectional import refuse
 from charlm.cli.app import app, handle_errors
 from charlm.cli.console import err, fail, json_line, out, warn
-from charlm.cli.options import (CheckpointOpt, EncodingOpt, ErrorsOpt, NetworkOnlyOpt, WeightsOpt, checkpoint_path,
-                                one_stdin)
+from charlm.cli.options import (CheckpointOpt, DeviceOpt, EncodingOpt, EngineOpt, ErrorsOpt, NetworkOnlyOpt, WeightsOpt,
+                                checkpoint_path, one_stdin)
 from charlm.score import BATCH_SIZE
 
 
@@ -25,6 +25,7 @@ charlm score --file sentences.txt --json | jq .bits_per_char
 charlm score --document --file val.txt    # the file as one sequence
 charlm score --document --file poems/     # a folder as one corpus
 echo "hello world" | charlm score -
+charlm score --file big.txt --json --engine torch --device cuda
 ```
 """)
 @handle_errors
@@ -40,6 +41,8 @@ def score(
     batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = BATCH_SIZE,
     network_only: NetworkOnlyOpt = False,
     workers: Annotated[Optional[int], typer.Option(help="Processes that read the batches of sentences, one batch each at a time (1: this process alone; --document reads in this one). [default: auto: 2 when there are two cores and enough to read, else 1]", show_default=False)] = None,
+    engine: EngineOpt = "numpy",
+    device: DeviceOpt = "auto",
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
@@ -70,6 +73,15 @@ def score(
         fail("--exact applies to --document only (sentences are always scored exactly)")
     if (sentences or []).count("-") > 1:
         fail("standard input is read once: give - once among the sentences")
+    if engine != "numpy":   # --engine torch: PyTorch reads the network of sentences (one-line error without it)
+        from charlm.torch_engine import check_engine, require_torch
+
+        check_engine(engine)
+        require_torch()
+        if document or show:
+            fail("--engine torch scores sentences; --document and --show read with --engine numpy")
+    elif device != "auto":
+        fail("--device applies to --engine torch")
     one_stdin(checkpoint=checkpoint_path(checkpoint), file=file, sentences="-" if "-" in (sentences or []) else None)
     ck = ckpt_io.load(checkpoint_path(checkpoint))
     refuse(ck.arch, "score")   # nor give a sentence likelihood
@@ -101,9 +113,17 @@ def score(
             given = (f"{file} has no lines" if file is not None else "standard input has no lines"
                      if "-" in (sentences_given or []) else "give sentences, --file FILE, or - to read stdin")
             fail(f"nothing to score: {given}")
-        results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix, workers=workers,
-                                  on_failure=lambda msg: warn(f"scoring workers: {msg}; this process reads the "
-                                                              "remaining batches (--workers 1 does so from the start)"))
+        if engine != "numpy":   # under torchrun the ranks share the batches; rank 0 prints
+            from charlm.torch_engine.score import score_on_engine
+
+            results, leader = score_on_engine(params, ck.arch, ck.vocab, sentences, device, batch_size, mix)
+            if not leader:
+                return
+        else:
+            results = score_sentences(params, ck.arch, ck.vocab, sentences, batch_size=batch_size, mix=mix,
+                                      workers=workers,
+                                      on_failure=lambda msg: warn(f"scoring workers: {msg}; this process reads the "
+                                                                  "remaining batches (--workers 1 does so from the start)"))
     if as_json:
         for r in results:
             print(json_line(r.to_json()))

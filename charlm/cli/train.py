@@ -11,8 +11,8 @@ import typer
 
 from charlm import checkpoint as ckpt_io
 from charlm.cli.app import app, handle_errors
-from charlm.cli.console import err, warn
-from charlm.cli.options import CheckpointOpt, checkpoint_path, one_stdin
+from charlm.cli.console import err, quiet_console, warn
+from charlm.cli.options import CheckpointOpt, DeviceOpt, EngineOpt, checkpoint_path, one_stdin
 from charlm.config import option_help
 from charlm.errors import CharlmError
 
@@ -49,6 +49,8 @@ charlm train input.txt --steps 20000 --resume        # continue the same run
 charlm train input.txt --bidirectional -c bidi.npz   # for `charlm check`
 charlm train poems/ --max-time 600        # every file of a folder
 charlm train mine.txt --init-from base.npz --extend-vocab -c mine.npz
+charlm train input.txt --engine torch --device cuda  # PyTorch, on a GPU
+torchrun --nproc-per-node 2 -m charlm train input.txt --engine torch
 ```
 """)
 @handle_errors
@@ -96,6 +98,8 @@ def train(
     workers: _opt("workers", int) = None,
     bidirectional: Annotated[Optional[bool], typer.Option("--bidirectional", help=option_help("bidirectional"),
                                                           show_default=False)] = None,
+    engine: EngineOpt = "numpy",
+    device: DeviceOpt = "auto",
 ):
     """Train a character language model with truncated backpropagation through time.
 
@@ -110,9 +114,10 @@ def train(
     from charlm.preflight import corpus_warnings, run_config
     from charlm.dataset import load_corpus
     from charlm.run import check_resume
-    from charlm.train import train as run_training
+    from charlm.torch_engine import is_leader, trainer
     from charlm.vocab import load_vocab
 
+    run_training = trainer(engine, device)     # --engine torch: PyTorch (one-line error without it)
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout,
                  char_dropout=char_dropout, dtype=dtype, line_state=line_state, seq_len=seq_len,
                  batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
@@ -174,7 +179,8 @@ def train(
     stop = _Stop()
     old_int = signal.signal(signal.SIGINT, stop)
     old_term = signal.signal(signal.SIGTERM, stop)
-    reporter = TrainReporter(err, cfg, data, path, notes=notes)
+    # under torchrun the ranks other than 0 train silently (rank 0 reports and writes the checkpoint)
+    reporter = TrainReporter(err if is_leader() else quiet_console(), cfg, data, path, notes=notes)
     try:
         with reporter:
             result, ended = run_training(cfg, data, resume=previous, save=lambda c: ckpt_io.save(c, path),

@@ -1,0 +1,291 @@
+"""Training on the torch engine: `charlm.train`'s loop with PyTorch computing the steps.
+
+    train(cfg, corpus, resume=..., save=..., on_event=..., should_stop=..., clock=..., device="auto")
+
+has the signature, events and result of `charlm.train.train`, and reuses
+its parts: the corpus, the batch plan (`charlm.data`), the budget, the
+automatic dropout, character dropout, the learning-rate schedule
+(`charlm.optim.learning_rate`), the n-gram (counted by NumPy), the
+validation measure and the best-weights choice, and the checkpoint (the
+ordinary v1 `.npz`, via `charlm.train.make_checkpoint`).  What changes:
+
+- the weights, optimizer slots, weight average and carried state live as
+  tensors on the device; the forward and BPTT are `network.Network` and
+  autograd; the updates are `torch_engine.optim` (charlm's formulas);
+- the dropout masks are drawn by a torch generator seeded, each step, by a
+  number drawn from the run's NumPy generator (so only that generator's
+  state is saved, and a resumed run continues exactly);
+- under torchrun each rank computes its rows of the batch (`distributed`).
+
+Resume: a torch-engine checkpoint resumed on the torch engine continues
+bit-identically on the CPU in one process.  Across engines (a NumPy
+checkpoint continued here, or this checkpoint continued by NumPy) the
+weights, optimizer moments, step and schedule position, weight average,
+carried state, data position and random generator carry over, but the
+dropout masks are drawn differently and float sums are ordered
+differently: the runs agree closely, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from charlm import data as batches
+from charlm import mixture, model
+from charlm.checkpoint import Checkpoint, arch_of
+from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
+from charlm.errors import CharlmError, TrainingDiverged
+from charlm.optim import keep_average as keep_average_np
+from charlm.optim import learning_rate
+from charlm.score import LN2
+from charlm.torch_engine import convert, distributed, network
+from charlm.torch_engine import optim as toptim
+from charlm.torch_engine.score import inference_network, piece_log_probs
+from charlm.dataset import Corpus
+from charlm.run import check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
+from charlm.train import expected_passes, measure_speed
+from charlm.validation import VAL_MAX_TOKENS, Validation, fit_ngram
+
+SEED_BOUND = 2 ** 63   # each step's dropout seed is drawn from [0, SEED_BOUND)
+
+
+def dropout_masks(arch, T: int, B: int, p: float, seed: int | None, rows: slice, dtype, device) -> list | None:
+    """Inverted-dropout masks (T, b, H) of this rank's rows, drawn for the whole batch (T, B, H) from `seed`."""
+    if p <= 0.0 or seed is None:
+        return None
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    keep = 1.0 - p
+    return [((torch.rand((T, B, arch.hidden_size), generator=gen, device=device, dtype=dtype) < keep)
+             .to(dtype) / keep)[:, rows] for _ in range(arch.num_layers)]
+
+
+def evaluate(params: dict, arch, val_ids: np.ndarray, p_ngram, group: distributed.Group) -> Validation:
+    """charlm.train.evaluate on the torch engine: the same pieces, burn-in and mixture fit; the pieces shared by the ranks."""
+    ids = val_ids[:VAL_MAX_TOKENS]
+    pieces = max(16, len(ids) // 16384)
+    pieces = min(pieces, max(1, len(ids) // 1024))
+    net = inference_network(params, arch, group.device)
+    logp = piece_log_probs(net, ids, pieces, 256, group)
+    net_nats = -float(logp.mean())
+    if p_ngram is None:
+        return Validation(net_nats, net_nats, None)
+    weight = mixture.fit_weight(np.exp(logp), p_ngram)
+    return Validation(-float(mixture.log_prob(weight, logp, p_ngram).mean()), net_nats, weight)
+
+
+def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
+          save: Callable[[Checkpoint], None] = lambda c: None,
+          on_event: Callable[[str, dict], None] = lambda kind, info: None,
+          should_stop: Callable[[], bool] = lambda: False,
+          clock: Callable[[], float] = time.perf_counter, device: str = "auto") -> tuple[Checkpoint, str]:
+    """Train (or continue) on the torch engine; see `charlm.train.train`.  Under torchrun only rank 0 saves
+    and reports (the others' `on_event` hears nothing); every rank returns the checkpoint."""
+    with distributed.session(device) as group:
+        report = on_event if group.leader else (lambda kind, info: None)
+        store = save if group.leader else (lambda c: None)
+        return _train(cfg, corpus, resume, store, report, should_stop, clock, group)
+
+
+def _train(cfg, corpus, resume, save, on_event, should_stop, clock, group):
+    if cfg.line_state == "auto":
+        cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
+        on_event("line_state", {"line_state": cfg.line_state})
+    arch = arch_of(cfg, len(corpus.vocab))
+    N = len(corpus.train_ids)
+    B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
+    if (B, T) != (cfg.batch_size, cfg.seq_len):
+        if resume is not None:
+            raise CharlmError("the corpus is too small for the checkpoint's batch size and sequence length")
+        on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
+        cfg.batch_size, cfg.seq_len = B, T
+    rows = distributed.rows(B, group)
+    st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    keep_average_np(st.optim_state, st.params, cfg.ema > 0)
+    plan = batches.BatchPlan(N, B, T, st.offset)
+    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
+    budget = make_budget(cfg, max(1, steps_per_pass))
+    if resume is not None:
+        check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
+    return Run(cfg, corpus, arch, st, budget, plan, rows, group, clock).loop(resume, save, on_event, should_stop)
+
+
+class Run:
+    """A run in progress: RunState's counters and generator in NumPy, its arrays as tensors."""
+
+    def __init__(self, cfg, corpus, arch, st, budget, plan, rows, group, clock):
+        self.cfg, self.corpus, self.arch, self.st, self.budget, self.plan = cfg, corpus, arch, st, budget, plan
+        self.rows, self.group, self.clock = rows, group, clock
+        self.device, self.dtype = group.device, convert.DTYPES[cfg.dtype]
+        self.net = network.Network(arch, self.dtype, self.device)
+        self.params = self.net.named()
+        convert.load_params(self.params, st.params)
+        self.state = convert.tensors(st.optim_state, self.device)
+        self.carry = [tuple(convert.tensor(s[rows], self.device) for s in layer) for layer in st.carry]
+        self.model = distributed.wrap(self.net, group)
+
+    # -- one step -------------------------------------------------------------------------------
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, masks) -> tuple:
+        """Forward and BPTT of this rank's rows of (T, B) ids: (loss, grads by name, final state)."""
+        for p in self.params.values():
+            p.grad = None
+        xr, yr = x[:, self.rows], y[:, self.rows]
+        xt = torch.as_tensor(xr, dtype=torch.long, device=self.device)
+        logits, final = self.model(xt, self.carry, masks, network.resets(self.arch, xr, self.dtype, self.device))
+        yt = torch.as_tensor(yr, dtype=torch.long, device=self.device)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.arch.vocab_size), yt.reshape(-1))
+        loss.backward()
+        grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self.params.items()}
+        return loss.detach(), grads, network.detached(final)
+
+    def agree(self, loss: torch.Tensor, seconds: float, stop: bool) -> tuple[float, float, bool]:
+        """The batch's mean loss, the step's time and whether to stop, the same on every rank."""
+        t = torch.stack([loss.double(), torch.tensor(seconds, dtype=torch.float64, device=loss.device),
+                         torch.tensor(float(stop), dtype=torch.float64, device=loss.device)])
+        t = distributed.all_sum(t, self.group).cpu().numpy()
+        return float(t[0]) / self.group.world, float(t[1]) / self.group.world, bool(t[2] > 0)
+
+    # -- state to NumPy ---------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Copy the tensors into the RunState (every rank takes part: the carried rows are gathered)."""
+        self.st.params = convert.arrays({k: p for k, p in self.params.items()})
+        self.st.optim_state = convert.arrays(self.state)
+        self.st.carry = [tuple(convert.array(distributed.gather_rows(s, self.group)) for s in layer)
+                         for layer in self.carry]
+
+    def zero_carry(self) -> list:
+        return network.zero_state(self.arch, self.rows.stop - self.rows.start, self.dtype, self.device)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def loop(self, resume, save, on_event, should_stop):
+        cfg, corpus, arch, st, budget, group = self.cfg, self.corpus, self.arch, self.st, self.budget, self.group
+        N = len(corpus.train_ids)
+        B, T = cfg.batch_size, cfg.seq_len
+        steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
+        if cfg.eval_every is None:
+            cfg.eval_every = auto_eval_every(steps_per_pass)
+        passes = None
+        if cfg.dropout is None:
+            x, y = batches.chunk(corpus.train_ids, self.plan, st.chunk)
+
+            def one_step():
+                self.loss_and_grads(x, y, None)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+            speed = (lambda: measure_speed(one_step, x.size, self.clock)) if budget.max_time else None
+            passes = distributed.broadcast_float(expected_passes(budget, N, B * T, speed), group)
+            cfg.dropout = auto_dropout(passes)
+        if cfg.char_dropout is None:
+            cfg.char_dropout = auto_char_dropout(cfg.dropout)
+        if passes is not None:
+            on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
+        ng = p_ngram = None
+        extra_meta = {}
+        if cfg.ngram and len(corpus.val_ids):
+            ng, p_ngram = fit_ngram(cfg, arch, corpus)
+            extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())
+        on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
+                           "workers": group.world, "params": model.num_params(st.params), "train_tokens": N,
+                           "val_tokens": len(corpus.val_ids), "engine": "torch", "device": str(self.device)})
+
+        def checkpoint() -> Checkpoint:
+            self.sync()
+            return make_checkpoint(cfg, corpus, st, {**extra_meta, "workers": group.world}, ng=ng)
+
+        def run_eval():
+            t0 = self.clock()
+            weights = convert.arrays(toptim.averaged(self.state, self.params))
+            result = evaluate(weights, arch, corpus.val_ids, p_ngram, group)
+            val = result.nats
+            st.last_val = val
+            improved = st.best_val is None or val < st.best_val
+            if result.mix_weight is not None:
+                st.mix_weights = {**(st.mix_weights or {}), "last": result.mix_weight}
+            if improved:
+                st.best_val, st.best_step = val, st.step
+                st.best_params = weights
+                if result.mix_weight is not None:
+                    st.mix_weights["best"] = result.mix_weight
+            st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
+                               "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
+                               "val_bpc": val / LN2, "net_val_bpc": result.net_nats / LN2,
+                               "mix_weight": result.mix_weight})
+            on_event("eval", {"step": st.step, "val_nats": val, "val_bpc": val / LN2, "best": improved,
+                              "net_val_bpc": result.net_nats / LN2, "mix_weight": result.mix_weight,
+                              "seconds": self.clock() - t0})
+
+        ended = "done"
+        stop = False
+        last_eval_step = None if resume is None else st.step
+        while not budget.done(st):
+            if stop or (not group.active and should_stop()):
+                ended = "interrupted"
+                break
+            if st.chunk >= self.plan.steps:
+                st.epoch += 1
+                self.plan = batches.epoch_plan(N, B, T, st.rng)
+                st.offset, st.chunk = self.plan.offset, 0
+                self.carry = self.zero_carry()
+            t0 = self.clock()
+            x, y = batches.chunk(corpus.train_ids, self.plan, st.chunk)
+            seed = int(st.rng.integers(0, SEED_BOUND)) if cfg.dropout > 0 else None
+            masks = dropout_masks(arch, T, B, cfg.dropout, seed, self.rows, self.dtype, self.device)
+            x = model.drop_characters(x, cfg.char_dropout, st.rng)
+            lr = learning_rate(cfg, budget.progress(st), st.step)
+            loss_t, grads, final = self.loss_and_grads(x, y, masks)
+            norm = toptim.clip_by_global_norm(grads, cfg.clip)
+            loss = float(loss_t)
+            if group.active:    # the batch's loss, the same on every rank (so every rank takes the same branch)
+                loss, _, _ = self.agree(loss_t, 0.0, False)
+            if math.isfinite(loss) and math.isfinite(norm):
+                if cfg.clip_value:
+                    toptim.clip_by_value(grads, cfg.clip_value)
+                toptim.apply_update(cfg, self.params, grads, self.state, lr)
+                if cfg.ema:
+                    with torch.no_grad():
+                        toptim.update_average(self.state, self.params, cfg.ema)
+                if not math.isfinite(toptim.global_norm(self.params)):
+                    raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
+                                           "nothing was saved from this step on")
+                self.carry = final
+                st.bad_streak = 0
+                st.last_loss = loss
+            else:
+                st.skipped_steps += 1
+                st.bad_streak += 1
+                self.carry = self.zero_carry()
+                on_event("skipped", {"step": st.step, "loss": loss, "grad_norm": norm, "streak": st.bad_streak})
+                if st.bad_streak >= cfg.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"training diverged: {st.bad_streak} steps in a row had a non-finite loss or gradient "
+                        f"(at step {st.step}); try a lower --lr or --clip. Nothing non-finite was saved")
+            st.chunk += 1
+            st.step += 1
+            st.chars_seen += B * T
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            dt = self.clock() - t0
+            if group.active:    # one clock and one stop request for all ranks: they run the same steps
+                _, dt, stop = self.agree(torch.zeros((), device=self.device), dt, should_stop())
+            st.train_seconds += dt
+            on_event("step", {"step": st.step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": dt,
+                              "chars": B * T, "progress": budget.progress(st), "epoch": st.epoch,
+                              "train_seconds": st.train_seconds})
+            if len(corpus.val_ids) and cfg.eval_every and st.step % cfg.eval_every == 0:
+                run_eval()
+                last_eval_step = st.step
+            if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
+                save(checkpoint())
+                on_event("saved", {"step": st.step})
+        if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
+            run_eval()
+        ckpt = checkpoint()
+        save(ckpt)
+        on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
+                         "chars_seen": st.chars_seen, "checkpoint": ckpt})
+        return ckpt, ended
