@@ -95,24 +95,34 @@ def token_log_probs(params, arch: Arch, inputs: np.ndarray, targets: np.ndarray,
 def network_log_probs(params, arch: Arch, seqs: list[np.ndarray], max_tokens: int | None = None) -> list[np.ndarray]:
     """The network's log P of every token of each id sequence, each read from input <EOS> and the zero state.
 
-    `seqs` are side by side in one batch, longest first, padded and masked.
-    They are read in stretches of time with the state carried from one
-    stretch to the next, as `_read_in_order` reads a document: a stretch is
-    max(1, max_tokens // n) steps of the n sequences not yet finished (a
-    prefix of `seqs`), so a forward call reads at most max(max_tokens,
-    len(seqs)) tokens (default SENTENCE_TOKENS) however long a sequence is,
-    and a long one does not make the short ones beside it pay for its length.
-    The numbers are those of reading each sequence in one piece.
+    `seqs` are side by side in one batch, longest first, padded and masked,
+    and read in stretches (`read_in_stretches`); the numbers are those of
+    reading each sequence in one piece.
+    """
+    if len(seqs) == 0:
+        return []
+    state = model.zero_state(arch, len(seqs), params["head.weight"].dtype)
+    return read_in_stretches(seqs, state, lambda x, y, st: token_log_probs(params, arch, x, y, st), max_tokens)
+
+
+def read_in_stretches(seqs: list[np.ndarray], state, log_probs, max_tokens: int | None = None) -> list[np.ndarray]:
+    """The log P of every token of each sequence, read side by side in stretches of time, the state carried.
+
+    `log_probs(inputs, targets, state) -> (logp (T, n) float64, final state)`
+    reads one stretch of the n sequences not yet finished (a prefix of
+    `seqs`, which are longest first; `state` holds a row per sequence, and
+    the finished ones leave it).  A stretch is max(1, max_tokens // n) steps,
+    as `_read_in_order` reads a document, so one call reads at most
+    max(max_tokens, len(seqs)) tokens (default SENTENCE_TOKENS) however long
+    a sequence is, and a long one does not make the short ones beside it pay
+    for its length.
     """
     if max_tokens is None:
         max_tokens = SENTENCE_TOKENS
     lengths = np.array([len(q) for q in seqs], dtype=np.int64)
-    if len(seqs) == 0:
-        return []
     if np.any(lengths[1:] > lengths[:-1]) or lengths[-1] < 1:
         raise ValueError("network_log_probs needs non-empty sequences, longest first")
     out = [np.empty(int(n)) for n in lengths]
-    state = model.zero_state(arch, len(seqs), params["head.weight"].dtype)
     T = int(lengths[0])
     s = 0
     while s < T:
@@ -127,7 +137,7 @@ def network_log_probs(params, arch: Arch, seqs: list[np.ndarray], max_tokens: in
             if s:
                 first[b] = seqs[b][s - 1]
         inputs = np.vstack([first[None], targets[:-1]])
-        logp, state = token_log_probs(params, arch, inputs, targets, state)
+        logp, state = log_probs(inputs, targets, state)
         for b in range(active):
             n = int(min(e, lengths[b])) - s
             out[b][s:s + n] = logp[:n, b]

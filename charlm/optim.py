@@ -62,12 +62,12 @@ SLOTS = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}
 AVERAGE = "avg"  # the slot of the weight average (see update_average)
 
 
-def init_state(optimizer: str, params: dict) -> dict:
-    """Zero moments for every parameter."""
+def init_state(optimizer: str, params: dict, zeros_like=np.zeros_like) -> dict:
+    """Zero moments for every parameter (arrays made by `zeros_like`: the torch engine's are tensors)."""
     state = {"step": 0}
     for slot in SLOTS[optimizer]:
         for name, p in params.items():
-            state[f"{slot}.{name}"] = np.zeros_like(p)
+            state[f"{slot}.{name}"] = zeros_like(p)
     return state
 
 
@@ -133,6 +133,13 @@ def adagrad(params, grads, state, lr, eps=1e-8, **_):
         p -= g
 
 
+def adam_scales(t: int, lr: float, beta1: float, beta2: float, eps: float) -> tuple[float, float]:
+    """Adam's bias corrections folded into its step: lr·√(1-β2ᵗ)/(1-β1ᵗ), and ε·√(1-β2ᵗ)."""
+    c1 = 1.0 - beta1 ** t
+    c2 = 1.0 - beta2 ** t
+    return lr * math.sqrt(c2) / c1, eps * math.sqrt(c2)
+
+
 def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, **_):
     """Adam: m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
     p -= lr·m̂ / (√v̂ + ε) with the bias-corrected m̂ = m/(1-β1ᵗ), v̂ = v/(1-β2ᵗ).
@@ -141,11 +148,7 @@ def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8, **_):
     is the same number, and the gradient arrays serve as scratch space (no
     temporary arrays: a few in-place passes per parameter).
     """
-    t = state["step"]
-    c1 = 1.0 - beta1 ** t
-    c2 = 1.0 - beta2 ** t
-    step_size = lr * math.sqrt(c2) / c1
-    eps_hat = eps * math.sqrt(c2)
+    step_size, eps_hat = adam_scales(state["step"], lr, beta1, beta2, eps)
     for name, p in params.items():
         g, m, v = grads[name], state[f"m.{name}"], state[f"v.{name}"]
         m *= beta1

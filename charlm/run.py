@@ -205,3 +205,35 @@ def check_resumed_budget(cfg: Config, old_cfg: Config, budget: Budget, old_budge
     if cfg.schedule == old_cfg.schedule and not math.isclose(old_lr, moved, rel_tol=0.01):
         new_lr = optim.learning_rate(cfg, budget.progress(st), st.step)
         on_event("schedule", {"step": st.step, "old_lr": old_lr, "new_lr": new_lr, "schedule": cfg.schedule})
+
+
+def set_up(cfg: Config, corpus: Corpus, resume: Checkpoint | None, on_event, start=None):
+    """A run ready for its first step, whichever engine takes it: (arch, state, batch plan, budget).
+
+    Resolves the automatic line state, fits the batch to a small corpus, and
+    starts a new run or picks up the saved one; `start(state)` may replace a
+    new run's weights and optimizer state (fine-tuning) before the weight
+    average is kept.
+    """
+    if cfg.line_state == "auto":  # a list of items (no blank lines): each line is its own sequence
+        cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
+        on_event("line_state", {"line_state": cfg.line_state})
+    arch = arch_of(cfg, len(corpus.vocab))
+    N = len(corpus.train_ids)
+    B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
+    if (B, T) != (cfg.batch_size, cfg.seq_len):
+        if resume is not None:
+            raise CharlmError("the corpus is too small for the checkpoint's batch size and sequence length")
+        on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
+        cfg.batch_size, cfg.seq_len = B, T
+    st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
+    if start is not None and resume is None:
+        start(st)
+    optim.keep_average(st.optim_state, st.params, cfg.ema > 0)  # a resumed run may turn --ema on or off
+    plan = batches.BatchPlan(N, B, T, st.offset)
+    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
+    budget = make_budget(cfg, max(1, steps_per_pass))
+    if resume is not None:
+        check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st,
+                             on_event)
+    return arch, st, plan, budget

@@ -23,13 +23,13 @@ import numpy as np
 
 from charlm import data as batches
 from charlm import bidirectional, finetune, model, optim
-from charlm.checkpoint import Checkpoint, arch_of
-from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
+from charlm import bookkeeping as keep
+from charlm.checkpoint import Checkpoint
+from charlm.config import Config, auto_eval_every
 from charlm.dataset import Corpus
-from charlm.errors import CharlmError, ConfigError, TrainingDiverged
-from charlm.run import Budget, RunState, check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
-from charlm.score import LN2
-from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate, fit_ngram
+from charlm.errors import ConfigError
+from charlm.run import Budget, RunState, make_checkpoint, set_up
+from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate
 from charlm.workers import train as step_workers
 from charlm.workers.process import usable_cores
 
@@ -72,28 +72,14 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
     the weights are never updated with a non-finite gradient.
     """
-    if cfg.line_state == "auto":  # a list of items (no blank lines): each line is its own sequence
-        cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
-        on_event("line_state", {"line_state": cfg.line_state})
-    arch = arch_of(cfg, len(corpus.vocab))
-    N = len(corpus.train_ids)
-    B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
-    if (B, T) != (cfg.batch_size, cfg.seq_len):
-        if resume is not None:
-            raise CharlmError("the corpus is too small for the checkpoint's batch size and sequence length")
-        on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
-        cfg.batch_size, cfg.seq_len = B, T
-    st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
-    if init is not None and resume is None:   # the base's weights, a fresh optimizer
-        st.params = finetune.start_params(st.params, init, corpus.vocab)
-        st.optim_state = optim.init_state(cfg.optimizer, st.params)
+    def start(st: RunState) -> None:   # fine-tuning: the base's weights, a fresh optimizer
+        if init is not None:
+            st.params = finetune.start_params(st.params, init, corpus.vocab)
+            st.optim_state = optim.init_state(cfg.optimizer, st.params)
+
+    arch, st, plan, budget = set_up(cfg, corpus, resume, on_event, start)
+    B, T = cfg.batch_size, cfg.seq_len
     init_meta = init.meta if init is not None else (resume.meta.get("init_from") if resume is not None else None)
-    optim.keep_average(st.optim_state, st.params, cfg.ema > 0)  # a resumed run may turn --ema on or off
-    plan = batches.BatchPlan(N, B, T, st.offset)
-    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
-    budget = make_budget(cfg, max(1, steps_per_pass))
-    if resume is not None:
-        check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
     dtype = np.dtype(cfg.dtype)
     workers = 1 if arch.bidirectional else resolve_workers(cfg, arch, B, dtype)   # (bidirectional: this process)
     hooks = Hooks(save, on_event, should_stop, clock)
@@ -147,25 +133,19 @@ def _loop(run: _Run, hooks: Hooks):
     steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
     if cfg.eval_every is None:
         cfg.eval_every = auto_eval_every(steps_per_pass)
-    passes = None
-    if cfg.dropout is None:  # auto: from how many passes over the training split the budget allows
+
+    def passes() -> float:   # how many passes over the training split the budget allows (for auto dropout)
         x, y = batches.chunk(corpus.train_ids, plan, st.chunk)
         one_step = lambda: engine.loss_and_grads(st.params, arch, x, y, st.carry)
         if arch.bidirectional:   # its windows, read both ways
             one_step = lambda: bidirectional.train_step(st.params, arch, corpus.train_ids, plan.positions(st.chunk),
                                                         0.0, 0.0, None, dtype)
         speed = (lambda: measure_speed(one_step, x.size, clock)) if budget.max_time else None
-        passes = expected_passes(budget, N, B * T, speed)
-        cfg.dropout = auto_dropout(passes)
-    if cfg.char_dropout is None:  # auto: goes with the dropout
-        cfg.char_dropout = auto_char_dropout(cfg.dropout)
-    if passes is not None:
-        on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
-    ng = p_ngram = None
+        return expected_passes(budget, N, B * T, speed)
+
+    keep.choose_dropout(cfg, passes, on_event)
     extra_meta = {"init_from": run.init_meta} if run.init_meta else {}
-    if cfg.ngram and len(corpus.val_ids):
-        ng, p_ngram = fit_ngram(cfg, arch, corpus)
-        extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
+    ng, p_ngram = keep.validation_ngram(cfg, arch, corpus, extra_meta)
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step, "workers": engine.count,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
@@ -181,24 +161,11 @@ def _loop(run: _Run, hooks: Hooks):
             result = Validation(nats, nats, None)
         else:
             result = evaluate(weights, arch, corpus.val_ids, p_ngram)
-        val = result.nats
-        st.last_val = val
-        improved = st.best_val is None or val < st.best_val
-        if result.mix_weight is not None:
-            st.mix_weights = {**(st.mix_weights or {}), "last": result.mix_weight}
-        if improved:
-            st.best_val, st.best_step = val, st.step
-            st.best_params = {k: v.copy() for k, v in weights.items()}
-            if result.mix_weight is not None:
-                st.mix_weights["best"] = result.mix_weight
-        st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
-                           "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
-                           "val_bpc": val / LN2, "net_val_bpc": result.net_nats / LN2,
-                           "mix_weight": result.mix_weight})
-        on_event("eval", {"step": st.step, "val_nats": val, "val_bpc": val / LN2, "best": improved,
-                          "net_val_bpc": result.net_nats / LN2, "mix_weight": result.mix_weight, "seconds": clock() - t0})
+        copy = lambda: {k: v.copy() for k, v in weights.items()}   # (the average is updated in place)
+        on_event("eval", keep.record_validation(st, result, copy, clock() - t0))
 
     ended = "done"
+    has_val = len(corpus.val_ids) > 0
     last_eval_step = st.step if run.resumed else None
     while not budget.done(st):
         if should_stop():
@@ -222,44 +189,13 @@ def _loop(run: _Run, hooks: Hooks):
             loss, grads, final = engine.loss_and_grads(st.params, arch, x, y, st.carry, masks)
         norm = optim.clip_by_global_norm(grads, cfg.clip)
         if math.isfinite(loss) and math.isfinite(norm):
-            if cfg.clip_value:
-                optim.clip_by_value(grads, cfg.clip_value)
-            optim.apply_update(cfg, st.params, grads, st.optim_state, lr)
-            if cfg.ema:
-                optim.update_average(st.optim_state, st.params, cfg.ema)
-            if not math.isfinite(optim.global_norm(st.params)):
-                raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
-                                       "nothing was saved from this step on")
+            keep.update(optim, cfg, st.params, grads, st.optim_state, lr)
             st.carry = final
-            st.bad_streak = 0
-            st.last_loss = loss
+            keep.record_kept(st, loss)
         else:
-            st.skipped_steps += 1
-            st.bad_streak += 1
             st.carry = model.zero_state(arch, B, dtype)
-            on_event("skipped", {"step": st.step, "loss": loss, "grad_norm": norm, "streak": st.bad_streak})
-            if st.bad_streak >= cfg.max_bad_steps:
-                raise TrainingDiverged(
-                    f"training diverged: {st.bad_streak} steps in a row had a non-finite loss or gradient "
-                    f"(at step {st.step}); try a lower --lr or --clip. Nothing non-finite was saved")
-        st.chunk += 1
-        st.step += 1
-        st.chars_seen += B * T
-        dt = clock() - t0
-        st.train_seconds += dt
-        on_event("step", {"step": st.step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": dt,
-                          "chars": B * T, "progress": budget.progress(st), "epoch": st.epoch,
-                          "train_seconds": st.train_seconds})
-        if len(corpus.val_ids) and cfg.eval_every and st.step % cfg.eval_every == 0:
-            run_eval()
+            keep.record_skipped(st, cfg, loss, norm, on_event)
+        keep.record_step(st, budget, B * T, clock() - t0, loss, lr, norm, on_event)
+        if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
             last_eval_step = st.step
-        if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-            save(checkpoint())
-            on_event("saved", {"step": st.step})
-    if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
-        run_eval()
-    ckpt = checkpoint()
-    save(ckpt)
-    on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
-                     "chars_seen": st.chars_seen, "checkpoint": ckpt})
-    return ckpt, ended
+    return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event)

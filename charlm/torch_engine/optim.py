@@ -14,15 +14,13 @@ import math
 
 import torch
 
-from charlm.optim import AVERAGE, SLOTS, average_decay, is_decayed
+from charlm import optim as np_optim
+from charlm.optim import AVERAGE, average_decay, is_decayed
 
 
 def init_state(optimizer: str, params: dict) -> dict:
-    state = {"step": 0}
-    for slot in SLOTS[optimizer]:
-        for name, p in params.items():
-            state[f"{slot}.{name}"] = torch.zeros_like(p)
-    return state
+    """Zero moments for every parameter, as tensors beside them (charlm.optim.init_state)."""
+    return np_optim.init_state(optimizer, params, zeros_like=torch.zeros_like)
 
 
 def global_norm(grads: dict) -> float:
@@ -52,6 +50,7 @@ def keep_average(state: dict, params: dict, on: bool) -> None:
             del state[k]
 
 
+@torch.no_grad()
 def update_average(state: dict, params: dict, decay: float) -> None:
     """avg ← β·avg + (1 − β)·θ, β = charlm.optim.average_decay."""
     beta = average_decay(decay, state["step"])
@@ -81,11 +80,7 @@ def adagrad(params, grads, state, lr, eps=1e-8):
 
 
 def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    t = state["step"]
-    c1 = 1.0 - beta1 ** t
-    c2 = 1.0 - beta2 ** t
-    step_size = lr * math.sqrt(c2) / c1
-    eps_hat = eps * math.sqrt(c2)
+    step_size, eps_hat = np_optim.adam_scales(state["step"], lr, beta1, beta2, eps)
     for name, p in params.items():
         g, m, v = grads[name], state[f"m.{name}"], state[f"v.{name}"]
         g1 = g * (1.0 - beta1)

@@ -17,7 +17,8 @@ import torch
 
 from charlm.data import inputs_targets
 from charlm.model import Arch
-from charlm.score import BATCH_SIZE, CHUNK_TOKENS, SENTENCE_TOKENS, Score, mixed_sequences
+from charlm.inference import read_in_stretches
+from charlm.score import BATCH_SIZE, CHUNK_TOKENS, Score, mixed_sequences
 from charlm.torch_engine import network
 from charlm.torch_engine.convert import DTYPES, load_params
 from charlm.torch_engine.distributed import Group, all_sum
@@ -98,32 +99,10 @@ def _advance(net, inputs: np.ndarray, state):
 @torch.no_grad()
 def network_log_probs(net: network.Network, seqs: list, max_tokens: int | None = None) -> list:
     """The network's log P of every token of each id sequence (longest first), as charlm.inference.network_log_probs."""
-    if max_tokens is None:
-        max_tokens = SENTENCE_TOKENS
     if not seqs:
         return []
-    lengths = np.array([len(q) for q in seqs], dtype=np.int64)
-    out = [np.empty(int(n)) for n in lengths]
-    state = _zero(net, len(seqs))
-    T, s = int(lengths[0]), 0
-    while s < T:
-        active = int(np.count_nonzero(lengths > s))
-        e = min(T, s + max(1, max_tokens // active))
-        state = [tuple(x[:active] for x in layer) for layer in state]
-        targets = np.full((e - s, active), EOS_ID, dtype=np.intp)
-        first = np.full(active, EOS_ID, dtype=np.intp)
-        for b in range(active):
-            seg = seqs[b][s:e]
-            targets[:len(seg), b] = seg
-            if s:
-                first[b] = seqs[b][s - 1]
-        inputs = np.vstack([first[None], targets[:-1]])
-        logp, state = token_log_probs(net, inputs, targets, state)
-        for b in range(active):
-            k = int(min(e, lengths[b])) - s
-            out[b][s:s + k] = logp[:k, b]
-        s = e
-    return out
+    return read_in_stretches(seqs, _zero(net, len(seqs)), lambda x, y, st: token_log_probs(net, x, y, st),
+                             max_tokens)
 
 
 ROUND_BATCHES = 64   # batches read by all ranks between two exchanges of results (bounds the memory of one)

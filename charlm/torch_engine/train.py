@@ -36,20 +36,18 @@ import numpy as np
 import torch
 
 from charlm import data as batches
+from charlm import bookkeeping as keep
 from charlm import mixture, model
-from charlm.checkpoint import Checkpoint, arch_of
-from charlm.config import Config, auto_char_dropout, auto_dropout, auto_eval_every
-from charlm.errors import CharlmError, TrainingDiverged
-from charlm.optim import keep_average as keep_average_np
+from charlm.checkpoint import Checkpoint
+from charlm.config import Config, auto_eval_every
 from charlm.optim import learning_rate
-from charlm.score import LN2
 from charlm.torch_engine import convert, distributed, network
 from charlm.torch_engine import optim as toptim
 from charlm.torch_engine.score import inference_network, piece_log_probs
 from charlm.dataset import Corpus
-from charlm.run import check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
+from charlm.run import make_checkpoint, set_up
 from charlm.train import expected_passes, measure_speed
-from charlm.validation import VAL_MAX_TOKENS, Validation, fit_ngram
+from charlm.validation import VAL_MAX_TOKENS, Validation
 
 SEED_BOUND = 2 ** 63   # each step's dropout seed is drawn from [0, SEED_BOUND)
 
@@ -93,25 +91,8 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
 
 
 def _train(cfg, corpus, resume, save, on_event, should_stop, clock, group):
-    if cfg.line_state == "auto":
-        cfg.line_state = "reset" if corpus.info.get("line_items") else "carry"
-        on_event("line_state", {"line_state": cfg.line_state})
-    arch = arch_of(cfg, len(corpus.vocab))
-    N = len(corpus.train_ids)
-    B, T = batches.fit_batch(N, cfg.batch_size, cfg.seq_len)
-    if (B, T) != (cfg.batch_size, cfg.seq_len):
-        if resume is not None:
-            raise CharlmError("the corpus is too small for the checkpoint's batch size and sequence length")
-        on_event("adapted", {"batch_size": B, "seq_len": T, "requested": (cfg.batch_size, cfg.seq_len), "N": N})
-        cfg.batch_size, cfg.seq_len = B, T
-    rows = distributed.rows(B, group)
-    st = resume_run(resume, B) if resume is not None else new_run(cfg, len(corpus.vocab), N, B, T)
-    keep_average_np(st.optim_state, st.params, cfg.ema > 0)
-    plan = batches.BatchPlan(N, B, T, st.offset)
-    steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
-    budget = make_budget(cfg, max(1, steps_per_pass))
-    if resume is not None:
-        check_resumed_budget(cfg, resume.config, budget, make_budget(resume.config, max(1, steps_per_pass)), st, on_event)
+    arch, st, plan, budget = set_up(cfg, corpus, resume, on_event)
+    rows = distributed.rows(cfg.batch_size, group)
     return Run(cfg, corpus, arch, st, budget, plan, rows, group, clock).loop(resume, save, on_event, should_stop)
 
 
@@ -169,8 +150,7 @@ class Run:
         steps_per_pass = batches.BatchPlan(N, B, T, 0).steps
         if cfg.eval_every is None:
             cfg.eval_every = auto_eval_every(steps_per_pass)
-        passes = None
-        if cfg.dropout is None:
+        def passes() -> float:   # how many passes the budget allows (for auto dropout), the same on every rank
             x, y = batches.chunk(corpus.train_ids, self.plan, st.chunk)
 
             def one_step():
@@ -178,17 +158,11 @@ class Run:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
             speed = (lambda: measure_speed(one_step, x.size, self.clock)) if budget.max_time else None
-            passes = distributed.broadcast_float(expected_passes(budget, N, B * T, speed), group)
-            cfg.dropout = auto_dropout(passes)
-        if cfg.char_dropout is None:
-            cfg.char_dropout = auto_char_dropout(cfg.dropout)
-        if passes is not None:
-            on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
-        ng = p_ngram = None
+            return distributed.broadcast_float(expected_passes(budget, N, B * T, speed), group)
+
+        keep.choose_dropout(cfg, passes, on_event)
         extra_meta = {}
-        if cfg.ngram and len(corpus.val_ids):
-            ng, p_ngram = fit_ngram(cfg, arch, corpus)
-            extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())
+        ng, p_ngram = keep.validation_ngram(cfg, arch, corpus, extra_meta)
         on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                            "workers": group.world, "params": model.num_params(st.params), "train_tokens": N,
                            "val_tokens": len(corpus.val_ids), "engine": "torch", "device": str(self.device)})
@@ -201,26 +175,11 @@ class Run:
             t0 = self.clock()
             weights = convert.arrays(toptim.averaged(self.state, self.params))
             result = evaluate(weights, arch, corpus.val_ids, p_ngram, group)
-            val = result.nats
-            st.last_val = val
-            improved = st.best_val is None or val < st.best_val
-            if result.mix_weight is not None:
-                st.mix_weights = {**(st.mix_weights or {}), "last": result.mix_weight}
-            if improved:
-                st.best_val, st.best_step = val, st.step
-                st.best_params = weights
-                if result.mix_weight is not None:
-                    st.mix_weights["best"] = result.mix_weight
-            st.history.append({"step": st.step, "seconds": round(st.train_seconds, 3), "chars": st.chars_seen,
-                               "train_bpc": None if st.last_loss is None else st.last_loss / LN2,
-                               "val_bpc": val / LN2, "net_val_bpc": result.net_nats / LN2,
-                               "mix_weight": result.mix_weight})
-            on_event("eval", {"step": st.step, "val_nats": val, "val_bpc": val / LN2, "best": improved,
-                              "net_val_bpc": result.net_nats / LN2, "mix_weight": result.mix_weight,
-                              "seconds": self.clock() - t0})
+            on_event("eval", keep.record_validation(st, result, lambda: weights, self.clock() - t0))
 
         ended = "done"
         stop = False
+        has_val = len(corpus.val_ids) > 0
         last_eval_step = None if resume is None else st.step
         while not budget.done(st):
             if stop or (not group.active and should_stop()):
@@ -243,49 +202,18 @@ class Run:
             if group.active:    # the batch's loss, the same on every rank (so every rank takes the same branch)
                 loss, _, _ = self.agree(loss_t, 0.0, False)
             if math.isfinite(loss) and math.isfinite(norm):
-                if cfg.clip_value:
-                    toptim.clip_by_value(grads, cfg.clip_value)
-                toptim.apply_update(cfg, self.params, grads, self.state, lr)
-                if cfg.ema:
-                    with torch.no_grad():
-                        toptim.update_average(self.state, self.params, cfg.ema)
-                if not math.isfinite(toptim.global_norm(self.params)):
-                    raise TrainingDiverged("the weights overflowed to infinity (learning rate far too large?); "
-                                           "nothing was saved from this step on")
+                keep.update(toptim, cfg, self.params, grads, self.state, lr)
                 self.carry = final
-                st.bad_streak = 0
-                st.last_loss = loss
+                keep.record_kept(st, loss)
             else:
-                st.skipped_steps += 1
-                st.bad_streak += 1
                 self.carry = self.zero_carry()
-                on_event("skipped", {"step": st.step, "loss": loss, "grad_norm": norm, "streak": st.bad_streak})
-                if st.bad_streak >= cfg.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"training diverged: {st.bad_streak} steps in a row had a non-finite loss or gradient "
-                        f"(at step {st.step}); try a lower --lr or --clip. Nothing non-finite was saved")
-            st.chunk += 1
-            st.step += 1
-            st.chars_seen += B * T
+                keep.record_skipped(st, cfg, loss, norm, on_event)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             dt = self.clock() - t0
             if group.active:    # one clock and one stop request for all ranks: they run the same steps
                 _, dt, stop = self.agree(torch.zeros((), device=self.device), dt, should_stop())
-            st.train_seconds += dt
-            on_event("step", {"step": st.step, "loss": loss, "lr": lr, "grad_norm": norm, "seconds": dt,
-                              "chars": B * T, "progress": budget.progress(st), "epoch": st.epoch,
-                              "train_seconds": st.train_seconds})
-            if len(corpus.val_ids) and cfg.eval_every and st.step % cfg.eval_every == 0:
-                run_eval()
+            keep.record_step(st, budget, B * T, dt, loss, lr, norm, on_event)
+            if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
                 last_eval_step = st.step
-            if cfg.save_every and st.step % cfg.save_every == 0 and not budget.done(st):
-                save(checkpoint())
-                on_event("saved", {"step": st.step})
-        if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
-            run_eval()
-        ckpt = checkpoint()
-        save(ckpt)
-        on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
-                         "chars_seen": st.chars_seen, "checkpoint": ckpt})
-        return ckpt, ended
+        return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event)
