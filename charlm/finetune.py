@@ -137,3 +137,23 @@ def vocabulary(base: ckpt_io.Checkpoint, extend: bool, min_count: int, given: se
     if extend:
         return (lambda counts: extended_vocab(base.vocab, counts, min_count)), note
     return base.vocab, note
+
+
+def starter(init: Start | None, cfg: Config, vocab: Vocab):
+    """What `run.set_up` calls on a new run to give it the base's weights and a fresh optimizer (None: no base)."""
+    if init is None:
+        return None
+
+    def start(st) -> None:
+        from charlm import optim
+
+        st.params = start_params(st.params, init, vocab)
+        st.optim_state = optim.init_state(cfg.optimizer, st.params)
+    return start
+
+
+def meta_of(init: Start | None, resume: ckpt_io.Checkpoint | None) -> dict | None:
+    """The base a run started from, for its checkpoint's meta.init_from (a resumed run keeps its own)."""
+    if init is not None:
+        return init.meta
+    return resume.meta.get("init_from") if resume is not None else None

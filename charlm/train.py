@@ -72,14 +72,9 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
     Raises TrainingDiverged after `max_bad_steps` non-finite steps in a row;
     the weights are never updated with a non-finite gradient.
     """
-    def start(st: RunState) -> None:   # fine-tuning: the base's weights, a fresh optimizer
-        if init is not None:
-            st.params = finetune.start_params(st.params, init, corpus.vocab)
-            st.optim_state = optim.init_state(cfg.optimizer, st.params)
-
-    arch, st, plan, budget = set_up(cfg, corpus, resume, on_event, start)
+    arch, st, plan, budget = set_up(cfg, corpus, resume, on_event, finetune.starter(init, cfg, corpus.vocab))
     B, T = cfg.batch_size, cfg.seq_len
-    init_meta = init.meta if init is not None else (resume.meta.get("init_from") if resume is not None else None)
+    init_meta = finetune.meta_of(init, resume)
     dtype = np.dtype(cfg.dtype)
     workers = 1 if arch.bidirectional else resolve_workers(cfg, arch, B, dtype)   # (bidirectional: this process)
     hooks = Hooks(save, on_event, should_stop, clock)

@@ -82,3 +82,25 @@ def test_train_on_torch_from_the_command_line_resumes(trained):
     assert checkpoint.load(str(trained / "r.npz")).train_state["step"] == 10
     r = run(["info", "r.npz"], trained)
     assert r.returncode == 0, r.stderr
+
+
+def test_fine_tuning_on_torch_starts_from_the_base_and_records_it(trained):
+    """`train --init-from` on the torch engine: the base's weights at step 0, a fresh optimizer, meta.init_from."""
+    from charlm import checkpoint as ckpt_io
+
+    (trained / "new.txt").write_text("\n".join(n[::-1] for n in NAMES * 20) + "\n")
+    r = run(["train", "new.txt", "--engine", "torch", "--init-from", "m.npz", "--steps", "3", "--eval-every", "0",
+             "-c", "ft.npz"], trained)
+    assert r.returncode == 0, r.stderr
+    base, tuned = ckpt_io.load(str(trained / "m.npz")), ckpt_io.load(str(trained / "ft.npz"))
+    assert tuned.meta["init_from"]["path"] == "m.npz" and tuned.train_state["step"] == 3
+    assert tuned.arch == base.arch and tuned.vocab.tokens == base.vocab.tokens
+    moved = max(float(abs(tuned.params[k] - base.params[k]).max()) for k in base.params)
+    assert 0 < moved < 0.05    # three warm-up steps of Adam (each at most lr) away from the base, not a fresh start
+
+
+def test_a_bidirectional_model_on_torch_is_refused_in_one_line(trained):
+    r = run(["train", "c.txt", "--engine", "torch", "--bidirectional", "--steps", "2", "-c", "bi.npz"], trained)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "NumPy engine" in lines[0]

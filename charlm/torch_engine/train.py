@@ -37,9 +37,11 @@ import torch
 
 from charlm import data as batches
 from charlm import bookkeeping as keep
+from charlm import finetune
 from charlm import mixture, model
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, auto_eval_every
+from charlm.errors import ConfigError
 from charlm.optim import learning_rate
 from charlm.torch_engine import convert, distributed, network
 from charlm.torch_engine import optim as toptim
@@ -81,27 +83,28 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
           save: Callable[[Checkpoint], None] = lambda c: None,
           on_event: Callable[[str, dict], None] = lambda kind, info: None,
           should_stop: Callable[[], bool] = lambda: False,
-          clock: Callable[[], float] = time.perf_counter, device: str = "auto") -> tuple[Checkpoint, str]:
-    """Train (or continue) on the torch engine; see `charlm.train.train`.  Under torchrun only rank 0 saves
-    and reports (the others' `on_event` hears nothing); every rank returns the checkpoint."""
+          clock: Callable[[], float] = time.perf_counter, init: finetune.Start | None = None,
+          device: str = "auto") -> tuple[Checkpoint, str]:
+    """Train (or continue, or fine-tune) on the torch engine; see `charlm.train.train`.  Under torchrun only
+    rank 0 saves and reports (the others' `on_event` hears nothing); every rank returns the checkpoint."""
+    if cfg.bidirectional:
+        raise ConfigError("--bidirectional trains on the NumPy engine: the torch engine has no bidirectional "
+                          "model (leave out --engine torch)")
     with distributed.session(device) as group:
         report = on_event if group.leader else (lambda kind, info: None)
         store = save if group.leader else (lambda c: None)
-        return _train(cfg, corpus, resume, store, report, should_stop, clock, group)
-
-
-def _train(cfg, corpus, resume, save, on_event, should_stop, clock, group):
-    arch, st, plan, budget = set_up(cfg, corpus, resume, on_event)
-    rows = distributed.rows(cfg.batch_size, group)
-    return Run(cfg, corpus, arch, st, budget, plan, rows, group, clock).loop(resume, save, on_event, should_stop)
+        arch, st, plan, budget = set_up(cfg, corpus, resume, report, finetune.starter(init, cfg, corpus.vocab))
+        rows = distributed.rows(cfg.batch_size, group)
+        run = Run(cfg, corpus, arch, st, budget, plan, rows, group, clock, finetune.meta_of(init, resume))
+        return run.loop(resume, store, report, should_stop)
 
 
 class Run:
     """A run in progress: RunState's counters and generator in NumPy, its arrays as tensors."""
 
-    def __init__(self, cfg, corpus, arch, st, budget, plan, rows, group, clock):
+    def __init__(self, cfg, corpus, arch, st, budget, plan, rows, group, clock, init_meta=None):
         self.cfg, self.corpus, self.arch, self.st, self.budget, self.plan = cfg, corpus, arch, st, budget, plan
-        self.rows, self.group, self.clock = rows, group, clock
+        self.rows, self.group, self.clock, self.init_meta = rows, group, clock, init_meta
         self.device, self.dtype = group.device, convert.DTYPES[cfg.dtype]
         self.net = network.Network(arch, self.dtype, self.device)
         self.params = self.net.named()
@@ -161,7 +164,7 @@ class Run:
             return distributed.broadcast_float(expected_passes(budget, N, B * T, speed), group)
 
         keep.choose_dropout(cfg, passes, on_event)
-        extra_meta = {}
+        extra_meta = {"init_from": self.init_meta} if self.init_meta else {}
         ng, p_ngram = keep.validation_ngram(cfg, arch, corpus, extra_meta)
         on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step,
                            "workers": group.world, "params": model.num_params(st.params), "train_tokens": N,
