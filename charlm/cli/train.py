@@ -118,6 +118,9 @@ def train(
     from charlm.vocab import load_vocab
 
     run_training = trainer(engine, device)     # --engine torch: PyTorch (one-line error without it)
+    if engine == "torch" and workers is not None:
+        warn("--workers shares the NumPy engine's steps; the torch engine ignores it "
+             "(torchrun --nproc-per-node N runs N processes)")
     flags = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers, activation=activation, dropout=dropout,
                  char_dropout=char_dropout, dtype=dtype, line_state=line_state, seq_len=seq_len,
                  batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
