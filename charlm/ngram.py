@@ -262,36 +262,21 @@ def _one_distribution(ng: NGram, tokens: np.ndarray, length: int) -> np.ndarray:
     return seen_distribution(ng, seen_contexts(ng, tokens[:min(length, N - 1)].tolist()))
 
 
-def seen_contexts(ng: NGram, history, known: dict | None = None) -> tuple:
+def seen_contexts(ng: NGram, history) -> tuple:
     """Where each order's context of one history is in the lookup table: (N,) indices into ctx_keys, −1 if unseen.
 
     `history` is the history's tokens, newest first (its length ≤ order − 1:
     order k + 1 needs k of them).  The distribution depends on the history
-    through this tuple alone (`seen_distribution`).  With `known` (a dict
-    from the offset context keys already looked up to their answer, which
-    gains the new ones) the orders are looked up one at a time from the
-    lowest, and for `nested` tables no further than the first unseen one.
+    through this tuple alone (`seen_distribution`).
     """
     N = ng.order
     q, key = [int(ng.ctx_base[0])], 0                  # history keys of every order, offset (as in `estimate`)
     for k, (token, power) in enumerate(zip(history[:N - 1], ng.powers[:, 0].tolist()), start=1):
         key += token * power                           # Σ_j token_j · V^(j−1)
         q.append(key + int(ng.ctx_base[k]))
-    if known is None:
-        at = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1).tolist()
-        found = ng.ctx_keys[at].tolist()
-        seen = [i if f == x else -1 for x, i, f in zip(q, at, found)]
-    else:
-        seen, last, nested = [], len(ng.ctx_keys) - 1, ng.nested
-        for x in q:
-            i = known.get(x)
-            if i is None:
-                i = min(int(ng.ctx_keys.searchsorted(x)), last)
-                i = known[x] = i if ng.ctx_keys[i] == x else -1
-            seen.append(i)
-            if i < 0 and nested:
-                break
-    return tuple(seen) + (-1,) * (N - len(seen))
+    at = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1).tolist()
+    found = ng.ctx_keys[at].tolist()
+    return tuple(i if f == x else -1 for x, i, f in zip(q, at, found)) + (-1,) * (N - len(q))
 
 
 def seen_distribution(ng: NGram, contexts: tuple) -> np.ndarray:

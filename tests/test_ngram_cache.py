@@ -66,29 +66,32 @@ def test_the_terms_are_the_mixture_s_with_every_history_and_the_cache_is_used(re
     assert cached.hits > len(stream) // 2 and cached.misses > 0
 
 
-def test_known_contexts_and_nested_tables_give_the_same_lookups():
-    ng = ngram.fit(text(), V, 6, True)
+@pytest.mark.parametrize("reset", [False, True])
+def test_contexts_looked_up_order_by_order_are_the_n_gram_s(reset):
+    ng = ngram.fit(text(), V, 6, reset)
     assert ng.nested
-    known = {}
+    cached = ngram_cache.Histories(Mixture(ng, 0.5), text(6, 3), 1)
     stream = text(6, 400)
-    for t in range(6, len(stream)):
-        history = stream[t - 5:t][::-1].tolist()
-        assert ngram.seen_contexts(ng, history, known) == ngram.seen_contexts(ng, history)
-    assert known
+    for t in range(5, len(stream)):
+        history = tuple(stream[t - 5:t][::-1].tolist())
+        assert cached._contexts(history) == ngram.seen_contexts(ng, history)
+    assert len(cached.known) > 10
 
 
 def test_tables_that_are_not_nested_are_looked_up_at_every_order():
-    """A hand-made table whose order-3 context (2, 3) has no order-2 context (3): every order is searched."""
+    """A hand-made table whose order-3 context "2 3" has no order-2 context "3": every order is looked up."""
     keys = [np.array([2, 3, 4]), np.array([2 * V + 4, 4 * V + 2]), np.array([(2 * V + 3) * V + 5])]
     counts = [np.array([3, 2, 1]), np.array([1, 2]), np.array([4])]
     ng = ngram.from_tables(V, False, keys, counts)
     assert not ng.nested
-    history = [3, 2]                                     # newest first: the context "2 3"
+    history = (3, 2)                                     # newest first: the context "2 3"
     plain = ngram.seen_contexts(ng, history)
     assert plain[1] == -1 and plain[2] >= 0
-    assert ngram.seen_contexts(ng, history, {}) == plain
-    tokens = np.array([[3], [2]])
-    np.testing.assert_array_equal(ngram.seen_distribution(ng, plain), ngram.estimate(ng, tokens, np.array([2]))[0])
+    cached = ngram_cache.Histories(Mixture(ng, 0.5), np.array([2, 3]), 1)
+    assert cached._contexts(history) == plain
+    expected = ngram.estimate(ng, np.array([[3], [2]]), np.array([2]))
+    np.testing.assert_array_equal(cached.terms(), mixture.ngram_term(0.5, expected))
+    np.testing.assert_array_equal(ngram.seen_distribution(ng, plain), expected[0])
 
 
 def test_the_network_alone_when_its_share_is_one():
