@@ -47,7 +47,7 @@ def log_prob(weight: float, logp_net: np.ndarray, p_ngram: np.ndarray) -> np.nda
     logp_net = np.asarray(logp_net, dtype=np.float64)
     if weight >= 1.0:
         return logp_net
-    return combine(weight, logp_net, ngram_term(weight, p_ngram))
+    return combine(log_share(weight), logp_net, ngram_term(weight, p_ngram))
 
 
 def ngram_term(weight: float, p_ngram: np.ndarray) -> np.ndarray:
@@ -56,7 +56,12 @@ def ngram_term(weight: float, p_ngram: np.ndarray) -> np.ndarray:
         return np.log1p(-weight) + np.log(p_ngram)
 
 
-def combine(weight: float, logp_net: np.ndarray, term: np.ndarray) -> np.ndarray:
-    """`log_prob` from the network's float64 log-probabilities and the n-gram's `ngram_term`."""
+def log_share(weight: float) -> np.float64:
+    """log λ (−inf for λ = 0)."""
     with np.errstate(divide="ignore"):
-        return np.logaddexp(np.log(weight) + logp_net, term)
+        return np.log(np.float64(weight))
+
+
+def combine(log_weight: np.float64, logp_net: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """`log_prob` from log λ (`log_share`), the network's float64 log-probabilities and the n-gram's `ngram_term`."""
+    return np.logaddexp(log_weight + logp_net, term)

@@ -117,11 +117,11 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     if mix is not None and mix.weight >= 1.0:   # the network alone
         mix = None
     if mix is not None:  # the n-gram's history: the prime (the same for every row), then each row's sample
-        grams = Histories(mix, history[1:], num, ngram_cache)
+        grams, log_weight = Histories(mix, history[1:], num, ngram_cache), mixture.log_share(mix.weight)
     for _ in range(length):
         scores = model.log_softmax(logits.astype(np.float64))
         if mix is not None:
-            scores = mixture.combine(mix.weight, scores, grams.terms())
+            scores = mixture.combine(log_weight, scores, grams.terms())
         ids = choose(scores, rng, temperature, top_k, top_p)
         logp = scores[rows, ids]
         if mix is not None:
