@@ -102,8 +102,8 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     `charlm.stops.Matcher`); its id is then meaningless.  The log-probability
     is that of the chosen token under the model itself (temperature 1).
     `ngram_cache=False` computes the n-gram's distribution afresh at every
-    step instead of keeping it by history (`charlm.ngram_cache`): the same
-    numbers, slower.
+    step instead of keeping it by the contexts the n-gram has counted
+    (`charlm.ngram_cache`): the same numbers, slower.
     """
     dtype = params["head.weight"].dtype
     state = model.zero_state(arch, num, dtype)
