@@ -40,11 +40,17 @@ def infer(params, arch: Arch, x: np.ndarray, state):
 def step_weights(params) -> dict:
     """The weights inference steps read, laid out for them: transposed and contiguous.
 
-    Computed once per generation (not once per character).
+    Computed once per generation (not once per character).  Also
+    "input_rows": layer 0's rows W_ihᵀ + b, which a token id looks up
+    (the same sums as adding b after the lookup), and "layers": each
+    layer's (W_ihᵀ, b, W_hhᵀ).
     """
     w = {}
     for name, p in params.items():
         w[name] = np.ascontiguousarray(p.T) if p.ndim == 2 else p
+    w["input_rows"] = w["layers.0.weight_ih"] + w["layers.0.bias"]
+    w["layers"] = [(w[f"layers.{l}.weight_ih"], w[f"layers.{l}.bias"], w[f"layers.{l}.weight_hh"])
+                   for l in range(sum(1 for n in params if n.endswith(".weight_hh") and n.startswith("layers.")))]
     return w
 
 
@@ -60,11 +66,13 @@ def step(params, arch: Arch, ids: np.ndarray, state, weights: dict | None = None
         state = [tuple(s * keep for s in layer) for layer in state]
     inp = ids
     new_state = []
-    for l in range(arch.num_layers):
-        W_ihT, b = w[f"layers.{l}.weight_ih"], w[f"layers.{l}.bias"]
-        gx = W_ihT[inp] if l == 0 else np.dot(inp, W_ihT)   # a column lookup for token ids
-        gx += b
-        s = step_cell(gx, state[l], w[f"layers.{l}.weight_hh"], arch.activation)
+    for l, (W_ihT, b, W_hhT) in enumerate(w["layers"]):
+        if l == 0:
+            gx = w["input_rows"][inp]                         # a column lookup for token ids, b included
+        else:
+            gx = np.dot(inp, W_ihT)
+            gx += b
+        s = step_cell(gx, state[l], W_hhT, arch.activation)
         new_state.append(s)
         inp = s[0]
     logits = np.dot(inp, w["head.weight"])

@@ -47,5 +47,21 @@ def log_prob(weight: float, logp_net: np.ndarray, p_ngram: np.ndarray) -> np.nda
     logp_net = np.asarray(logp_net, dtype=np.float64)
     if weight >= 1.0:
         return logp_net
+    return combine(log_share(weight), logp_net, ngram_term(weight, p_ngram))
+
+
+def ngram_term(weight: float, p_ngram: np.ndarray) -> np.ndarray:
+    """log((1 − λ)·P_ngram): the n-gram's part of `log_prob`, which does not depend on the network."""
     with np.errstate(divide="ignore"):
-        return np.logaddexp(np.log(weight) + logp_net, np.log1p(-weight) + np.log(p_ngram))
+        return np.log1p(-weight) + np.log(p_ngram)
+
+
+def log_share(weight: float) -> np.float64:
+    """log λ (−inf for λ = 0)."""
+    with np.errstate(divide="ignore"):
+        return np.log(np.float64(weight))
+
+
+def combine(log_weight: np.float64, logp_net: np.ndarray, term: np.ndarray) -> np.ndarray:
+    """`log_prob` from log λ (`log_share`), the network's float64 log-probabilities and the n-gram's `ngram_term`."""
+    return np.logaddexp(log_weight + logp_net, term)

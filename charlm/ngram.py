@@ -25,6 +25,7 @@ positions; nothing loops over the vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -74,6 +75,16 @@ class NGram:
     @property
     def order(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def nested(self) -> bool:
+        """Whether every counted context without its oldest token is a counted context too (true of `fit`'s tables:
+        a lower order counts the continuations of the one above)."""
+        k = np.searchsorted(self.ctx_base, self.ctx_keys, side="right") - 1   # each context's length in tokens
+        long = k >= 1
+        h, below = self.ctx_keys[long] - self.ctx_base[k[long]], k[long] - 1
+        suffix = h % np.power(self.vocab_size, below, dtype=np.int64) + self.ctx_base[below]
+        return bool(np.isin(suffix, self.ctx_keys).all())
 
 
 def discounts(counts: np.ndarray) -> np.ndarray:
@@ -247,22 +258,40 @@ def _one_distribution(ng: NGram, tokens: np.ndarray, length: int) -> np.ndarray:
     work: here the per-order coefficients are Python floats, and each seen
     order adds its grams to the distribution directly.
     """
-    V, N = ng.vocab_size, ng.order
+    N = ng.order
+    return seen_distribution(ng, seen_contexts(ng, tokens[:min(length, N - 1)].tolist()))
+
+
+def seen_contexts(ng: NGram, history) -> tuple:
+    """Where each order's context of one history is in the lookup table: (N,) indices into ctx_keys, −1 if unseen.
+
+    `history` is the history's tokens, newest first (its length ≤ order − 1:
+    order k + 1 needs k of them).  The distribution depends on the history
+    through this tuple alone (`seen_distribution`).
+    """
+    N = ng.order
     q, key = [int(ng.ctx_base[0])], 0                  # history keys of every order, offset (as in `estimate`)
-    for k, (token, power) in enumerate(zip(tokens[:N - 1].tolist(), ng.powers[:, 0].tolist()), start=1):
+    for k, (token, power) in enumerate(zip(history[:N - 1], ng.powers[:, 0].tolist()), start=1):
         key += token * power                           # Σ_j token_j · V^(j−1)
         q.append(key + int(ng.ctx_base[k]))
-    at = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1)
-    found, total, gamma, i = ng.ctx_keys[at].tolist(), ng.ctx_total[at].tolist(), ng.ctx_gamma[at].tolist(), at.tolist()
-    seen = [found[k] == q[k] and length >= k for k in range(N)]   # order k+1 needs k tokens of history
-    a = [gamma[k] / total[k] if seen[k] else 1.0 for k in range(N)]
+    at = np.minimum(ng.ctx_keys.searchsorted(q), len(ng.ctx_keys) - 1).tolist()
+    found = ng.ctx_keys[at].tolist()
+    return tuple(i if f == x else -1 for x, i, f in zip(q, at, found)) + (-1,) * (N - len(q))
+
+
+def seen_distribution(ng: NGram, contexts: tuple) -> np.ndarray:
+    """The distribution (V,) of a history whose contexts are `contexts` (`seen_contexts`): `estimate`'s arithmetic."""
+    V, N = ng.vocab_size, ng.order
+    seen = [c >= 0 for c in contexts]
+    total = [float(ng.ctx_total[c]) if s else 0.0 for c, s in zip(contexts, seen)]
+    a = [float(ng.ctx_gamma[c]) / total[k] if seen[k] else 1.0 for k, c in enumerate(contexts)]
     after = [1.0] * N                                  # Π_{j>k} a_j
     for k in range(N - 2, -1, -1):
         after[k] = after[k + 1] * a[k + 1]
     p = np.zeros(V)
     for k in range(N):
         if seen[k]:
-            lo, hi = ng.ctx_first[i[k]], ng.ctx_first[i[k] + 1]
+            lo, hi = ng.ctx_first[contexts[k]], ng.ctx_first[contexts[k] + 1]
             p[ng.gram_token[lo:hi]] += (after[k] / total[k]) * ng.gram_mass[lo:hi]
     p += after[0] * a[0] / V                           # (Π_k a_k)/V
     return p

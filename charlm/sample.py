@@ -22,17 +22,18 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charlm import inference, mixture, model, ngram
+from charlm import inference, mixture, model
 from charlm.errors import CharlmError
 from charlm.mixture import Mixture
 from charlm.model import Arch
+from charlm.ngram_cache import Histories
 from charlm.vocab import EOS_ID, Vocab
 
 
 def _scaled(logits: np.ndarray, temperature: float) -> np.ndarray:
     """(logits − their row's maximum) / T in float64: ≤ 0, and 0 at the argmax (T > 0)."""
     z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
+    z = z - np.maximum.reduce(z, axis=-1, keepdims=True)   # (the ufunc itself: z.max's wrapper costs µs a step)
     if temperature != 1.0:
         if temperature < 1e-3:  # z/T may overflow to -inf: that is the right limit, say nothing
             with np.errstate(over="ignore", under="ignore"):
@@ -81,7 +82,7 @@ def draw(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     The index is the first whose cumulative weight exceeds u · (the row's total).
     """
-    cdf = np.cumsum(weights, axis=-1)
+    cdf = np.add.accumulate(weights, axis=-1)   # np.cumsum, without its wrapper
     u = rng.random(len(cdf)) * cdf[:, -1]
     if len(cdf) == 1:  # sampling one sequence: a binary search
         ids = cdf[0].searchsorted(u, side="right")
@@ -93,13 +94,16 @@ def draw(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length: int = 200,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              prime: np.ndarray | None = None, stop_at_eos: bool = True, mix: Mixture | None = None,
-             stop=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+             stop=None, ngram_cache: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield, step by step, (ids (N,), active (N,) bool, log-probs (N,)).
 
     `active[n]` is False once sample n has ended (it produced <EOS> and
     `stop_at_eos` is set, or `stop(ids)`, a bool per row, said so: see
     `charlm.stops.Matcher`); its id is then meaningless.  The log-probability
     is that of the chosen token under the model itself (temperature 1).
+    `ngram_cache=False` computes the n-gram's distribution afresh at every
+    step instead of keeping it by the contexts the n-gram has counted
+    (`charlm.ngram_cache`): the same numbers, slower.
     """
     dtype = params["head.weight"].dtype
     state = model.zero_state(arch, num, dtype)
@@ -110,19 +114,18 @@ def generate(params, arch: Arch, rng: np.random.Generator, num: int = 1, length:
     weights = inference.step_weights(params)
     rows = np.arange(num)
     active = np.ones(num, dtype=bool)
+    if mix is not None and mix.weight >= 1.0:   # the network alone
+        mix = None
     if mix is not None:  # the n-gram's history: the prime (the same for every row), then each row's sample
-        prime_ids = history[1:]
-        tokens, hist_len = ngram.histories(prime_ids, np.array([len(prime_ids)]), 0, mix.ngram.order - 1,
-                                           mix.ngram.reset_at_eos)
-        tokens, hist_len = tokens.repeat(num, axis=1), hist_len.repeat(num)
+        grams, log_weight = Histories(mix, history[1:], num, ngram_cache), mixture.log_share(mix.weight)
     for _ in range(length):
         scores = model.log_softmax(logits.astype(np.float64))
         if mix is not None:
-            scores = mixture.log_prob(mix.weight, scores, ngram.estimate(mix.ngram, tokens, hist_len))
+            scores = mixture.combine(log_weight, scores, grams.terms())
         ids = choose(scores, rng, temperature, top_k, top_p)
         logp = scores[rows, ids]
         if mix is not None:
-            tokens, hist_len = ngram.extend(mix.ngram, tokens, hist_len, ids)
+            grams.extend(ids)
         yield ids, active.copy(), logp
         if stop_at_eos:
             active &= ids != EOS_ID

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from charlm.allocator import aligned_empty
@@ -122,11 +124,17 @@ def lstm_step(gx_t, state, W_hhT, activation=None):
     H = h.shape[-1]
     a = np.dot(h, W_hhT)
     a += gx_t
-    a[:, 2 * H:3 * H] *= 2.0                 # so that one tanh(a/2) call serves all gates:
-    a *= 0.5
-    np.tanh(a, out=a)                        # tanh(g) = tanh(2g/2); tanh(x/2) for i, f, o
-    g = a[:, 2 * H:3 * H].copy()
-    a += 1.0
-    a *= 0.5                                 # σ(x) = ½·tanh(x/2) + ½ (the g block is unused)
-    c = a[:, H:2 * H] * c + a[:, :H] * g
-    return (a[:, 3 * H:] * np.tanh(c), c)
+    a *= _step_scale(H, a.dtype)             # ½ on the σ rows, so that one tanh(a/2) call serves all gates:
+    np.tanh(a, out=a)                        # tanh(g); tanh(x/2) for i, f, o
+    s = a + 1.0
+    s *= 0.5                                 # σ(x) = ½·tanh(x/2) + ½ (its g block is unused)
+    c_t = s[:, H:2 * H] * c                  # c = σ(f)·c<t-1>
+    c_t += s[:, :H] * a[:, 2 * H:3 * H]      #   + σ(i)·tanh(g)
+    return (s[:, 3 * H:] * np.tanh(c_t), c_t)
+
+
+@lru_cache(maxsize=16)
+def _step_scale(H: int, dtype) -> np.ndarray:
+    scale = _sigmoid_scale(4, H, (0, 1, 3), dtype)
+    scale.flags.writeable = False
+    return scale
