@@ -279,21 +279,30 @@ def seen_contexts(ng: NGram, history) -> tuple:
     return tuple(i if f == x else -1 for x, i, f in zip(q, at, found)) + (-1,) * (N - len(q))
 
 
-def seen_distribution(ng: NGram, contexts: tuple) -> np.ndarray:
-    """The distribution (V,) of a history whose contexts are `contexts` (`seen_contexts`): `estimate`'s arithmetic."""
-    V, N = ng.vocab_size, ng.order
+def backoff_scales(ng: NGram, contexts: tuple) -> tuple[list, float]:
+    """For a history whose contexts are `contexts` (`seen_contexts`): the factor of each seen order's gram masses
+    (None for an order not seen) and the uniform floor, so that P = Σ_k scale_k · mass_k + floor: `estimate`'s
+    arithmetic, written for one history."""
+    N = ng.order
     seen = [c >= 0 for c in contexts]
     total = [float(ng.ctx_total[c]) if s else 0.0 for c, s in zip(contexts, seen)]
     a = [float(ng.ctx_gamma[c]) / total[k] if seen[k] else 1.0 for k, c in enumerate(contexts)]
     after = [1.0] * N                                  # Π_{j>k} a_j
     for k in range(N - 2, -1, -1):
         after[k] = after[k + 1] * a[k + 1]
-    p = np.zeros(V)
-    for k in range(N):
-        if seen[k]:
-            lo, hi = ng.ctx_first[contexts[k]], ng.ctx_first[contexts[k] + 1]
-            p[ng.gram_token[lo:hi]] += (after[k] / total[k]) * ng.gram_mass[lo:hi]
-    p += after[0] * a[0] / V                           # (Π_k a_k)/V
+    scales = [after[k] / total[k] if seen[k] else None for k in range(N)]
+    return scales, after[0] * a[0] / ng.vocab_size     # (Π_k a_k)/V
+
+
+def seen_distribution(ng: NGram, contexts: tuple) -> np.ndarray:
+    """The distribution (V,) of a history whose contexts are `contexts` (`seen_contexts`): `estimate`'s arithmetic."""
+    scales, floor = backoff_scales(ng, contexts)
+    p = np.zeros(ng.vocab_size)
+    for c, scale in zip(contexts, scales):
+        if scale is not None:
+            lo, hi = ng.ctx_first[c], ng.ctx_first[c + 1]
+            p[ng.gram_token[lo:hi]] += scale * ng.gram_mass[lo:hi]
+    p += floor
     return p
 
 

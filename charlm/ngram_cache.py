@@ -106,20 +106,15 @@ class Histories:
     def _distribution(self, contexts: tuple) -> np.ndarray:
         """`ngram.seen_distribution(contexts)`, adding each order's grams as a dense row."""
         ng = self.ng
-        V, N = ng.vocab_size, ng.order
+        V = ng.vocab_size
         if V > DENSE_TOKENS:
             return ngram.seen_distribution(ng, contexts)
-        seen = [c >= 0 for c in contexts]
-        total = [float(ng.ctx_total[c]) if s else 0.0 for c, s in zip(contexts, seen)]
-        a = [float(ng.ctx_gamma[c]) / total[k] if seen[k] else 1.0 for k, c in enumerate(contexts)]
-        after = [1.0] * N                                  # Π_{j>k} a_j
-        for k in range(N - 2, -1, -1):
-            after[k] = after[k + 1] * a[k + 1]
+        scales, floor = ngram.backoff_scales(ng, contexts)
         p = np.zeros(V)
-        for k in range(N):
-            if seen[k]:
-                p += (after[k] / total[k]) * self._dense(contexts[k])
-        p += after[0] * a[0] / V                           # (Π_k a_k)/V
+        for c, scale in zip(contexts, scales):
+            if scale is not None:
+                p += scale * self._dense(c)
+        p += floor
         return p
 
     def _dense(self, c: int) -> np.ndarray:
