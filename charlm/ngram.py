@@ -298,18 +298,31 @@ def extend(ng: NGram, tokens: np.ndarray, length: np.ndarray, ids: np.ndarray):
     return tokens, length
 
 
-def to_arrays(ng: NGram) -> dict[str, np.ndarray]:
+PREFIX = "ngram."            # a checkpoint's keys of the n-gram; a bidirectional model's backward one: "backward.ngram."
+
+
+def to_arrays(ng: NGram, prefix: str = PREFIX) -> dict[str, np.ndarray]:
     arrays = {}
     for k, (g, c) in enumerate(zip(ng.keys, ng.counts), start=1):
-        arrays[f"ngram.{k}.keys"] = g
-        arrays[f"ngram.{k}.counts"] = c.astype(np.uint32)   # counts ≤ MAX_TOKENS
+        arrays[f"{prefix}{k}.keys"] = g
+        arrays[f"{prefix}{k}.counts"] = c.astype(np.uint32)   # counts ≤ MAX_TOKENS
     return arrays
 
 
-def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
+def layout(names, vocab_size: int, max_order_: int, prefix: str = PREFIX) -> dict:
+    """(name: (dtype, shape)) of the tables under `prefix` present in `names`, orders 1, 2, … ≤ max_order_."""
+    specs, k = {}, 1
+    while k <= min(max_order_, max_order(vocab_size)) and f"{prefix}{k}.keys" in names:
+        size = (range(min(vocab_size ** k, MAX_TOKENS) + 1),)   # each order counts at most MAX_TOKENS grams
+        specs.update({f"{prefix}{k}.keys": ("int64", size), f"{prefix}{k}.counts": ("int", size)})
+        k += 1
+    return specs
+
+
+def from_arrays(arrays, vocab_size: int, reset_at_eos: bool, prefix: str = PREFIX) -> NGram | None:
     """The n-gram stored in a checkpoint's arrays (None if it has none), validated."""
     order = 0
-    while f"ngram.{order + 1}.keys" in arrays:
+    while f"{prefix}{order + 1}.keys" in arrays:
         order += 1
     if order == 0:
         return None
@@ -317,9 +330,9 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
         raise CheckpointError(f"the n-gram's order {order} is too high for {vocab_size} tokens")
     keys, counts = [], []
     for k in range(1, order + 1):
-        g, c = arrays.get(f"ngram.{k}.keys"), arrays.get(f"ngram.{k}.counts")
+        g, c = arrays.get(f"{prefix}{k}.keys"), arrays.get(f"{prefix}{k}.counts")
         if c is None:
-            raise CheckpointError(f"missing key 'ngram.{k}.counts'")
+            raise CheckpointError(f"missing key '{prefix}{k}.counts'")
         if g.dtype != np.int64 or g.ndim != 1 or c.dtype.kind not in "iu" or c.shape != g.shape:
             raise CheckpointError(f"malformed n-gram table of order {k}")
         if len(g) and (g[0] < 0 or g[-1] >= vocab_size ** k or np.any(g[1:] <= g[:-1])

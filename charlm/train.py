@@ -29,7 +29,7 @@ from charlm.dataset import Corpus
 from charlm.errors import CharlmError, ConfigError, TrainingDiverged
 from charlm.run import Budget, RunState, check_resumed_budget, make_budget, make_checkpoint, new_run, resume_run
 from charlm.score import LN2
-from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate, fit_ngram
+from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate, fit_combination, fit_ngram
 from charlm.workers import train as step_workers
 from charlm.workers.process import usable_cores
 
@@ -163,7 +163,7 @@ def _loop(run: _Run, hooks: Hooks):
         on_event("auto", {"dropout": cfg.dropout, "char_dropout": cfg.char_dropout, "passes": passes})
     ng = p_ngram = None
     extra_meta = {"init_from": run.init_meta} if run.init_meta else {}
-    if cfg.ngram and len(corpus.val_ids):
+    if cfg.ngram and len(corpus.val_ids) and not arch.bidirectional:   # (bidirectional: fitted at the end)
         ng, p_ngram = fit_ngram(cfg, arch, corpus)
         extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step, "workers": engine.count,
@@ -259,6 +259,11 @@ def _loop(run: _Run, hooks: Hooks):
     if ended == "done" and len(corpus.val_ids) and last_eval_step != st.step:
         run_eval()
     ckpt = checkpoint()
+    if arch.bidirectional and cfg.ngram and len(corpus.val_ids) and ended == "done":
+        on_event("combine", {"order": cfg.ngram})
+        comb, fitted, figures = fit_combination(cfg, arch, corpus, {w: ckpt.weights(w) for w in ("last", "best")})
+        ckpt.ngram, ckpt.backward_ngram, ckpt.combine_weights = comb.forward, comb.backward, fitted
+        ckpt.meta.update(figures)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})

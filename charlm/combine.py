@@ -1,0 +1,172 @@
+"""The bidirectional network combined with a forward and a backward n-gram (a product of experts).
+
+For a character c at position t of a line, with left side L = x<1..t-1>
+and right side R = x<t+1..n>, four experts each give a distribution:
+
+    f_net(c) = log P_net(c | L, R)              the bidirectional network
+    f_fwd(c) = log P_fwd(c | the N−1 before t)  a Kneser-Ney n-gram counted left to right
+    f_bwd(c) = log P_bwd(c | the N−1 after t)   the same counted on the reversed text
+    f_uni(c) = log P_uni(c)                     the forward n-gram's unigram
+
+and they are combined log-linearly, normalised over the vocabulary:
+
+    P(c | L, R) = exp(Σ_k w_k · f_k(c)) / Σ_c' exp(Σ_k w_k · f_k(c'))
+
+Why this form: by Bayes' rule P(c | L, R) ∝ P(c | L) · P(R | L, c), and if
+R depended on L only through c, P(R | c) ∝ P(c | R) / P(c); so
+P_fwd · P_bwd / P_uni is the two n-grams' estimate, and the weights
+w = (w_net, w_fwd, w_bwd, w_uni) let held-out text decide how far to trust
+each expert (w_uni near −1 is that division).  The weights maximise the
+held-out log-likelihood, which is concave in w (a multinomial logit):
+Newton's method with a backtracking line search (`fit_weights`), on the
+validation split, with n-grams counted on the training split only.
+
+Shapes: n positions, V vocabulary, K = 4 experts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from charlm import ngram
+from charlm.loss import log_softmax
+from charlm.ngram import NGram
+from charlm.errors import CheckpointError
+from charlm.vocab import EOS_ID
+
+EXPERTS = ("network", "forward n-gram", "backward n-gram", "unigram")
+FIT_TOKENS = 32_768   # validation tokens the weights are fitted on at most (memory: 8·V·K bytes a token)
+
+
+@dataclass(frozen=True)
+class Combination:
+    forward: NGram           # counted on the text as it reads
+    backward: NGram          # counted on the text reversed
+    weights: np.ndarray      # (K,): w_net, w_fwd, w_bwd, w_uni
+
+
+def unigram(ng: NGram) -> np.ndarray:
+    """P_uni (V,): the n-gram's estimate with no history (its order-1 level)."""
+    return ngram.estimate(ng, np.zeros((max(ng.order - 1, 1), 1), dtype=np.int64), np.zeros(1, dtype=np.int64))[0]
+
+
+def ngram_features(forward: NGram, backward: NGram, ids: np.ndarray) -> np.ndarray:
+    """f_fwd, f_bwd, f_uni at every position of one line `ids` (n,): (n, V, 3).
+
+    The line is read as `check` reads it: the forward n-gram's history
+    starts with the `<EOS>` before the line, the backward one's with the
+    `<EOS>` after it (the reversed line is a stream of its own).
+    """
+    n = len(ids)
+    pos = np.arange(n)
+    fwd = ngram.next_distribution(forward, ids, pos) if n else np.zeros((0, forward.vocab_size))
+    bwd = ngram.next_distribution(backward, ids[::-1], pos)[::-1] if n else np.zeros((0, backward.vocab_size))
+    uni = np.broadcast_to(unigram(forward), fwd.shape)
+    return np.log(np.stack([fwd, bwd, uni], axis=-1))
+
+
+def features(net_logp: np.ndarray, forward: NGram, backward: NGram, ids: np.ndarray) -> np.ndarray:
+    """All K features at every position of one line: (n, V, K), the network's log-probabilities first."""
+    return np.concatenate([np.asarray(net_logp, dtype=np.float64)[..., None],
+                           ngram_features(forward, backward, ids)], axis=-1)
+
+
+def log_probs(comb: Combination, net_logp: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """log P(· | L, R) (n, V) at every position of one line, from the network's log P (n, V)."""
+    return log_softmax(features(net_logp, comb.forward, comb.backward, ids) @ comb.weights)
+
+
+def objective(w: np.ndarray, F: np.ndarray, y: np.ndarray):
+    """Mean negative log-likelihood J(w) of targets y (n,) under softmax(F w), F (n, V, K); its gradient and Hessian.
+
+        J  = −mean_i [ s_i(y_i) − log Σ_c exp s_i(c) ],  s_i = F_i w
+        ∇J = −mean_i [ F_i(y_i) − E_p F_i ]
+        ∇²J = mean_i [ E_p F_i F_iᵀ − E_p F_i E_p F_iᵀ ]   (positive semi-definite: J is convex)
+    """
+    logp = log_softmax(F @ w)                                      # (n, V)
+    p = np.exp(logp)
+    n = len(y)
+    mean_f = np.einsum("nv,nvk->nk", p, F)                         # E_p F_i
+    picked = F[np.arange(n), y]                                    # F_i(y_i)
+    J = -float(logp[np.arange(n), y].mean())
+    grad = -(picked - mean_f).mean(axis=0)
+    hess = np.einsum("nv,nvk,nvj->kj", p, F, F) / n - mean_f.T @ mean_f / n
+    return J, grad, hess
+
+
+def fit_weights(F: np.ndarray, y: np.ndarray, iterations: int = 50, tol: float = 1e-9) -> np.ndarray:
+    """The w that minimises `objective` (Newton's method, backtracking), from w = (1, 0, …, 0): the network alone."""
+    K = F.shape[-1]
+    w = np.zeros(K)
+    w[0] = 1.0
+    J, grad, hess = objective(w, F, y)
+    for _ in range(iterations):
+        step = np.linalg.solve(hess + 1e-9 * np.eye(K), grad)
+        t = 1.0
+        while True:
+            w_new = w - t * step
+            J_new, g_new, h_new = objective(w_new, F, y)
+            if J_new <= J - 1e-4 * t * float(grad @ step) or t < 1e-6:
+                break
+            t /= 2
+        if J_new > J:                      # no descent left (at the optimum, up to rounding)
+            break
+        done = J - J_new < tol
+        w, J, grad, hess = w_new, J_new, g_new, h_new
+        if done:
+            break
+    return w
+
+
+def fit_ngrams(train_ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> tuple[NGram, NGram]:
+    """The forward n-gram and the backward one (counted on the reversed stream) of a training split."""
+    return (ngram.fit(train_ids, vocab_size, order, reset_at_eos),
+            ngram.fit(np.ascontiguousarray(train_ids[::-1]), vocab_size, order, reset_at_eos))
+
+
+def held_out_lines(val_ids: np.ndarray, max_tokens: int = FIT_TOKENS) -> list[np.ndarray]:
+    """The non-empty lines of the held-out ids (split at `<EOS>`), until they hold about `max_tokens` characters."""
+    lines, total = [], 0
+    for line in np.split(val_ids, np.flatnonzero(val_ids == EOS_ID)):
+        line = line[1:] if len(line) and line[0] == EOS_ID else line
+        if len(line) and total < max_tokens:
+            lines.append(line.astype(np.intp))
+            total += len(line)
+    return lines
+
+
+# ----------------------------------------------------------------------------
+# In a checkpoint (charlm.checkpoint): the backward n-gram and the weights
+# ----------------------------------------------------------------------------
+
+BACKWARD_PREFIX = "backward.ngram."                                # the backward n-gram's tables
+WEIGHT_KEYS = {"last": "combine.last", "best": "combine.best"}     # w for each set of network weights
+
+
+def to_arrays(backward: NGram | None, weights: dict) -> dict[str, np.ndarray]:
+    arrays = {} if backward is None else ngram.to_arrays(backward, BACKWARD_PREFIX)
+    arrays.update({key: np.asarray(weights[which], dtype=np.float64)
+                   for which, key in WEIGHT_KEYS.items() if weights.get(which) is not None})
+    return arrays
+
+
+def layout(names, vocab_size: int, order: int) -> dict:
+    """(name: (dtype, shape)) of the members present: the backward n-gram's tables and the weights."""
+    specs = ngram.layout(names, vocab_size, order, BACKWARD_PREFIX)
+    specs.update({key: ("float", (len(EXPERTS),)) for key in WEIGHT_KEYS.values() if key in names})
+    return specs
+
+
+def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> tuple[NGram | None, dict]:
+    """The backward n-gram (None if absent) and the weights {"last"/"best": (K,)}, validated."""
+    backward = ngram.from_arrays(arrays, vocab_size, reset_at_eos, BACKWARD_PREFIX)
+    weights = {}
+    for which, key in WEIGHT_KEYS.items():
+        if key in arrays:
+            w = np.asarray(arrays[key], dtype=np.float64)
+            if not np.all(np.isfinite(w)):
+                raise CheckpointError(f"{key!r} contains NaN or infinite values")
+            weights[which] = w
+    return backward, weights
