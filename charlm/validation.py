@@ -91,7 +91,7 @@ def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tup
         F = np.concatenate([net[..., None], grams], axis=-1)
         fitted[which] = combine.fit_weights(F, y)
         if which == "best" or "best" not in weight_sets:
-            figures = {"combine_val_bpc": combine.objective(fitted[which], F, y)[0] / np.log(2.0),
+            figures = {"combine_val_bpc": float(combine.objective(fitted[which], F, y)[0] / np.log(2.0)),
                        "combine_net_val_bpc": -float(net[np.arange(len(y)), y].mean()) / np.log(2.0)}
     which = "best" if "best" in fitted else next(iter(fitted))
     return Combination(forward, backward, fitted[which]), fitted, figures

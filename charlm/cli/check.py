@@ -43,7 +43,7 @@ def check_cmd(
     A bidirectional model (`train --bidirectional`) reads both sides at
     once; a left-to-right model gets the same conditional by Bayes' rule
     over a window of --window characters to the right (with its n-gram, as
-    `score` uses it).  A bidirectional model trained with --ngram is combined
+    `score` uses it).  A bidirectional model trained with n-grams is combined
     with a forward and a backward n-gram, their weights fitted in training.  Characters outside the vocabulary are scored as `<UNK>`.
     """
     from charlm.check import check_lines
