@@ -26,8 +26,8 @@ reads the file):
     mix.weight             0-d float64: the network's share λ for the last weights
     best.mix.weight        0-d float64: the same for the best weights
     -- config.bidirectional with an n-gram and validation (charlm.combine): ngram.{k}.* as above, and --
-    backward.ngram.{k}.*   the same tables, counted on the reversed text
-    combine.last, .best    1-d float64 (4,): the experts' weights (network, forward, backward, unigram)
+    backward.ngram.{k}.*, two_sided.ngram.{k}.*   the same tables: the reversed text's, both sides' as history
+    combine.last, .best    1-d float64 (5,): the experts' weights (network, forward, backward, unigram, two-sided)
 
 Loading reads every member's name, dtype and shape first (`read_arrays`,
 charlm.npz) and checks them against `layout` before reading any array.
@@ -96,6 +96,7 @@ class Checkpoint:
     ngram: NGram | None = None               # the n-gram the network is interpolated with (bidirectional: forward)
     mix_weights: dict = field(default_factory=dict)  # "last"/"best": the network's share λ
     backward_ngram: NGram | None = None      # bidirectional: the n-gram of the reversed text (charlm.combine)
+    two_sided_ngram: NGram | None = None     # bidirectional: the n-gram of both sides (charlm.combine)
     combine_weights: dict = field(default_factory=dict)  # bidirectional, "last"/"best": the experts' weights
 
     @property
@@ -122,9 +123,9 @@ class Checkpoint:
         for a bidirectional model, its combination with the two n-grams."""
         if self.config.bidirectional:
             w = self.combine_weights.get(which)
-            if self.ngram is None or self.backward_ngram is None or w is None:
+            if any(x is None for x in (self.ngram, self.backward_ngram, self.two_sided_ngram, w)):
                 return None
-            return Combination(self.ngram, self.backward_ngram, w)
+            return Combination(self.ngram, self.backward_ngram, self.two_sided_ngram, w)
         weight = self.mix_weights.get(which)
         if self.ngram is None or weight is None:
             return None
@@ -174,7 +175,7 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     for which, key in MIX_KEYS.items():
         if ckpt.mix_weights.get(which) is not None:
             arrays[key] = np.array(ckpt.mix_weights[which], dtype=np.float64)
-    arrays.update(combine.to_arrays(ckpt.backward_ngram, ckpt.combine_weights))
+    arrays.update(combine.to_arrays(ckpt.backward_ngram, ckpt.two_sided_ngram, ckpt.combine_weights))
     return arrays
 
 
@@ -367,7 +368,8 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
                       for l in range(cfg.num_layers)]
     ckpt.ngram = ngrams.from_arrays(arrays, len(vocab), arch.reset_at_eos)
     if cfg.bidirectional:
-        ckpt.backward_ngram, ckpt.combine_weights = combine.from_arrays(arrays, len(vocab), arch.reset_at_eos)
+        ckpt.backward_ngram, ckpt.two_sided_ngram, ckpt.combine_weights = combine.from_arrays(arrays, len(vocab),
+                                                                                               arch.reset_at_eos)
     for which, key in MIX_KEYS.items():
         if key in arrays:
             if not 0.0 <= float(arrays[key]) <= 1.0:

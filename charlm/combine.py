@@ -1,12 +1,19 @@
 """The bidirectional network combined with a forward and a backward n-gram (a product of experts).
 
 For a character c at position t of a line, with left side L = x<1..t-1>
-and right side R = x<t+1..n>, four experts each give a distribution:
+and right side R = x<t+1..n>, five experts each give a distribution:
 
     f_net(c) = log P_net(c | L, R)              the bidirectional network
     f_fwd(c) = log P_fwd(c | the N−1 before t)  a Kneser-Ney n-gram counted left to right
     f_bwd(c) = log P_bwd(c | the N−1 after t)   the same counted on the reversed text
     f_uni(c) = log P_uni(c)                     the forward n-gram's unigram
+    f_two(c) = log P_two(c | x<t-1>, x<t+1>, x<t-2>, x<t+2>, …)   a two-sided n-gram
+
+The two-sided n-gram is a Kneser-Ney n-gram whose history is the
+characters on both sides, interleaved nearest first (l1, r1, l2, r2, …,
+N−1 of them), each line counted alone with the <EOS> on each side as the
+last token of that side (`two_sided_histories`): where L and R constrain c
+jointly ("th_t"), the one-sided n-grams cannot see it.
 
 and they are combined log-linearly, normalised over the vocabulary:
 
@@ -16,7 +23,7 @@ Why this form: by Bayes' rule P(c | L, R) ∝ P(c | L) · P(R | L, c), and if
 R depended on L only through c, P(R | c) ∝ P(c | R) / P(c); so
 P_fwd · P_bwd / P_uni is the two n-grams' estimate, and the weights
 w = (w_net, w_fwd, w_bwd, w_uni) let held-out text decide how far to trust
-each expert (w_uni near −1 is that division).  The weights maximise the
+each expert (w_uni near −1 is that division; w_two adds the joint evidence).  The weights maximise the
 held-out log-likelihood, which is concave in w (a multinomial logit):
 Newton's method with a backtracking line search (`fit_weights`), on the
 validation split, with n-grams counted on the training split only.
@@ -36,7 +43,7 @@ from charlm.ngram import NGram
 from charlm.errors import CheckpointError
 from charlm.vocab import EOS_ID
 
-EXPERTS = ("network", "forward n-gram", "backward n-gram", "unigram")
+EXPERTS = ("network", "forward n-gram", "backward n-gram", "unigram", "two-sided n-gram")
 FIT_TOKENS = 32_768   # validation tokens the weights are fitted on at most (memory: 8·V·K bytes a token)
 
 
@@ -44,7 +51,8 @@ FIT_TOKENS = 32_768   # validation tokens the weights are fitted on at most (mem
 class Combination:
     forward: NGram           # counted on the text as it reads
     backward: NGram          # counted on the text reversed
-    weights: np.ndarray      # (K,): w_net, w_fwd, w_bwd, w_uni
+    two_sided: NGram         # counted with both sides as history (`fit_two_sided`)
+    weights: np.ndarray      # (K,): w_net, w_fwd, w_bwd, w_uni, w_two
 
 
 def unigram(ng: NGram) -> np.ndarray:
@@ -52,8 +60,46 @@ def unigram(ng: NGram) -> np.ndarray:
     return ngram.estimate(ng, np.zeros((max(ng.order - 1, 1), 1), dtype=np.int64), np.zeros(1, dtype=np.int64))[0]
 
 
-def ngram_features(forward: NGram, backward: NGram, ids: np.ndarray) -> np.ndarray:
-    """f_fwd, f_bwd, f_uni at every position of one line `ids` (n,): (n, V, 3).
+def line_bounds(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first and the last index of the line of each position of a stream (lines end at <EOS>)."""
+    n = len(ids)
+    at = np.arange(n)
+    eos = ids == EOS_ID
+    before = np.maximum.accumulate(np.where(eos, at, -1))                 # the last <EOS> at or before
+    after = np.minimum.accumulate(np.where(eos, at, n)[::-1])[::-1]      # the first <EOS> at or after
+    return before + 1, after - 1
+
+
+def two_sided_histories(ids: np.ndarray, pos: np.ndarray, start: np.ndarray, end: np.ndarray, width: int):
+    """The history l1, r1, l2, r2, … (width, n) of each position and how many of its tokens are history (n,).
+
+    l_j = ids[pos − j], r_j = ids[pos + j] within the line ids[start..end];
+    the <EOS> just outside it is the last token of each side: with a = pos −
+    start + 1 tokens on the left and b = end − pos + 1 on the right, the
+    history is the first min(2a, 2b + 1, width) tokens.
+    """
+    a, b = pos - start + 1, end - pos + 1
+    tokens = np.full((width, len(pos)), EOS_ID, dtype=np.int64)
+    for i in range(width):
+        j = i // 2 + 1
+        idx = pos - j if i % 2 == 0 else pos + j
+        inside = (idx >= start) & (idx <= end)
+        tokens[i] = np.where(inside, ids[np.clip(idx, 0, max(len(ids) - 1, 0))], EOS_ID)
+    return tokens, np.minimum(np.minimum(2 * a, 2 * b + 1), width)
+
+
+def fit_two_sided(ids: np.ndarray, vocab_size: int, order: int) -> NGram:
+    """The two-sided n-gram of the characters (not <EOS>) of the last MAX_TOKENS tokens of a stream."""
+    order = max(1, min(order, ngram.max_order(vocab_size)))
+    ids = np.asarray(ids[-ngram.MAX_TOKENS:], dtype=np.int64)
+    pos = np.flatnonzero(ids != EOS_ID)
+    start, end = line_bounds(ids)
+    tokens, length = two_sided_histories(ids, pos, start[pos], end[pos], order - 1)
+    return ngram.fit_histories(tokens, length, ids[pos], vocab_size, order, True)   # cut histories: raw counts
+
+
+def ngram_features(forward: NGram, backward: NGram, two_sided: NGram, ids: np.ndarray) -> np.ndarray:
+    """f_fwd, f_bwd, f_uni, f_two at every position of one line `ids` (n,): (n, V, 4).
 
     The line is read as `check` reads it: the forward n-gram's history
     starts with the `<EOS>` before the line, the backward one's with the
@@ -64,18 +110,21 @@ def ngram_features(forward: NGram, backward: NGram, ids: np.ndarray) -> np.ndarr
     fwd = ngram.next_distribution(forward, ids, pos) if n else np.zeros((0, forward.vocab_size))
     bwd = ngram.next_distribution(backward, ids[::-1], pos)[::-1] if n else np.zeros((0, backward.vocab_size))
     uni = np.broadcast_to(unigram(forward), fwd.shape)
-    return np.log(np.stack([fwd, bwd, uni], axis=-1))
+    ids = np.asarray(ids, dtype=np.int64)
+    tokens, length = two_sided_histories(ids, pos, np.zeros(n, dtype=np.int64), np.full(n, n - 1), two_sided.order - 1)
+    two = ngram.estimate(two_sided, tokens, length) if n else np.zeros((0, two_sided.vocab_size))
+    return np.log(np.stack([fwd, bwd, uni, two], axis=-1))
 
 
-def features(net_logp: np.ndarray, forward: NGram, backward: NGram, ids: np.ndarray) -> np.ndarray:
+def features(net_logp: np.ndarray, comb: Combination, ids: np.ndarray) -> np.ndarray:
     """All K features at every position of one line: (n, V, K), the network's log-probabilities first."""
     return np.concatenate([np.asarray(net_logp, dtype=np.float64)[..., None],
-                           ngram_features(forward, backward, ids)], axis=-1)
+                           ngram_features(comb.forward, comb.backward, comb.two_sided, ids)], axis=-1)
 
 
 def log_probs(comb: Combination, net_logp: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """log P(· | L, R) (n, V) at every position of one line, from the network's log P (n, V)."""
-    return log_softmax(features(net_logp, comb.forward, comb.backward, ids) @ comb.weights)
+    return log_softmax(features(net_logp, comb, ids) @ comb.weights)
 
 
 def objective(w: np.ndarray, F: np.ndarray, y: np.ndarray):
@@ -120,10 +169,11 @@ def fit_weights(F: np.ndarray, y: np.ndarray, iterations: int = 50, tol: float =
     return w
 
 
-def fit_ngrams(train_ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> tuple[NGram, NGram]:
-    """The forward n-gram and the backward one (counted on the reversed stream) of a training split."""
+def fit_ngrams(train_ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> tuple[NGram, NGram, NGram]:
+    """The forward n-gram, the backward one (counted on the reversed stream) and the two-sided one of a training split."""
     return (ngram.fit(train_ids, vocab_size, order, reset_at_eos),
-            ngram.fit(np.ascontiguousarray(train_ids[::-1]), vocab_size, order, reset_at_eos))
+            ngram.fit(np.ascontiguousarray(train_ids[::-1]), vocab_size, order, reset_at_eos),
+            fit_two_sided(train_ids, vocab_size, order))
 
 
 def held_out_lines(val_ids: np.ndarray, max_tokens: int = FIT_TOKENS) -> list[np.ndarray]:
@@ -142,26 +192,30 @@ def held_out_lines(val_ids: np.ndarray, max_tokens: int = FIT_TOKENS) -> list[np
 # ----------------------------------------------------------------------------
 
 BACKWARD_PREFIX = "backward.ngram."                                # the backward n-gram's tables
+TWO_SIDED_PREFIX = "two_sided.ngram."                              # the two-sided n-gram's tables
 WEIGHT_KEYS = {"last": "combine.last", "best": "combine.best"}     # w for each set of network weights
 
 
-def to_arrays(backward: NGram | None, weights: dict) -> dict[str, np.ndarray]:
+def to_arrays(backward: NGram | None, two_sided: NGram | None, weights: dict) -> dict[str, np.ndarray]:
     arrays = {} if backward is None else ngram.to_arrays(backward, BACKWARD_PREFIX)
+    arrays.update({} if two_sided is None else ngram.to_arrays(two_sided, TWO_SIDED_PREFIX))
     arrays.update({key: np.asarray(weights[which], dtype=np.float64)
                    for which, key in WEIGHT_KEYS.items() if weights.get(which) is not None})
     return arrays
 
 
 def layout(names, vocab_size: int, order: int) -> dict:
-    """(name: (dtype, shape)) of the members present: the backward n-gram's tables and the weights."""
+    """(name: (dtype, shape)) of the members present: the backward and two-sided n-grams' tables, the weights."""
     specs = ngram.layout(names, vocab_size, order, BACKWARD_PREFIX)
+    specs.update(ngram.layout(names, vocab_size, order, TWO_SIDED_PREFIX))
     specs.update({key: ("float", (len(EXPERTS),)) for key in WEIGHT_KEYS.values() if key in names})
     return specs
 
 
-def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> tuple[NGram | None, dict]:
-    """The backward n-gram (None if absent) and the weights {"last"/"best": (K,)}, validated."""
+def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> tuple[NGram | None, NGram | None, dict]:
+    """The backward and two-sided n-grams (None if absent) and the weights {"last"/"best": (K,)}, validated."""
     backward = ngram.from_arrays(arrays, vocab_size, reset_at_eos, BACKWARD_PREFIX)
+    two_sided = ngram.from_arrays(arrays, vocab_size, True, TWO_SIDED_PREFIX)
     weights = {}
     for which, key in WEIGHT_KEYS.items():
         if key in arrays:
@@ -169,4 +223,4 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> tuple[NGram | No
             if not np.all(np.isfinite(w)):
                 raise CheckpointError(f"{key!r} contains NaN or infinite values")
             weights[which] = w
-    return backward, weights
+    return backward, two_sided, weights

@@ -152,6 +152,15 @@ def fit(ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> NGr
     order = max(1, min(order, max_order(V)))
     ids = np.asarray(ids[-MAX_TOKENS:])
     tokens, length = histories(ids, np.arange(len(ids)), 0, order - 1, reset_at_eos)
+    return fit_histories(tokens, length, ids, V, order, reset_at_eos)
+
+
+def fit_histories(tokens: np.ndarray, length: np.ndarray, ids: np.ndarray, vocab_size: int, order: int,
+                  reset_at_eos: bool) -> NGram:
+    """Count the grams of targets `ids` (n,) after the histories `tokens` (order − 1, n), newest first, of which
+    `length` (n,) are history (as `histories` returns them).  With `reset_at_eos`, a history cut short
+    (length < order − 1) keeps raw counts at its order: nothing longer can start with it."""
+    V = vocab_size
     keys, counts = [None] * order, [None] * order
     line_starts = {}  # order k: the grams whose history is a whole line so far (reset only), with raw counts
     for k, h in enumerate(_history_keys(tokens, V, order), start=1):

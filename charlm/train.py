@@ -262,7 +262,8 @@ def _loop(run: _Run, hooks: Hooks):
     if arch.bidirectional and cfg.ngram and len(corpus.val_ids) and ended == "done":
         on_event("combine", {"order": cfg.ngram})
         comb, fitted, figures = fit_combination(cfg, arch, corpus, {w: ckpt.weights(w) for w in ("last", "best")})
-        ckpt.ngram, ckpt.backward_ngram, ckpt.combine_weights = comb.forward, comb.backward, fitted
+        ckpt.ngram, ckpt.backward_ngram, ckpt.two_sided_ngram = comb.forward, comb.backward, comb.two_sided
+        ckpt.combine_weights = fitted
         ckpt.meta.update(figures)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,

@@ -72,7 +72,7 @@ def fit_ngram(cfg: Config, arch, corpus: Corpus) -> tuple[ngram.NGram, np.ndarra
 
 
 def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tuple[Combination, dict, dict]:
-    """A bidirectional model's forward and backward n-grams and the experts' weights (charlm.combine).
+    """A bidirectional model's forward, backward and two-sided n-grams and the experts' weights (charlm.combine).
 
     The n-grams are counted on the training split; for each set of network
     weights ({"last": params, "best": params}) the weights w are fitted on the
@@ -81,10 +81,10 @@ def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tup
     every set's w, and the figures on those lines (bits per character, <EOS>
     not counted): {"combine_val_bpc": combined, "combine_net_val_bpc": the network alone}.
     """
-    forward, backward = combine.fit_ngrams(corpus.train_ids, len(corpus.vocab), cfg.ngram, arch.reset_at_eos)
+    grams_of = combine.fit_ngrams(corpus.train_ids, len(corpus.vocab), cfg.ngram, arch.reset_at_eos)
     lines = combine.held_out_lines(corpus.val_ids)
     y = np.concatenate(lines)
-    grams = np.concatenate([combine.ngram_features(forward, backward, q) for q in lines])
+    grams = np.concatenate([combine.ngram_features(*grams_of, q) for q in lines])
     fitted, figures = {}, {}
     for which, params in weight_sets.items():
         net = np.concatenate(bidirectional.log_probs(params, arch, lines))
@@ -94,4 +94,4 @@ def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tup
             figures = {"combine_val_bpc": float(combine.objective(fitted[which], F, y)[0] / np.log(2.0)),
                        "combine_net_val_bpc": -float(net[np.arange(len(y)), y].mean()) / np.log(2.0)}
     which = "best" if "best" in fitted else next(iter(fitted))
-    return Combination(forward, backward, fitted[which]), fitted, figures
+    return Combination(*grams_of, fitted[which]), fitted, figures

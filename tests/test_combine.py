@@ -68,10 +68,10 @@ def grams(reset=False, order=3):
 
 @pytest.mark.parametrize("reset", [False, True])
 def test_the_backward_ngram_reads_the_right_side_as_a_forward_ngram_of_the_reversed_text(reset):
-    corpus, (fwd, bwd) = grams(reset)
+    corpus, (fwd, bwd, two) = grams(reset)
     direct = ngram.fit(corpus[::-1].copy(), V, 3, reset)
     line = np.array([2, 3, 4, 5, 2], dtype=np.intp)
-    got = combine.ngram_features(fwd, bwd, line)                      # (n, V, 3)
+    got = combine.ngram_features(fwd, bwd, two, line)                 # (n, V, 4)
     for t in range(len(line)):
         for c in range(V):
             q = line.copy()
@@ -83,16 +83,58 @@ def test_the_backward_ngram_reads_the_right_side_as_a_forward_ngram_of_the_rever
     # the backward expert depends on the right side only, the forward one on the left side only
     other = line.copy()
     other[0] = 5
-    np.testing.assert_allclose(combine.ngram_features(fwd, bwd, other)[1:, :, 1], got[1:, :, 1], rtol=1e-12)
-    assert not np.allclose(combine.ngram_features(fwd, bwd, other)[1, :, 0], got[1, :, 0])
+    np.testing.assert_allclose(combine.ngram_features(fwd, bwd, two, other)[1:, :, 1], got[1:, :, 1], rtol=1e-12)
+    assert not np.allclose(combine.ngram_features(fwd, bwd, two, other)[1, :, 0], got[1, :, 0])
+
+
+def two_sided_by_hand(line, t, width):
+    """l1, r1, l2, r2, … of position t of a line alone, the <EOS> on each side its last token; and its length."""
+    toks, j = [], 1
+    while len(toks) < width:
+        for i in (t - j, t + j):
+            if len(toks) == width:
+                break
+            if i < -1 or i > len(line):                # past the <EOS> of that side: the history ends
+                return toks, len(toks)
+            toks.append(EOS_ID if i in (-1, len(line)) else int(line[i]))
+        j += 1
+    return toks, len(toks)
+
+
+def lines_of(stream):
+    return [list(x) for x in np.split(stream, np.flatnonzero(stream == EOS_ID)) for x in [x[x != EOS_ID]] if len(x)]
+
+
+def test_the_two_sided_ngram_counts_both_sides_nearest_first_by_brute_force():
+    corpus = np.random.default_rng(3).integers(2, V, 300)
+    corpus[::7] = EOS_ID
+    two = combine.fit_two_sided(corpus, V, 4)                          # history l1, r1, l2
+    top, cut = {}, {}
+    for line in lines_of(corpus):
+        for t, c in enumerate(line):
+            h, n = two_sided_by_hand(np.array(line), t, 3)
+            key = sum(tok * V ** j for j, tok in enumerate(h[:n])) * V + c
+            (top if n == 3 else cut)[key] = (top if n == 3 else cut).get(key, 0) + 1
+    assert two.keys[3].tolist() == sorted(top) and two.counts[3].tolist() == [top[k] for k in sorted(top)]
+    order3 = dict(zip(two.keys[2].tolist(), two.counts[2].tolist()))
+    assert cut and all(order3[k] == v for k, v in cut.items())        # cut histories: raw counts
+    # the features read the same histories: P_two of each candidate at a position, against estimate by hand
+    line = np.array([2, 3, 4, 5], dtype=np.int64)
+    fwd, bwd = combine.fit_ngrams(corpus, V, 4, False)[:2]
+    got = np.exp(combine.ngram_features(fwd, bwd, two, line)[..., 3])
+    for t in range(len(line)):
+        h, n = two_sided_by_hand(line, t, 3)
+        tokens = np.array(h + [0] * (3 - len(h)))[:, None].repeat(V, axis=1)
+        want = ngram.estimate(two, tokens, np.full(V, n), np.arange(V))
+        np.testing.assert_allclose(got[t], want, rtol=1e-12)
 
 
 def test_combined_probabilities_equal_the_normalised_product_of_the_experts_by_brute_force():
-    corpus, (fwd, bwd) = grams()
+    corpus, (fwd, bwd, two) = grams()
     arch = model.Arch("gru", V, 3, 1, "tanh", False, True)
     params = model.init_params(arch, np.random.default_rng(2), "float64")
-    w = np.array([0.7, 0.4, 0.5, -0.6])
-    comb = combine.Combination(fwd, bwd, w)
+    w = np.array([0.7, 0.4, 0.5, -0.6, 0.3])
+    comb = combine.Combination(fwd, bwd, two, w)
     line = np.array([2, 3, 4, 2, 5], dtype=np.intp)
     net = bd.log_probs(params, arch, [line])[0]
     got = check.conditionals(params, arch, [line], mix=comb)[0]
@@ -106,7 +148,10 @@ def test_combined_probabilities_equal_the_normalised_product_of_the_experts_by_b
             q[t] = c
             p_f = ngram.probs(fwd, q, np.array([t]))[0]
             p_b = ngram.probs(bwd, q[::-1].copy(), np.array([len(q) - 1 - t]))[0]
-            score[c] = w[0] * net[t, c] + w[1] * np.log(p_f) + w[2] * np.log(p_b) + w[3] * np.log(uni_none[c])
+            h, k = two_sided_by_hand(q, t, 2)
+            p_t = ngram.estimate(two, np.array(h + [0] * (2 - len(h)))[:, None], np.array([k]), np.array([c]))[0]
+            score[c] = (w[0] * net[t, c] + w[1] * np.log(p_f) + w[2] * np.log(p_b) + w[3] * np.log(uni_none[c])
+                        + w[4] * np.log(p_t))
         np.testing.assert_allclose(got[t], score - np.logaddexp.reduce(score), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(check.conditionals(params, arch, [line])[0], net)   # without it: the network
 
@@ -132,6 +177,7 @@ def combined():
 def test_training_fits_the_combination_and_the_checkpoint_keeps_it(combined, tmp_path):
     ck = combined
     assert set(ck.combine_weights) == {"last", "best"} and ck.ngram.order == ck.backward_ngram.order == 3
+    assert ck.two_sided_ngram.order == 3 and ck.combine_weights["best"].shape == (5,)
     assert ck.meta["combine_val_bpc"] <= ck.meta["combine_net_val_bpc"] + 1e-9   # w = (1, 0, 0, 0) is a candidate
     path = str(tmp_path / "bi.npz")
     checkpoint.save(ck, path)
@@ -141,12 +187,13 @@ def test_training_fits_the_combination_and_the_checkpoint_keeps_it(combined, tmp
     assert [k.tolist() for k in loaded.backward_ngram.keys] == [k.tolist() for k in ck.backward_ngram.keys]
     assert isinstance(loaded.mixture("best"), combine.Combination)
     arrays = checkpoint.to_arrays(ck)
-    assert {"backward.ngram.1.keys", "backward.ngram.3.counts", "combine.last", "combine.best"} <= set(arrays)
+    assert {"backward.ngram.1.keys", "backward.ngram.3.counts", "two_sided.ngram.3.keys", "combine.last",
+            "combine.best"} <= set(arrays)
     assert "mix.weight" not in arrays
 
 
 @pytest.mark.parametrize("damage,needle", [
-    (lambda a: a.__setitem__("combine.best", np.array([1.0, np.nan, 0, 0])), "NaN"),
+    (lambda a: a.__setitem__("combine.best", np.array([1.0, np.nan, 0, 0, 0])), "NaN"),
     (lambda a: a.__setitem__("combine.best", np.zeros(3)), "combine.best"),
     (lambda a: a.__setitem__("backward.ngram.2.keys", a["backward.ngram.2.keys"][::-1].copy()), "not sorted"),
     (lambda a: a.__setitem__("combine.extra", np.zeros(4)), "combine.extra"),
@@ -162,6 +209,6 @@ def test_a_left_to_right_checkpoint_refuses_combination_members(combined):
     cfg = Config(hidden_size=4, num_layers=1, seq_len=4, batch_size=2, steps=2, ngram=3, eval_every=0).validate()
     ck, _ = train(cfg, load_corpus(TEXT.encode(), cfg, name="c.txt"))
     arrays = checkpoint.to_arrays(ck)
-    arrays["combine.best"] = np.zeros(4)
+    arrays["combine.best"] = np.zeros(5)
     with pytest.raises(CheckpointError, match="combine.best"):
         checkpoint.from_arrays(arrays)

@@ -205,8 +205,8 @@ class TrainReporter:
             mix = ckpt.mixture("best")
             best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
             if ckpt.config.bidirectional and mix is not None and m.get("combine_val_bpc") is not None:
-                t.add_row("n-grams", f"combined with a forward and a backward {mix.forward.order}-gram, weights "
-                          f"{', '.join(f'{w:.2f}' for w in mix.weights)} (network, forward, backward, unigram) fitted "
+                t.add_row("n-grams", f"combined with a forward, a backward and a two-sided {mix.forward.order}-gram, weights "
+                          f"{', '.join(f'{w:.2f}' for w in mix.weights)} (network, forward, backward, unigram, two-sided) fitted "
                           f"on validation lines: {m['combine_val_bpc']:.4f} bits/char given the rest of the line, "
                           f"the network alone {m['combine_net_val_bpc']:.4f}")
             elif mix is not None and best and best[-1].get("net_val_bpc") is not None:
