@@ -1,34 +1,34 @@
-"""The bidirectional network combined with a forward and a backward n-gram (a product of experts).
+"""The bidirectional network combined with three n-grams (a product of experts).
 
 For a character c at position t of a line, with left side L = x<1..t-1>
 and right side R = x<t+1..n>, five experts each give a distribution:
 
-    f_net(c) = log P_net(c | L, R)              the bidirectional network
-    f_fwd(c) = log P_fwd(c | the N−1 before t)  a Kneser-Ney n-gram counted left to right
-    f_bwd(c) = log P_bwd(c | the N−1 after t)   the same counted on the reversed text
-    f_uni(c) = log P_uni(c)                     the forward n-gram's unigram
+    f_net(c) = log P_net(c | L, R)    the bidirectional network
+    f_fwd(c) = log P_fwd(c | L, R)    a Kneser-Ney n-gram counted left to right, given both sides
+    f_bwd(c) = log P_bwd(c | L, R)    the same counted on the reversed text (reads the line reversed)
+    f_uni(c) = log P_uni(c)           the forward n-gram's unigram
     f_two(c) = log P_two(c | x<t-1>, x<t+1>, x<t-2>, x<t+2>, …)   a two-sided n-gram
 
-The two-sided n-gram is a Kneser-Ney n-gram whose history is the
-characters on both sides, interleaved nearest first (l1, r1, l2, r2, …,
-N−1 of them), each line counted alone with the <EOS> on each side as the
-last token of that side (`two_sided_histories`): where L and R constrain c
-jointly ("th_t"), the one-sided n-grams cannot see it.
-
-and they are combined log-linearly, normalised over the vocabulary:
+An n-gram counted in one direction gives P(c | L, R) exactly by Bayes'
+rule, P(c | L) · Π_k P(x<t+k> | …, c, …), over the N − 1 characters after t
+(those further on do not see c): `ngram_conditional`.  The two-sided
+n-gram is a Kneser-Ney n-gram whose history is the characters on both
+sides, interleaved nearest first (l1, r1, l2, r2, …, N−1 of them), each
+line counted alone with the <EOS> on each side as the last token of that
+side (`two_sided_histories`).  They are combined log-linearly, normalised
+over the vocabulary:
 
     P(c | L, R) = exp(Σ_k w_k · f_k(c)) / Σ_c' exp(Σ_k w_k · f_k(c'))
 
-Why this form: by Bayes' rule P(c | L, R) ∝ P(c | L) · P(R | L, c), and if
-R depended on L only through c, P(R | c) ∝ P(c | R) / P(c); so
-P_fwd · P_bwd / P_uni is the two n-grams' estimate, and the weights
-w = (w_net, w_fwd, w_bwd, w_uni) let held-out text decide how far to trust
-each expert (w_uni near −1 is that division; w_two adds the joint evidence).  The weights maximise the
-held-out log-likelihood, which is concave in w (a multinomial logit):
-Newton's method with a backtracking line search (`fit_weights`), on the
-validation split, with n-grams counted on the training split only.
+Why this form: a product of conditionals is a product of experts, which is
+sharp where they agree; each conditional includes the prior P(c), which the
+product would count several times, and a negative w_uni takes the excess
+out.  The weights w maximise the held-out log-likelihood, which is concave
+in w (a multinomial logit): Newton's method with a backtracking line search
+(`fit_weights`), on the validation split, with n-grams counted on the
+training split only.
 
-Shapes: n positions, V vocabulary, K = 4 experts.
+Shapes: n positions, V vocabulary, K = 5 experts.
 """
 
 from __future__ import annotations
@@ -98,19 +98,51 @@ def fit_two_sided(ids: np.ndarray, vocab_size: int, order: int) -> NGram:
     return ngram.fit_histories(tokens, length, ids[pos], vocab_size, order, True)   # cut histories: raw counts
 
 
+def ngram_conditional(ng: NGram, ids: np.ndarray) -> np.ndarray:
+    """P_ng(c | the whole line) (n, V) of a left-to-right n-gram, exactly, by Bayes' rule:
+
+        P(c | L, R) ∝ P(c | L) · Π_{k=1..N−1} P(x<t+k> | …, c, …, x<t+k−1>)
+
+    (a character N or more after t does not see c, so N − 1 tokens of the
+    right side, the line's <EOS> included, are all that matter).  For each
+    position the V candidate lines are laid out side by side: the N − 1
+    tokens before t, the candidate, the right window.
+    """
+    n, V, h = len(ids), ng.vocab_size, ng.order - 1
+    seq = np.append(np.asarray(ids, dtype=np.int64), EOS_ID)
+    score = np.log(ngram.next_distribution(ng, seq, np.arange(n))) if n else np.zeros((0, V))
+    if h == 0 or n == 0:
+        return np.exp(log_softmax(score))
+    t = np.arange(n)[:, None]
+    j = np.arange(-h, h + 1)[None, :]                      # the block around t: h before, t, h after
+    idx = t + j
+    block = np.where((idx >= 0) & (idx <= n), seq[np.clip(idx, 0, n)], EOS_ID)   # (n, 2h + 1)
+    first = np.maximum(h - t[:, 0], 0)                     # where the line (its <EOS> before it) starts in a block
+    rows = np.repeat(block, V, axis=0)                     # (n·V, 2h + 1): row t·V + c
+    rows[:, h] = np.tile(np.arange(V), n)
+    width = 2 * h + 1
+    stream = rows.ravel()
+    starts = (np.arange(n * V) * width + np.repeat(first, V))[:, None]
+    where = (np.arange(n * V) * width)[:, None] + h + 1 + np.arange(h)[None, :]   # the right window's tokens
+    p = ngram.probs(ng, stream, where.ravel(), np.broadcast_to(starts, where.shape).ravel()).reshape(n, V, h)
+    inside = (t + 1 + np.arange(h)[None, :]) <= n          # the window's tokens up to the line's <EOS>
+    score = score + (np.log(p) * inside[:, None, :]).sum(axis=-1)
+    return np.exp(log_softmax(score))
+
+
 def ngram_features(forward: NGram, backward: NGram, two_sided: NGram, ids: np.ndarray) -> np.ndarray:
     """f_fwd, f_bwd, f_uni, f_two at every position of one line `ids` (n,): (n, V, 4).
 
     The line is read as `check` reads it: the forward n-gram's history
-    starts with the `<EOS>` before the line, the backward one's with the
-    `<EOS>` after it (the reversed line is a stream of its own).
+    starts with the `<EOS>` before the line, the backward one reads the
+    line reversed (a stream of its own), from the `<EOS>` after it.
     """
     n = len(ids)
     pos = np.arange(n)
-    fwd = ngram.next_distribution(forward, ids, pos) if n else np.zeros((0, forward.vocab_size))
-    bwd = ngram.next_distribution(backward, ids[::-1], pos)[::-1] if n else np.zeros((0, backward.vocab_size))
-    uni = np.broadcast_to(unigram(forward), fwd.shape)
     ids = np.asarray(ids, dtype=np.int64)
+    fwd = ngram_conditional(forward, ids)
+    bwd = ngram_conditional(backward, ids[::-1].copy())[::-1]
+    uni = np.broadcast_to(unigram(forward), fwd.shape)
     tokens, length = two_sided_histories(ids, pos, np.zeros(n, dtype=np.int64), np.full(n, n - 1), two_sided.order - 1)
     two = ngram.estimate(two_sided, tokens, length) if n else np.zeros((0, two_sided.vocab_size))
     return np.log(np.stack([fwd, bwd, uni, two], axis=-1))

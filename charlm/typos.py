@@ -42,8 +42,8 @@ from charlm.errors import CharlmError
 from charlm.vocab import EOS_ID, UNK_ID
 
 KINDS = ("substitution", "insertion", "deletion")
-SWEEP = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)    # thresholds whose precision / recall / F0.5 the JSON reports
-RATIO_SWEEP = (3, 10, 30, 100, 300, 1000)        # ... and ratios of the best alternative to the character
+SWEEP = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)   # thresholds whose precision / recall / F0.5 the JSON reports
+RATIO_SWEEP = (10, 30, 100, 300, 1000, 3000, 10000)   # ... and ratios of the best alternative to the character
 
 
 @dataclass

@@ -66,25 +66,32 @@ def grams(reset=False, order=3):
     return corpus, combine.fit_ngrams(corpus, V, order, reset)
 
 
+def line_conditional(ng, q_of, n):
+    """P(c | the whole line) of one n-gram by enumeration: P(every token of the candidate line, then <EOS>)."""
+    out = np.empty((n, V))
+    for t in range(n):
+        score = np.array([np.log(ngram.probs(ng, np.append(q_of(t, c), EOS_ID))).sum() for c in range(V)])
+        out[t] = np.exp(score - np.logaddexp.reduce(score))
+    return out
+
+
+def substituted(line, t, c):
+    q = np.array(line).copy()
+    q[t] = c
+    return q
+
+
 @pytest.mark.parametrize("reset", [False, True])
-def test_the_backward_ngram_reads_the_right_side_as_a_forward_ngram_of_the_reversed_text(reset):
+def test_the_ngram_experts_are_each_ngrams_conditional_given_the_whole_line_by_brute_force(reset):
     corpus, (fwd, bwd, two) = grams(reset)
-    direct = ngram.fit(corpus[::-1].copy(), V, 3, reset)
+    direct = ngram.fit(corpus[::-1].copy(), V, 3, reset)              # the backward n-gram: the reversed text's
     line = np.array([2, 3, 4, 5, 2], dtype=np.intp)
-    got = combine.ngram_features(fwd, bwd, two, line)                 # (n, V, 4)
-    for t in range(len(line)):
-        for c in range(V):
-            q = line.copy()
-            q[t] = c
-            r = q[::-1].copy()                                         # the line reversed: position t is n-1-t
-            assert np.isclose(np.exp(got[t, c, 1]), ngram.probs(direct, r, np.array([len(q) - 1 - t]))[0], rtol=1e-12)
-            assert np.isclose(np.exp(got[t, c, 0]), ngram.probs(fwd, q, np.array([t]))[0], rtol=1e-12)
-    np.testing.assert_allclose(np.exp(got).sum(axis=1), 1.0, rtol=1e-12)   # each expert is a distribution
-    # the backward expert depends on the right side only, the forward one on the left side only
-    other = line.copy()
-    other[0] = 5
-    np.testing.assert_allclose(combine.ngram_features(fwd, bwd, two, other)[1:, :, 1], got[1:, :, 1], rtol=1e-12)
-    assert not np.allclose(combine.ngram_features(fwd, bwd, two, other)[1, :, 0], got[1, :, 0])
+    got = np.exp(combine.ngram_features(fwd, bwd, two, line))        # (n, V, 4)
+    np.testing.assert_allclose(got[..., 0], line_conditional(fwd, lambda t, c: substituted(line, t, c), 5), rtol=1e-10)
+    np.testing.assert_allclose(got[..., 1], line_conditional(direct, lambda t, c: substituted(line, t, c)[::-1], 5),
+                               rtol=1e-10)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)      # each expert is a distribution
+    assert not np.allclose(got[..., 0], got[..., 1])                   # the two directions are two experts
 
 
 def two_sided_by_hand(line, t, width):
@@ -138,20 +145,18 @@ def test_combined_probabilities_equal_the_normalised_product_of_the_experts_by_b
     line = np.array([2, 3, 4, 2, 5], dtype=np.intp)
     net = bd.log_probs(params, arch, [line])[0]
     got = check.conditionals(params, arch, [line], mix=comb)[0]
+    p_f = line_conditional(fwd, lambda t, c: substituted(line, t, c), len(line))
+    p_b = line_conditional(bwd, lambda t, c: substituted(line, t, c)[::-1], len(line))
     uni = np.array([ngram.probs(fwd, np.array([c]), np.array([0]))[0] for c in range(V)])   # no history but <EOS>...
     uni_none = combine.unigram(fwd)
     assert np.isclose(uni_none.sum(), 1.0) and not np.allclose(uni, uni_none)                # ...is not the unigram
     for t in range(len(line)):
         score = np.empty(V)
         for c in range(V):
-            q = line.copy()
-            q[t] = c
-            p_f = ngram.probs(fwd, q, np.array([t]))[0]
-            p_b = ngram.probs(bwd, q[::-1].copy(), np.array([len(q) - 1 - t]))[0]
-            h, k = two_sided_by_hand(q, t, 2)
+            h, k = two_sided_by_hand(substituted(line, t, c), t, 2)
             p_t = ngram.estimate(two, np.array(h + [0] * (2 - len(h)))[:, None], np.array([k]), np.array([c]))[0]
-            score[c] = (w[0] * net[t, c] + w[1] * np.log(p_f) + w[2] * np.log(p_b) + w[3] * np.log(uni_none[c])
-                        + w[4] * np.log(p_t))
+            score[c] = (w[0] * net[t, c] + w[1] * np.log(p_f[t, c]) + w[2] * np.log(p_b[t, c])
+                        + w[3] * np.log(uni_none[c]) + w[4] * np.log(p_t))
         np.testing.assert_allclose(got[t], score - np.logaddexp.reduce(score), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(check.conditionals(params, arch, [line])[0], net)   # without it: the network
 
@@ -212,3 +217,24 @@ def test_a_left_to_right_checkpoint_refuses_combination_members(combined):
     arrays["combine.best"] = np.zeros(5)
     with pytest.raises(CheckpointError, match="combine.best"):
         checkpoint.from_arrays(arrays)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+@pytest.mark.parametrize("order", [1, 2, 4])
+def test_the_ngram_conditional_given_the_whole_line_equals_brute_force_enumeration(reset, order):
+    corpus = np.random.default_rng(0).integers(0, V, 500)
+    corpus[::9] = EOS_ID
+    ng = ngram.fit(corpus, V, order, reset)
+    for line in ([2, 3, 4, 5, 2, 3, 1], [4], [2, 5]):
+        line = np.array(line)
+        got = combine.ngram_conditional(ng, line)
+        for t in range(len(line)):
+            score = np.empty(V)
+            for c in range(V):                              # log P(the line with c at t, then <EOS>)
+                q = np.append(line, EOS_ID)
+                q[t] = c
+                score[c] = np.log(ngram.probs(ng, q)).sum()
+            np.testing.assert_allclose(got[t], np.exp(score - np.logaddexp.reduce(score)), rtol=1e-10, atol=1e-14)
+    if order > 1:                                           # negative control: the left side alone is another number
+        left = ngram.next_distribution(ng, np.append(line, EOS_ID), np.arange(len(line)))
+        assert not np.allclose(got, left)
