@@ -95,7 +95,7 @@ class TrainReporter:
                                "(--line-state reset sets it otherwise).")
 
     def _on_combine(self, info):
-        self.console.print(f"Counting a forward and a backward {info['order']}-gram and fitting their weights "
+        self.console.print(f"Counting a forward, a backward and a two-sided {info['order']}-gram and fitting their weights "
                            "with the network's on the validation split (for `charlm check`).")
 
     def _on_workers_failed(self, info):
