@@ -36,7 +36,7 @@ from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
 
-THRESHOLD = 0.003    # a character less likely than this is flagged (docs/check.md: the measurements)
+THRESHOLD = 0.0003   # a character less likely than this is flagged (docs/check.md: the measurements)
 WINDOW = 8           # right window of the Bayes rule for left-to-right models (docs/check.md)
 TOP = 3              # suggestions per character
 LN2 = math.log(2.0)

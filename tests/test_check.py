@@ -134,7 +134,7 @@ def test_check_json_is_one_object_per_line_with_one_entry_per_character(models, 
         assert "".join(c["char"] for c in o["chars"]) == o["text"]
         for c in o["chars"]:
             assert 0 <= c["prob"] <= 1 and len(c["suggestions"]) == 2
-            assert c["flagged"] == (c["prob"] < 0.003)
+            assert c["flagged"] == (c["prob"] < check.THRESHOLD)
 
 
 def test_check_human_output_marks_flagged_characters_and_fix_prints_the_corrected_lines(models):
