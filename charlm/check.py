@@ -5,7 +5,7 @@ For every character x<t> of a line x<1> … x<n>:
     P(x<t> | x<1..t-1>, x<t+1..n>)
 
 - A bidirectional model (`charlm.bidirectional`) gives it in one pass,
-  combined with its forward and backward n-grams when it has them
+  combined with its forward, backward and two-sided n-grams when it has them
   (`charlm.combine`).
 - A left-to-right model gives it by Bayes' rule over a right window of W
   tokens r = x<t+1..t+W> (the line's <EOS> counts as a token of it):
@@ -87,7 +87,7 @@ def conditionals(params, arch: Arch, seqs: list[np.ndarray], window: int = WINDO
     """log P(· | the rest of the line) at every position of each id sequence: (n, V) each.
 
     `mix`: a left-to-right model's n-gram interpolation, as `score` uses it;
-    a bidirectional model's combination with its two n-grams (`Checkpoint.mixture`).
+    a bidirectional model's combination with its three n-grams (`Checkpoint.mixture`).
     """
     if arch.bidirectional:
         net = bidirectional.log_probs(params, arch, seqs)

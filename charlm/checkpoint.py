@@ -120,7 +120,7 @@ class Checkpoint:
 
     def mixture(self, which: str = "best") -> Mixture | Combination | None:
         """The interpolation with the n-gram that goes with `weights(which)` (None: the network alone);
-        for a bidirectional model, its combination with the two n-grams."""
+        for a bidirectional model, its combination with the three n-grams."""
         if self.config.bidirectional:
             w = self.combine_weights.get(which)
             if any(x is None for x in (self.ngram, self.backward_ngram, self.two_sided_ngram, w)):

@@ -11,7 +11,7 @@ kind at a time:
 Detectors give each character of the corrupted lines a probability:
 
 - "bidirectional": P(x<t> | the rest of the line) from a bidirectional model,
-  as `check` computes it (combined with its two n-grams, if it has them);
+  as `check` computes it (combined with its three n-grams, if it has them);
   "bidirectional-net": its network alone (when it has n-grams);
 - "bayes": the same conditional from a left-to-right model by Bayes' rule
   over a right window (`charlm.check.bayes_log_probs`; with the model's

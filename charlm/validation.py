@@ -1,5 +1,5 @@
 """Validation: the held-out loss that picks the best weights, and the n-gram's share fitted on it
-(for a bidirectional model: the weights of its combination with two n-grams, `fit_combination`).
+(for a bidirectional model: the weights of its combination with three n-grams, `fit_combination`).
 
 The measure is `score --document`'s (nats per token, `<EOS>` included),
 read in pieces so that it costs seconds on any corpus; with the n-gram, the

@@ -34,7 +34,7 @@ def check_cmd(
     fix: Annotated[bool, typer.Option("--fix", help="Print each line with its flagged characters replaced by the best suggestion (with --json: add a \"fixed\" key).")] = False,
     window: Annotated[int, typer.Option(help="Left-to-right models: characters to the right that Bayes' rule reads for each position (a bidirectional model reads the whole line).")] = WINDOW,
     weights: WeightsOpt = "best",
-    network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training (bidirectional: the two n-grams it was combined with).")] = False,
+    network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training (bidirectional: the three n-grams it was combined with).")] = False,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
@@ -84,7 +84,7 @@ def check_cmd(
     out.print(heat_legend())
     for r in results:
         out.print(check_view(r))
-    grams = "" if mix is None else (f" with its forward and backward {mix.forward.order}-grams" if ck.config.bidirectional
+    grams = "" if mix is None else (f" with its three {mix.forward.order}-grams" if ck.config.bidirectional
                                     else f" with its {mix.ngram.order}-gram")
     how = (f"the bidirectional network{grams}" if ck.config.bidirectional else
            f"the left-to-right network{grams} by Bayes' rule over {window} character{'' if window == 1 else 's'} to the right")
