@@ -195,6 +195,11 @@ def test_training_fits_the_combination_and_the_checkpoint_keeps_it(combined, tmp
     assert {"backward.ngram.1.keys", "backward.ngram.3.counts", "two_sided.ngram.3.keys", "combine.last",
             "combine.best"} <= set(arrays)
     assert "mix.weight" not in arrays
+    from charlm.describe import describe                        # what `charlm info --json` shows of it
+
+    shown = describe(loaded, path)["ngram"]
+    assert shown["order"] == 3 and shown["network_share"] == {}
+    assert shown["combination"]["best"] == pytest.approx(list(ck.combine_weights["best"]))
 
 
 @pytest.mark.parametrize("damage,needle", [
