@@ -10,6 +10,7 @@ from charlm import bidirectional as bd
 from charlm import check, checkpoint, combine, model, ngram
 from charlm.config import Config
 from charlm.dataset import load_corpus
+from charlm.describe import describe
 from charlm.errors import CheckpointError
 from charlm.train import train
 from charlm.vocab import EOS_ID
@@ -195,9 +196,7 @@ def test_training_fits_the_combination_and_the_checkpoint_keeps_it(combined, tmp
     assert {"backward.ngram.1.keys", "backward.ngram.3.counts", "two_sided.ngram.3.keys", "combine.last",
             "combine.best"} <= set(arrays)
     assert "mix.weight" not in arrays
-    from charlm.describe import describe                        # what `charlm info --json` shows of it
-
-    shown = describe(loaded, path)["ngram"]
+    shown = describe(loaded, path)["ngram"]                      # what `charlm info --json` shows of it
     assert shown["order"] == 3 and shown["network_share"] == {}
     assert shown["combination"]["best"] == pytest.approx(list(ck.combine_weights["best"]))
 
