@@ -197,3 +197,13 @@ def test_ratio_sweep_flags_a_character_whose_best_alternative_is_that_many_times
     assert rows[1][1:3] == (1.0, 0.5)                 # ratio 10: only the 32-times one
     assert rows[2][1:3] == (1.0, 0.5) and rows[3][2] == 0.0
     assert V == p.shape[1]
+
+
+def test_a_bidirectional_model_is_checked_with_its_ngrams_unless_network_only(models):
+    d, _ = models
+    with_grams = json.loads(ok(invoke("check", "anna", "-c", d / "bi.npz", "--json")).stdout)
+    alone = json.loads(ok(invoke("check", "anna", "-c", d / "bi.npz", "--json", "--network-only")).stdout)
+    probs = lambda o: [c["prob"] for c in o["chars"]]
+    assert probs(with_grams) != probs(alone)
+    r = ok(invoke("check", "anna", "-c", d / "bi.npz"))
+    assert "with its three 7-grams" in r.stderr
