@@ -123,11 +123,14 @@ def after_step(st: RunState, cfg: Config, budget: Budget, has_val: bool, run_eva
     return evaluated
 
 
-def finish(st: RunState, ended: str, has_val: bool, last_eval_step, run_eval, checkpoint, save, on_event):
-    """The end of a run: a last validation if the weights moved since, the final checkpoint, the `end` event."""
+def finish(st: RunState, ended: str, has_val: bool, last_eval_step, run_eval, checkpoint, save, on_event,
+           complete=lambda ckpt: None):
+    """The end of a run: a last validation if the weights moved since, the final checkpoint (`complete(ckpt)`
+    adds what is fitted once training is over), the `end` event."""
     if ended == "done" and has_val and last_eval_step != st.step:
         run_eval()
     ckpt = checkpoint()
+    complete(ckpt)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})

@@ -4,7 +4,9 @@ For every character x<t> of a line x<1> … x<n>:
 
     P(x<t> | x<1..t-1>, x<t+1..n>)
 
-- A bidirectional model (`charlm.bidirectional`) gives it in one pass.
+- A bidirectional model (`charlm.bidirectional`) gives it in one pass,
+  combined with its forward, backward and two-sided n-grams when it has them
+  (`charlm.combine`).
 - A left-to-right model gives it by Bayes' rule over a right window of W
   tokens r = x<t+1..t+W> (the line's <EOS> counts as a token of it):
 
@@ -28,12 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm import bidirectional, inference, mixture, model, ngram
+from charlm import bidirectional, combine, inference, mixture, model, ngram
+from charlm.combine import Combination
 from charlm.mixture import Mixture
 from charlm.model import Arch
 from charlm.vocab import EOS_ID, UNK_ID, Vocab
 
-THRESHOLD = 0.003    # a character less likely than this is flagged (docs/check.md: the measurements)
+THRESHOLD = 0.0003   # a character less likely than this is flagged (docs/check.md: the measurements)
 WINDOW = 8           # right window of the Bayes rule for left-to-right models (docs/check.md)
 TOP = 3              # suggestions per character
 LN2 = math.log(2.0)
@@ -80,13 +83,15 @@ class LineCheck:
 
 
 def conditionals(params, arch: Arch, seqs: list[np.ndarray], window: int = WINDOW,
-                 mix: Mixture | None = None) -> list[np.ndarray]:
+                 mix: Mixture | Combination | None = None) -> list[np.ndarray]:
     """log P(· | the rest of the line) at every position of each id sequence: (n, V) each.
 
-    `mix`: a left-to-right model's n-gram interpolation, as `score` uses it (a bidirectional model has none).
+    `mix`: a left-to-right model's n-gram interpolation, as `score` uses it;
+    a bidirectional model's combination with its three n-grams (`Checkpoint.mixture`).
     """
     if arch.bidirectional:
-        return bidirectional.log_probs(params, arch, seqs)
+        net = bidirectional.log_probs(params, arch, seqs)
+        return net if mix is None else [combine.log_probs(mix, lp, q) for lp, q in zip(net, seqs)]
     return [bayes_log_probs(params, arch, q, window, mix) for q in seqs]
 
 

@@ -25,6 +25,9 @@ reads the file):
     ngram.{k}.counts       1-d uint32: their (continuation) counts
     mix.weight             0-d float64: the network's share λ for the last weights
     best.mix.weight        0-d float64: the same for the best weights
+    -- config.bidirectional with an n-gram and validation (charlm.combine): ngram.{k}.* as above, and --
+    backward.ngram.{k}.*, two_sided.ngram.{k}.*   the same tables: the reversed text's, both sides' as history
+    combine.last, .best    1-d float64 (5,): the experts' weights (network, forward, backward, unigram, two-sided)
 
 Loading reads every member's name, dtype and shape first (`read_arrays`,
 charlm.npz) and checks them against `layout` before reading any array.
@@ -46,6 +49,8 @@ from charlm.cells import NUM_STATES
 from charlm.config import Config
 from charlm.errors import CharlmError, CheckpointError
 from charlm import ngram as ngrams
+from charlm import combine
+from charlm.combine import Combination
 from charlm.mixture import Mixture
 from charlm.model import Arch, param_shapes
 from charlm.ngram import NGram
@@ -88,8 +93,11 @@ class Checkpoint:
     carry: list | None = None                # per layer: tuple of (B, H) arrays
     best_params: dict | None = None
     meta: dict = field(default_factory=dict)  # corpus, steps, time, validation figures
-    ngram: NGram | None = None               # the n-gram the network is interpolated with
+    ngram: NGram | None = None               # the n-gram the network is interpolated with (bidirectional: forward)
     mix_weights: dict = field(default_factory=dict)  # "last"/"best": the network's share λ
+    backward_ngram: NGram | None = None      # bidirectional: the n-gram of the reversed text (charlm.combine)
+    two_sided_ngram: NGram | None = None     # bidirectional: the n-gram of both sides (charlm.combine)
+    combine_weights: dict = field(default_factory=dict)  # bidirectional, "last"/"best": the experts' weights
 
     @property
     def arch(self) -> Arch:
@@ -110,8 +118,14 @@ class Checkpoint:
             return self.best_params
         return averaged(self.optim_state or {}, self.params)
 
-    def mixture(self, which: str = "best") -> Mixture | None:
-        """The interpolation with the n-gram that goes with `weights(which)` (None: the network alone)."""
+    def mixture(self, which: str = "best") -> Mixture | Combination | None:
+        """The interpolation with the n-gram that goes with `weights(which)` (None: the network alone);
+        for a bidirectional model, its combination with the three n-grams."""
+        if self.config.bidirectional:
+            w = self.combine_weights.get(which)
+            if any(x is None for x in (self.ngram, self.backward_ngram, self.two_sided_ngram, w)):
+                return None
+            return Combination(self.ngram, self.backward_ngram, self.two_sided_ngram, w)
         weight = self.mix_weights.get(which)
         if self.ngram is None or weight is None:
             return None
@@ -161,6 +175,7 @@ def to_arrays(ckpt: Checkpoint) -> dict[str, np.ndarray]:
     for which, key in MIX_KEYS.items():
         if ckpt.mix_weights.get(which) is not None:
             arrays[key] = np.array(ckpt.mix_weights[which], dtype=np.float64)
+    arrays.update(combine.to_arrays(ckpt.backward_ngram, ckpt.two_sided_ngram, ckpt.combine_weights))
     return arrays
 
 
@@ -193,13 +208,10 @@ def looks_like_checkpoint(path: str) -> bool:
 def read_arrays(path: str) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint file, header-first: nothing is read that the checkpoint does not need.
 
-    In order (charlm.npz does 1-3): the member count and directory size
-    from the end of the archive; the directory's names; every member's .npy
-    header (dtype, shape, and a size that agrees with the directory); then
-    the small members (`SMALL`, each within its cap) are read and the format,
-    config and vocabulary parsed; every member's name, dtype and shape is
-    checked against what they imply (`layout`); only then are the arrays
-    read, each into exactly the memory its shape needs.
+    charlm.npz reads the archive's directory and every member's .npy header;
+    then the small members (`SMALL`, each within its cap) give the config and
+    vocabulary, every member is checked against what they imply (`layout`),
+    and only then are the arrays read, each into the memory its shape needs.
     """
     with open_user_file(path, "checkpoint", CheckpointError,
                         hint=" (train one with `charlm train CORPUS`, or pass -c PATH)") as f:
@@ -322,12 +334,9 @@ def layout(cfg: Config, vocab_size: int, names) -> dict[str, npz.Spec]:
                       for l in range(cfg.num_layers) for k in range(NUM_STATES[cfg.cell])})
     if has("best."):
         specs.update(weights("best."))
-    k = 1
-    while k <= min(cfg.ngram, ngrams.max_order(V)) and f"ngram.{k}.keys" in names:
-        size = (range(min(V ** k, ngrams.MAX_TOKENS) + 1),)   # each order counts at most MAX_TOKENS grams
-        specs.update({f"ngram.{k}.keys": npz.Spec("int64", size), f"ngram.{k}.counts": npz.Spec("int", size)})
-        k += 1
-    specs.update({key: npz.Spec("float", ()) for key in MIX_KEYS.values() if key in names})
+    extra = combine.layout(names, V, cfg.ngram) if cfg.bidirectional else {}   # its backward n-gram and weights
+    specs.update({k: npz.Spec(*v) for k, v in {**ngrams.layout(names, V, cfg.ngram), **extra}.items()})
+    specs.update({key: npz.Spec("float", ()) for key in MIX_KEYS.values() if key in names and not cfg.bidirectional})
     return specs
 
 
@@ -358,6 +367,9 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> Checkpoint:
         ckpt.carry = [tuple(_finite(arrays, f"carry.{l}.{k}") for k in range(NUM_STATES[cfg.cell]))
                       for l in range(cfg.num_layers)]
     ckpt.ngram = ngrams.from_arrays(arrays, len(vocab), arch.reset_at_eos)
+    if cfg.bidirectional:
+        ckpt.backward_ngram, ckpt.two_sided_ngram, ckpt.combine_weights = combine.from_arrays(arrays, len(vocab),
+                                                                                               arch.reset_at_eos)
     for which, key in MIX_KEYS.items():
         if key in arrays:
             if not 0.0 <= float(arrays[key]) <= 1.0:

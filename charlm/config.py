@@ -35,7 +35,7 @@ class Config:
     dtype: str = "float32"          # float32 | float64
     line_state: str = "auto"        # reset: each line its own sequence | carry: state flows across lines | auto
     ngram: int = 7                  # order of the Kneser–Ney n-gram interpolated with the network (0 = the network alone)
-    bidirectional: bool = False     # a forward and a backward stack, for `charlm check` (charlm.bidirectional); its n-gram is off
+    bidirectional: bool = False     # a forward and a backward stack, for `charlm check` (charlm.bidirectional, charlm.combine)
     # data
     seq_len: int = 64               # T, steps of truncated BPTT
     batch_size: int = 32            # B, parallel streams through the corpus
@@ -109,8 +109,6 @@ class Config:
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "min_count"):
             need(getattr(self, name) >= 1, name, "must be at least 1")
         need(0 <= self.ngram <= MAX_NGRAM, "ngram", f"must be from 0 (off) to {MAX_NGRAM}")
-        if self.bidirectional:   # the n-gram reads left to right only: a bidirectional model is the network alone
-            self.ngram = 0
         need(self.max_size is None or self.max_size >= 3, "max_size", "must be at least 3 (<EOS>, <UNK> and a character)")
         need(self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1) or auto")
         need(self.char_dropout is None or 0.0 <= self.char_dropout < 1.0, "char_dropout", "must be in [0, 1) or auto")
@@ -243,8 +241,8 @@ HELP = {
     "errors": "On undecodable bytes: strict, replace, ignore, surrogateescape.",
     "workers": "Processes that share each step's batch, each on its rows (1: this process alone).",
     "bidirectional": "Train a bidirectional model (a forward and a backward stack; each position given both sides) "
-                     "for `charlm check`. It cannot sample or score; it has no n-gram and trains in this process "
-                     "alone. Each line is a sequence for a list of items, windows of --seq-len characters for prose.",
+                     "for `charlm check`. It cannot sample or score, and trains in this process alone; with --ngram "
+                     "it is combined with a forward and a backward n-gram, weights fitted on validation. Each line is a sequence for a list of items, windows of --seq-len characters for prose.",
 }
 
 # The defaults that are rules rather than values (None in `Config`), as the help states them.

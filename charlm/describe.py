@@ -40,6 +40,8 @@ def describe(ck: Checkpoint, path: str) -> dict:
             "order": ck.ngram.order,
             "grams": int(sum(len(k) for k in ck.ngram.keys)),
             "network_share": dict(ck.mix_weights),
+            # bidirectional: the weights of the network and the n-gram experts (charlm.combine.EXPERTS)
+            "combination": {which: [float(x) for x in w] for which, w in ck.combine_weights.items()},
         },
         "options": cfg.to_dict(),
     }

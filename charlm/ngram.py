@@ -163,6 +163,15 @@ def fit(ids: np.ndarray, vocab_size: int, order: int, reset_at_eos: bool) -> NGr
     order = max(1, min(order, max_order(V)))
     ids = np.asarray(ids[-MAX_TOKENS:])
     tokens, length = histories(ids, np.arange(len(ids)), 0, order - 1, reset_at_eos)
+    return fit_histories(tokens, length, ids, V, order, reset_at_eos)
+
+
+def fit_histories(tokens: np.ndarray, length: np.ndarray, ids: np.ndarray, vocab_size: int, order: int,
+                  reset_at_eos: bool) -> NGram:
+    """Count the grams of targets `ids` (n,) after the histories `tokens` (order − 1, n), newest first, of which
+    `length` (n,) are history (as `histories` returns them).  With `reset_at_eos`, a history cut short
+    (length < order − 1) keeps raw counts at its order: nothing longer can start with it."""
+    V = vocab_size
     keys, counts = [None] * order, [None] * order
     line_starts = {}  # order k: the grams whose history is a whole line so far (reset only), with raw counts
     for k, h in enumerate(_history_keys(tokens, V, order), start=1):
@@ -336,18 +345,31 @@ def extend(ng: NGram, tokens: np.ndarray, length: np.ndarray, ids: np.ndarray):
     return tokens, length
 
 
-def to_arrays(ng: NGram) -> dict[str, np.ndarray]:
+PREFIX = "ngram."            # a checkpoint's keys of the n-gram; a bidirectional model's backward one: "backward.ngram."
+
+
+def to_arrays(ng: NGram, prefix: str = PREFIX) -> dict[str, np.ndarray]:
     arrays = {}
     for k, (g, c) in enumerate(zip(ng.keys, ng.counts), start=1):
-        arrays[f"ngram.{k}.keys"] = g
-        arrays[f"ngram.{k}.counts"] = c.astype(np.uint32)   # counts ≤ MAX_TOKENS
+        arrays[f"{prefix}{k}.keys"] = g
+        arrays[f"{prefix}{k}.counts"] = c.astype(np.uint32)   # counts ≤ MAX_TOKENS
     return arrays
 
 
-def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
+def layout(names, vocab_size: int, max_order_: int, prefix: str = PREFIX) -> dict:
+    """(name: (dtype, shape)) of the tables under `prefix` present in `names`, orders 1, 2, … ≤ max_order_."""
+    specs, k = {}, 1
+    while k <= min(max_order_, max_order(vocab_size)) and f"{prefix}{k}.keys" in names:
+        size = (range(min(vocab_size ** k, MAX_TOKENS) + 1),)   # each order counts at most MAX_TOKENS grams
+        specs.update({f"{prefix}{k}.keys": ("int64", size), f"{prefix}{k}.counts": ("int", size)})
+        k += 1
+    return specs
+
+
+def from_arrays(arrays, vocab_size: int, reset_at_eos: bool, prefix: str = PREFIX) -> NGram | None:
     """The n-gram stored in a checkpoint's arrays (None if it has none), validated."""
     order = 0
-    while f"ngram.{order + 1}.keys" in arrays:
+    while f"{prefix}{order + 1}.keys" in arrays:
         order += 1
     if order == 0:
         return None
@@ -355,9 +377,9 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
         raise CheckpointError(f"the n-gram's order {order} is too high for {vocab_size} tokens")
     keys, counts = [], []
     for k in range(1, order + 1):
-        g, c = arrays.get(f"ngram.{k}.keys"), arrays.get(f"ngram.{k}.counts")
+        g, c = arrays.get(f"{prefix}{k}.keys"), arrays.get(f"{prefix}{k}.counts")
         if c is None:
-            raise CheckpointError(f"missing key 'ngram.{k}.counts'")
+            raise CheckpointError(f"missing key '{prefix}{k}.counts'")
         if g.dtype != np.int64 or g.ndim != 1 or c.dtype.kind not in "iu" or c.shape != g.shape:
             raise CheckpointError(f"malformed n-gram table of order {k}")
         if len(g) and (g[0] < 0 or g[-1] >= vocab_size ** k or np.any(g[1:] <= g[:-1])
@@ -367,24 +389,3 @@ def from_arrays(arrays, vocab_size: int, reset_at_eos: bool) -> NGram | None:
         keys.append(g)
         counts.append(c)
     return from_tables(vocab_size, reset_at_eos, keys, counts)
-
-
-def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int,
-              reset_at_eos: bool) -> dict[str, float]:
-    """What a model should beat: bits per token on validation of this n-gram counted on the training split.
-
-    {"unigram": bits, "N-gram": bits}: the order-1 and the order-`order`
-    model (lowered where keys would overflow), counted on the last
-    MAX_TOKENS training tokens and read over the first MAX_TOKENS
-    validation tokens as one stream that starts after an `<EOS>`, `<EOS>`
-    included: the measure and the n-gram of validation, so the N-gram row is
-    the n-gram alone that training reports.  Empty without validation.
-    """
-    if len(train_ids) == 0 or len(val_ids) == 0:
-        return {}
-    val = val_ids[:MAX_TOKENS]
-    rows = {}
-    for k in sorted({1, order}):
-        ng = fit(train_ids, vocab_size, k, reset_at_eos)
-        rows["unigram" if ng.order == 1 else f"{ng.order}-gram"] = -float(np.log2(probs(ng, val)).mean())
-    return rows

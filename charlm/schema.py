@@ -84,6 +84,8 @@ META = {
     "best_val_bpc": "number or null", "best_step": "count or null", "last_val_bpc": "number or null",
     "last_train_bpc": "number or null",
     "ngram_val_bpc": "number, optional",            # only with an n-gram and validation
+    "combine_val_bpc": "number, optional",          # bidirectional with n-grams: the combination (charlm.combine) ...
+    "combine_net_val_bpc": "number, optional",      # ... and the network alone, on the validation lines it was fitted on
     "workers": "count, optional",                  # processes that shared each step (charlm.workers.train); older files lack it
     "init_from": ({"path": "str", "corpus": "str or null", "steps": "count", "vocab_size": "count",
                    "added_chars": "count"}, "optional"),   # a fine-tuned run's base (charlm.finetune)

@@ -8,12 +8,14 @@ kind at a time:
 - deletion: a character is deleted; the character after the gap is the error
   (not a line's last character, and never two in a row).
 
-Three detectors give each character of the corrupted lines a probability:
+Detectors give each character of the corrupted lines a probability:
 
-- "bidirectional": P(x<t> | the rest of the line) from a bidirectional model;
+- "bidirectional": P(x<t> | the rest of the line) from a bidirectional model,
+  as `check` computes it (combined with its three n-grams, if it has them);
+  "bidirectional-net": its network alone (when it has n-grams);
 - "bayes": the same conditional from a left-to-right model by Bayes' rule
   over a right window (`charlm.check.bayes_log_probs`; with the model's
-  n-gram, as `score` uses it);
+  n-gram, as `score` uses it); "bayes-net": its network alone (when it has one);
 - "left": the left-to-right model's P(x<t> | x<1..t-1>), the number
   `score --show` colours (with the model's n-gram, as `score` uses it).
 
@@ -21,7 +23,11 @@ Reported for each: AUROC of the surprisal −log P as a detector of the
 errors (over all characters), precision / recall / F0.5 of the flag
 P < threshold, and for substitutions the share of errors whose original
 character is the best (top-1) or among the 3 best (top-3) suggestions other
-than the character there; and characters per second.
+than the character there; and characters per second.  To choose a flag rule,
+the JSON has, for a sweep of values, the precision / recall / F0.5 of two
+rules: P < threshold (`sweep`), and the best alternative at least `ratio`
+times as likely as the character there (`ratio_sweep`; not for "left",
+whose suggestions come from another distribution than its probabilities).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from charlm.errors import CharlmError
 from charlm.vocab import EOS_ID, UNK_ID
 
 KINDS = ("substitution", "insertion", "deletion")
-SWEEP = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)    # thresholds whose precision / recall / F0.5 the JSON reports
+SWEEP = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3)   # thresholds whose precision / recall / F0.5 the JSON reports
+RATIO_SWEEP = (10, 30, 100, 300, 1000, 3000, 10000)   # ... and ratios of the best alternative to the character
 
 
 @dataclass
@@ -145,12 +152,17 @@ def run(bi_ck, l2r_ck, lines: list[str], rate: float = 0.05, seed: int = 0, thre
     chars = [c for c in vocab.tokens[2:] if c != "\n"]
     result = {"settings": {"rate": rate, "seed": seed, "threshold": threshold, "window": window,
                            "lines": len(lines), "chars": sum(len(x) for x in lines)}, "kinds": {}}
+    detectors = []
+    for name, ck in (("bidirectional", bi_ck), ("bayes", l2r_ck)):
+        if ck is not None:
+            detectors.append((name, ck, ck.mixture("best")))
+            if ck.mixture("best") is not None:                   # and the network alone: what the n-grams add
+                detectors.append((name + "-net", ck, None))
+    detectors += [("left", l2r_ck, None)] if l2r_ck is not None else []
     for kind in kinds:
         data = corrupt(lines, kind, rate, chars, np.random.default_rng(seed))
         figures = {}
-        for name, ck in (("bidirectional", bi_ck), ("bayes", l2r_ck), ("left", l2r_ck)):
-            if ck is None:
-                continue
+        for name, ck, mix in detectors:
             progress(f"{kind}: {name}")
             t0 = clock()
             seqs = [ck.vocab.encode(x).astype(np.intp) for x in data.lines]
@@ -159,13 +171,18 @@ def run(bi_ck, l2r_ck, lines: list[str], rate: float = 0.05, seed: int = 0, thre
                 dist = None
                 probs = [np.exp(lp) for lp in logps]
             else:
-                dist = check.conditionals(ck.weights("best"), ck.arch, seqs, window, ck.mixture("best"))
+                dist = check.conditionals(ck.weights("best"), ck.arch, seqs, window, mix)
                 probs = [np.exp(d[np.arange(len(q)), q]) for d, q in zip(dist, seqs)]
             seconds = clock() - t0
+            labels = np.concatenate(data.labels)
             if name == "left":   # its suggestions: the likeliest next characters given the left side (the network)
                 dist = [check.left_log_probs(ck.weights("best"), ck.arch, q)[0][:len(q)] for q in seqs]
+            else:
+                f_ratio = ratio_sweep(dist, seqs, labels, RATIO_SWEEP)
             f = detector_figures(probs, dist, data, ck.vocab, threshold)
-            f["sweep"] = sweep(np.concatenate(probs), np.concatenate(data.labels), SWEEP)   # to choose a threshold
+            f["sweep"] = sweep(np.concatenate(probs), labels, SWEEP)   # to choose a threshold
+            if name != "left":
+                f["ratio_sweep"] = f_ratio
             f["chars_per_second"] = f["chars"] / max(seconds, 1e-9)
             figures[name] = f
         result["kinds"][kind] = figures
@@ -182,6 +199,18 @@ def sweep(probs: np.ndarray, labels: np.ndarray, thresholds) -> list[tuple[float
         rc = tp / max(int((labels == 1).sum()), 1)
         rows.append((th, pr, rc, 1.25 * pr * rc / (0.25 * pr + rc) if pr + rc else 0.0))
     return rows
+
+
+def ratio_sweep(dist: list[np.ndarray], seqs: list[np.ndarray], labels: np.ndarray, ratios):
+    """(ratio, precision, recall, F0.5) of the flag "best alternative ≥ ratio × P(character)" for each ratio."""
+    gap = []
+    for d, q in zip(dist, seqs):
+        other = d.copy()
+        other[:, [EOS_ID, UNK_ID]] = -np.inf
+        other[np.arange(len(q)), q] = -np.inf
+        gap.append(other.max(axis=1) - d[np.arange(len(q)), q])       # log(best alternative / P(character))
+    flags = np.concatenate(gap) if gap else np.zeros(0)
+    return [(r, *sweep(np.exp(-flags), labels, [1.0 / r])[0][1:]) for r in ratios]
 
 
 def load_checkers(bi: str | None, left_to_right: str | None):

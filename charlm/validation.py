@@ -1,4 +1,5 @@
-"""Validation: the held-out loss that picks the best weights, and the n-gram's share fitted on it.
+"""Validation: the held-out loss that picks the best weights, and the n-gram's share fitted on it
+(for a bidirectional model: the weights of its combination with three n-grams, `fit_combination`).
 
 The measure is `score --document`'s (nats per token, `<EOS>` included),
 read in pieces so that it costs seconds on any corpus; with the n-gram, the
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charlm import mixture, ngram
+from charlm import bidirectional, combine, mixture, ngram
+from charlm.combine import Combination
 from charlm.config import Config
 from charlm.dataset import Corpus
 from charlm.score import read_in_pieces
@@ -67,3 +69,50 @@ def fit_ngram(cfg: Config, arch, corpus: Corpus) -> tuple[ngram.NGram, np.ndarra
     if len(corpus.train_ids) + len(corpus.val_ids) > ngram.MAX_TOKENS:
         return held_out, p_ngram
     return ngram.fit(np.concatenate([corpus.train_ids, corpus.val_ids]), V, cfg.ngram, reset), p_ngram
+
+
+def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tuple[Combination, dict, dict]:
+    """A bidirectional model's forward, backward and two-sided n-grams and the experts' weights (charlm.combine).
+
+    The n-grams are counted on the training split; for each set of network
+    weights ({"last": params, "best": params}) the weights w are fitted on the
+    lines of the validation split (at most combine.FIT_TOKENS characters),
+    read as `check` reads a line.  Returns the combination of the "best" set,
+    every set's w, and the figures on those lines (bits per character, <EOS>
+    not counted): {"combine_val_bpc": combined, "combine_net_val_bpc": the network alone}.
+    """
+    grams_of = combine.fit_ngrams(corpus.train_ids, len(corpus.vocab), cfg.ngram, arch.reset_at_eos)
+    lines = combine.held_out_lines(corpus.val_ids)
+    y = np.concatenate(lines)
+    grams = np.concatenate([combine.ngram_features(*grams_of, q) for q in lines])
+    fitted, figures = {}, {}
+    for which, params in weight_sets.items():
+        net = np.concatenate(bidirectional.log_probs(params, arch, lines))
+        F = np.concatenate([net[..., None], grams], axis=-1)
+        fitted[which] = combine.fit_weights(F, y)
+        if which == "best" or "best" not in weight_sets:
+            figures = {"combine_val_bpc": float(combine.objective(fitted[which], F, y)[0] / np.log(2.0)),
+                       "combine_net_val_bpc": -float(net[np.arange(len(y)), y].mean()) / np.log(2.0)}
+    which = "best" if "best" in fitted else next(iter(fitted))
+    return Combination(*grams_of, fitted[which]), fitted, figures
+
+
+def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int,
+              reset_at_eos: bool) -> dict[str, float]:
+    """What a model should beat: bits per token on validation of this n-gram counted on the training split.
+
+    {"unigram": bits, "N-gram": bits}: the order-1 and the order-`order`
+    model (lowered where keys would overflow), counted on the last
+    ngram.MAX_TOKENS training tokens and read over the first ngram.MAX_TOKENS
+    validation tokens as one stream that starts after an `<EOS>`, `<EOS>`
+    included: the measure and the n-gram of validation, so the N-gram row is
+    the n-gram alone that training reports.  Empty without validation.
+    """
+    if len(train_ids) == 0 or len(val_ids) == 0:
+        return {}
+    val = val_ids[:ngram.MAX_TOKENS]
+    rows = {}
+    for k in sorted({1, order}):
+        ng = ngram.fit(train_ids, vocab_size, k, reset_at_eos)
+        rows["unigram" if ng.order == 1 else f"{ng.order}-gram"] = -float(np.log2(ngram.probs(ng, val)).mean())
+    return rows

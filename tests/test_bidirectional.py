@@ -185,9 +185,10 @@ def run(cfg, text, **kw):
 
 @pytest.mark.parametrize("text,line_state", [(PROSE, "carry"), (ITEMS, "reset")])
 def test_training_lowers_the_loss_and_saves_a_loadable_bidirectional_checkpoint(tmp_path, text, line_state):
-    cfg = config(steps=40, dropout=0.1, char_dropout=0.05)
+    cfg = config(steps=40, dropout=0.1, char_dropout=0.05, ngram=0)
     ck, ended = run(cfg, text)
     assert ended == "done" and ck.config.bidirectional and ck.config.ngram == 0 and ck.ngram is None
+    assert ck.backward_ngram is None and ck.combine_weights == {} and ck.mixture("best") is None
     assert ck.config.line_state == line_state
     history = ck.train_state["history"]
     assert history[-1]["val_bpc"] < history[0]["val_bpc"]
@@ -245,4 +246,4 @@ def test_config_bidirectional_must_be_a_boolean():
 
     with pytest.raises(ConfigError, match="bidirectional must be true or false"):
         Config(bidirectional="yes").validate()
-    assert Config(bidirectional=True, ngram=5).validate().ngram == 0     # the n-gram reads left to right only
+    assert Config(bidirectional=True, ngram=5).validate().ngram == 5     # a forward and a backward 5-gram (combine)

@@ -134,7 +134,7 @@ def test_check_json_is_one_object_per_line_with_one_entry_per_character(models, 
         assert "".join(c["char"] for c in o["chars"]) == o["text"]
         for c in o["chars"]:
             assert 0 <= c["prob"] <= 1 and len(c["suggestions"]) == 2
-            assert c["flagged"] == (c["prob"] < 0.003)
+            assert c["flagged"] == (c["prob"] < check.THRESHOLD)
 
 
 def test_check_human_output_marks_flagged_characters_and_fix_prints_the_corrected_lines(models):
@@ -174,7 +174,36 @@ def test_bench_typos_prints_the_figures_of_each_detector(models, tmp_path):
     result = json.loads(r.stdout)
     assert set(result["kinds"]) == {"substitution", "insertion", "deletion"}
     sub = result["kinds"]["substitution"]
-    assert set(sub) == {"bidirectional", "bayes", "left"}
+    assert set(sub) == {"bidirectional", "bidirectional-net", "bayes", "bayes-net", "left"}   # each with its n-grams, and without
     for f in sub.values():
         assert 0 <= f["auroc"] <= 1 and 0 <= f["top1"] <= f["top3"] <= 1 and f["errors"] > 0
+    assert sub["bidirectional"]["auroc"] != sub["bidirectional-net"]["auroc"]
+    for name in ("bidirectional", "bayes"):                     # the two flag rules' sweeps, to choose a default
+        assert [row[0] for row in sub[name]["ratio_sweep"]] == list(typos.RATIO_SWEEP)
+        assert all(0 <= x <= 1 for row in sub[name]["ratio_sweep"] for x in row[1:])
+    assert "ratio_sweep" not in sub["left"]
     one_line_error(invoke("bench", "--typos", "--data", corpus, "--bi", d / "ltr.npz"), "not bidirectional")
+
+
+def test_ratio_sweep_flags_a_character_whose_best_alternative_is_that_many_times_as_likely():
+    V = 5
+    p = np.array([[0.0, 0.0, 0.90, 0.05, 0.05],      # the character (2) is the likeliest: never flagged
+                  [0.0, 0.0, 0.02, 0.64, 0.34],      # 0.64 / 0.02 = 32 times as likely
+                  [0.5, 0.4, 0.01, 0.05, 0.04]])     # <EOS> and <UNK> are no alternatives: 0.05 / 0.01 = 5
+    logp = np.log(np.maximum(p, 1e-300))
+    rows = typos.ratio_sweep([logp], [np.array([2, 2, 2])], np.array([0, 1, 1]), (3, 10, 30, 100))
+    assert [r[0] for r in rows] == [3, 10, 30, 100]
+    assert rows[0][1:3] == (1.0, 1.0)                 # ratio 3: both errors flagged, nothing else
+    assert rows[1][1:3] == (1.0, 0.5)                 # ratio 10: only the 32-times one
+    assert rows[2][1:3] == (1.0, 0.5) and rows[3][2] == 0.0
+    assert V == p.shape[1]
+
+
+def test_a_bidirectional_model_is_checked_with_its_ngrams_unless_network_only(models):
+    d, _ = models
+    with_grams = json.loads(ok(invoke("check", "anna", "-c", d / "bi.npz", "--json")).stdout)
+    alone = json.loads(ok(invoke("check", "anna", "-c", d / "bi.npz", "--json", "--network-only")).stdout)
+    probs = lambda o: [c["prob"] for c in o["chars"]]
+    assert probs(with_grams) != probs(alone)
+    r = ok(invoke("check", "anna", "-c", d / "bi.npz"))
+    assert "with its three 7-grams" in r.stderr

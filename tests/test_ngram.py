@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from charlm import ngram
+from charlm import ngram, validation
 from charlm.errors import CheckpointError
 from charlm.vocab import EOS_ID
 
@@ -221,11 +221,11 @@ def reference_bits(train, val, order, reset):
 @pytest.mark.parametrize("reset", [False, True])
 def test_baselines_are_this_ngram_at_order_one_and_the_models_order(reset):
     train, val = corpus(0), corpus(1, n=200)
-    b = ngram.baselines(train, val, V, 3, reset)
+    b = validation.baselines(train, val, V, 3, reset)
     assert list(b) == ["unigram", "3-gram"]
     assert math.isclose(b["unigram"], reference_bits(train, val, 1, reset), rel_tol=1e-12)
     assert math.isclose(b["3-gram"], reference_bits(train, val, 3, reset), rel_tol=1e-12)
-    assert list(ngram.baselines(train, val, V, 1, reset)) == ["unigram"]
+    assert list(validation.baselines(train, val, V, 1, reset)) == ["unigram"]
 
 
 def test_the_unigram_baseline_by_hand():
@@ -234,7 +234,7 @@ def test_the_unigram_baseline_by_hand():
     gamma = 3 * 0.75                       # three tokens seen
     p2 = (2 - 0.75 + gamma / v) / 4
     p4 = (0 + gamma / v) / 4               # never seen: the mass set aside, spread evenly
-    assert math.isclose(ngram.baselines(train, val, v, 1, False)["unigram"], -(math.log2(p2) + math.log2(p4)) / 2)
+    assert math.isclose(validation.baselines(train, val, v, 1, False)["unigram"], -(math.log2(p2) + math.log2(p4)) / 2)
 
 
 def test_the_ngram_baseline_beats_the_unigram_on_structured_text_and_needs_both_splits():
@@ -242,13 +242,13 @@ def test_the_ngram_baseline_beats_the_unigram_on_structured_text_and_needs_both_
     words = [np.array(w) for w in ([2, 3, 4, 0], [5, 6, 0], [7, 3, 8, 9, 0])]
     ids = np.concatenate([words[i] for i in rng.integers(0, 3, 3000)])
     train, val = ids[:-500], ids[-500:]
-    b = ngram.baselines(train, val, 10, 5, False)
+    b = validation.baselines(train, val, 10, 5, False)
     assert b["5-gram"] < 0.5 * b["unigram"]
-    assert ngram.baselines(train, val[:0], 10, 5, False) == {}
-    assert ngram.baselines(train[:0], val, 10, 5, False) == {}
+    assert validation.baselines(train, val[:0], 10, 5, False) == {}
+    assert validation.baselines(train[:0], val, 10, 5, False) == {}
 
 
 def test_the_baseline_names_the_order_it_could_count():
     big = 70_000                           # 70,000^4 overflows int64 keys: at most 3-grams
     assert ngram.max_order(big) == 3
-    assert list(ngram.baselines(np.array([2, 3, 2, 3]), np.array([2, 3]), big, 7, False)) == ["unigram", "3-gram"]
+    assert list(validation.baselines(np.array([2, 3, 2, 3]), np.array([2, 3]), big, 7, False)) == ["unigram", "3-gram"]

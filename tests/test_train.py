@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm import checkpoint, model, ngram
+from charlm import checkpoint, model, ngram, validation
 from charlm.config import Config
 from charlm.errors import ConfigError, CorpusError, TrainingDiverged
 from charlm.dataset import load_corpus
@@ -494,7 +494,7 @@ def test_the_ngram_baseline_is_the_ngram_alone_that_training_reports(line_state)
     cfg = config(steps=3, ngram=4, line_state=line_state)
     data = corpus_for(cfg)
     ck, _ = train(cfg, data)
-    rows = ngram.baselines(data.train_ids, data.val_ids, len(data.vocab), cfg.ngram, ck.arch.reset_at_eos)
+    rows = validation.baselines(data.train_ids, data.val_ids, len(data.vocab), cfg.ngram, ck.arch.reset_at_eos)
     assert list(rows) == ["unigram", "4-gram"]
     assert rows["4-gram"] == ck.meta["ngram_val_bpc"]
     assert rows["unigram"] > rows["4-gram"]

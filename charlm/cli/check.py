@@ -34,7 +34,7 @@ def check_cmd(
     fix: Annotated[bool, typer.Option("--fix", help="Print each line with its flagged characters replaced by the best suggestion (with --json: add a \"fixed\" key).")] = False,
     window: Annotated[int, typer.Option(help="Left-to-right models: characters to the right that Bayes' rule reads for each position (a bidirectional model reads the whole line).")] = WINDOW,
     weights: WeightsOpt = "best",
-    network_only: Annotated[bool, typer.Option("--network-only", help="Left-to-right models: use the network alone, without the n-gram it was interpolated with in training.")] = False,
+    network_only: Annotated[bool, typer.Option("--network-only", help="Use the network alone, without the n-gram it was interpolated with in training (bidirectional: the three n-grams it was combined with).")] = False,
     encoding: EncodingOpt = None,
     errors: ErrorsOpt = None,
 ):
@@ -43,7 +43,8 @@ def check_cmd(
     A bidirectional model (`train --bidirectional`) reads both sides at
     once; a left-to-right model gets the same conditional by Bayes' rule
     over a window of --window characters to the right (with its n-gram, as
-    `score` uses it).  Characters outside the vocabulary are scored as `<UNK>`.
+    `score` uses it).  A bidirectional model trained with n-grams is combined
+    with a forward and a backward n-gram, their weights fitted in training.  Characters outside the vocabulary are scored as `<UNK>`.
     """
     from charlm.check import check_lines
     from charlm.cli.render import heat_legend
@@ -83,6 +84,8 @@ def check_cmd(
     out.print(heat_legend())
     for r in results:
         out.print(check_view(r))
-    how = ("the bidirectional network" if ck.config.bidirectional else
-           f"the left-to-right network by Bayes' rule over {window} character{'' if window == 1 else 's'} to the right")
+    grams = "" if mix is None else (f" with its three {mix.forward.order}-grams" if ck.config.bidirectional
+                                    else f" with its {mix.ngram.order}-gram")
+    how = (f"the bidirectional network{grams}" if ck.config.bidirectional else
+           f"the left-to-right network{grams} by Bayes' rule over {window} character{'' if window == 1 else 's'} to the right")
     err.print(check_summary(results, threshold, how))

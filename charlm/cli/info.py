@@ -72,8 +72,14 @@ def render_info(console: Console, d: dict, ck: Checkpoint, show_curve: bool = Fa
     if d["ngram"]:
         ng = d["ngram"]
         share = ng["network_share"].get("best", ng["network_share"].get("last"))
-        t.add_row("n-gram", f"Kneser-Ney {ng['order']}-gram, {ng['grams']:,} grams; interpolated with the network"
-                  + ("" if share is None else f" (network {share:.2f}, n-gram {1 - share:.2f})"))
+        both = ng.get("combination", {}).get("best")
+        if both:   # a bidirectional model's (charlm.combine)
+            t.add_row("n-grams", f"forward, backward and two-sided Kneser-Ney {ng['order']}-grams, combined with "
+                      f"the network (weights {', '.join(f'{w:.2f}' for w in both)}: network, forward, backward, "
+                      "unigram, two-sided)")
+        else:
+            t.add_row("n-gram", f"Kneser-Ney {ng['order']}-gram, {ng['grams']:,} grams; interpolated with the network"
+                      + ("" if share is None else f" (network {share:.2f}, n-gram {1 - share:.2f})"))
     if d.get("init_from"):
         b = d["init_from"]
         added = f", {b['added_chars']} characters added to its {b['vocab_size']} tokens" if b["added_chars"] else ""

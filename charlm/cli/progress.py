@@ -94,6 +94,10 @@ class TrainReporter:
             self.console.print("Prose (blank lines between lines): the state flows from line to line "
                                "(--line-state reset sets it otherwise).")
 
+    def _on_combine(self, info):
+        self.console.print(f"Counting a forward, a backward and a two-sided {info['order']}-gram and fitting their weights "
+                           "with the network's on the validation split (for `charlm check`).")
+
     def _on_workers_failed(self, info):
         self._warning(f"training workers: {info['error']}; this process computes the steps instead "
                       "(--workers 1 does so from the start)")
@@ -200,7 +204,12 @@ class TrainReporter:
                       + ("`check` uses)" if ckpt.config.bidirectional else "`sample` and `score` use)"))
             mix = ckpt.mixture("best")
             best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
-            if mix is not None and best and best[-1].get("net_val_bpc") is not None:
+            if ckpt.config.bidirectional and mix is not None and m.get("combine_val_bpc") is not None:
+                t.add_row("n-grams", f"combined with a forward, a backward and a two-sided {mix.forward.order}-gram, weights "
+                          f"{', '.join(f'{w:.2f}' for w in mix.weights)} (network, forward, backward, unigram, two-sided) fitted "
+                          f"on validation lines: {m['combine_val_bpc']:.4f} bits/char given the rest of the line, "
+                          f"the network alone {m['combine_net_val_bpc']:.4f}")
+            elif mix is not None and best and best[-1].get("net_val_bpc") is not None:
                 alone = m.get("ngram_val_bpc")
                 t.add_row("n-gram", f"the validation above is the network interpolated with a {mix.ngram.order}-gram, "
                           f"shares fitted on it: network {mix.weight:.2f}, n-gram {1 - mix.weight:.2f}; "

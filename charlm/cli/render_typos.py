@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 
-NAMES = {"bidirectional": "bidirectional", "bayes": "left-to-right, Bayes window",
+NAMES = {"bidirectional": "bidirectional", "bidirectional-net": "bidirectional, network alone",
+         "bayes": "left-to-right, Bayes window", "bayes-net": "left-to-right, Bayes window, network alone",
          "left": "left-to-right, plain surprisal"}
 
 

@@ -110,7 +110,7 @@ def train(
     from charlm.cli.progress import TrainReporter
     from charlm.config import DEFAULT_MAX_TIME, Config, load_yaml, yaml_path
     from charlm.files import check_writable
-    from charlm.ngram import baselines
+    from charlm.validation import baselines
     from charlm.preflight import corpus_warnings, run_config
     from charlm.dataset import load_corpus
     from charlm.run import check_resume
