@@ -14,7 +14,7 @@ from charlm.model import Arch
 from charlm.dataset import load_corpus
 from charlm.vocab import Vocab
 
-from conftest import TINY, invoke, ok, one_line_error, write_names
+from conftest import invoke, ok, one_line_error
 
 BASE_VOCAB = Vocab(("<EOS>", "<UNK>", " ", "a", "m", "z"), (3, 0, 1, 2, 3, 4))
 
@@ -89,11 +89,9 @@ def test_load_base_errors_name_init_from(tmp_path):
 # ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    corpus = write_names(d / "names.txt")
-    ck = d / "base.npz"
-    ok(invoke("train", corpus, *TINY, "-c", ck))
+def base(trained):
+    """The module's tiny trained model (conftest.trained) as a base, and a new corpus with characters it lacks."""
+    d, _, ck = trained
     new = d / "new.txt"
     new.write_text("Zoe\nXavier\nYves\nanna\nbob\n" * 30, encoding="utf-8")   # Z, X, Y, v, ... are new
     return d, ck, new
