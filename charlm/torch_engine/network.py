@@ -3,6 +3,9 @@
     Network(arch, dtype, device)
     net(x, state, masks=None, keep=None) -> logits (T, B, V), final state
 
+(`Stack` is the same without the head: it returns the top layer's
+outputs; the bidirectional model, `torch_engine.bidirectional`, has two.)
+
 x (T, B) token ids (int64 tensor), state a list (one per layer) of tuples
 of (B, H) tensors -- `(h,)` for rnn and gru, `(h, c)` for lstm -- held by
 the caller (never module buffers: under DistributedDataParallel a buffer
@@ -150,31 +153,31 @@ def _recurrent(arch: Arch, inputs: int, dtype, device) -> nn.Module:
     return layer
 
 
-class Network(nn.Module):
-    """The stack of `arch` (see the module docstring)."""
+class Stack(nn.Module):
+    """The recurrent layers of `arch`, without a head: ids (T, B) -> the top layer's outputs (T, B, H)."""
 
     def __init__(self, arch: Arch, dtype=torch.float32, device="cpu"):
         super().__init__()
-        self.arch = arch
+        self.arch, self.dtype = arch, dtype
         V, H = arch.vocab_size, arch.hidden_size
         self.layers = nn.ModuleList([_recurrent(arch, V if l == 0 else H, dtype, device)
                                      for l in range(arch.num_layers)])
-        self.head = nn.Linear(H, V, dtype=dtype, device=device)
 
-    def named(self) -> dict:
-        """charlm's parameter names -> this network's tensors (the same arrays, charlm's shapes)."""
+    def named(self, prefix: str = "") -> dict:
+        """charlm's parameter names (`{prefix}layers.{l}.*`) -> this stack's tensors (charlm's shapes)."""
         out = {}
         for l, layer in enumerate(self.layers):
             if isinstance(layer, SeedGRU):
                 w_ih, w_hh, b = layer.weight_ih, layer.weight_hh, layer.bias
             else:
                 w_ih, w_hh, b = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0
-            out[f"layers.{l}.weight_ih"], out[f"layers.{l}.weight_hh"], out[f"layers.{l}.bias"] = w_ih, w_hh, b
-        out["head.weight"], out["head.bias"] = self.head.weight, self.head.bias
+            key = f"{prefix}layers.{l}."
+            out[key + "weight_ih"], out[key + "weight_hh"], out[key + "bias"] = w_ih, w_hh, b
         return out
 
     def forward(self, x: torch.Tensor, state: list, masks: list | None = None, keep: Resets | None = None):
-        inp = nn.functional.one_hot(x, self.arch.vocab_size).to(self.head.weight.dtype)
+        """The top layer's outputs (T, B, H), after its dropout mask, and the final state."""
+        inp = nn.functional.one_hot(x, self.arch.vocab_size).to(self.dtype)
         final = []
         for l, layer in enumerate(self.layers):
             if isinstance(layer, SeedGRU):
@@ -184,7 +187,23 @@ class Network(nn.Module):
                 out, s = _run_module(layer, inp, state[l], keep)
             final.append(s)
             inp = out if masks is None else out * masks[l]
-        return self.head(inp), final
+        return inp, final
+
+
+class Network(Stack):
+    """The stack of `arch` with its head (see the module docstring): ids -> logits (T, B, V), final state."""
+
+    def __init__(self, arch: Arch, dtype=torch.float32, device="cpu"):
+        super().__init__(arch, dtype, device)
+        self.head = nn.Linear(arch.hidden_size, arch.vocab_size, dtype=dtype, device=device)
+
+    def named(self) -> dict:
+        """charlm's parameter names -> this network's tensors (the same arrays, charlm's shapes)."""
+        return {**super().named(), "head.weight": self.head.weight, "head.bias": self.head.bias}
+
+    def forward(self, x: torch.Tensor, state: list, masks: list | None = None, keep: Resets | None = None):
+        top, final = super().forward(x, state, masks, keep)
+        return self.head(top), final
 
 
 def _run_module(layer: nn.Module, inp: torch.Tensor, state: tuple, res: Resets | None):
