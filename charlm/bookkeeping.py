@@ -18,7 +18,7 @@ from charlm.config import Config, auto_char_dropout, auto_dropout
 from charlm.errors import TrainingDiverged
 from charlm.run import Budget, RunState
 from charlm.score import LN2
-from charlm.validation import Validation, fit_ngram
+from charlm.validation import Validation, fit_combination, fit_ngram
 
 
 def choose_dropout(cfg: Config, passes: Callable[[], float], on_event) -> None:
@@ -36,8 +36,9 @@ def choose_dropout(cfg: Config, passes: Callable[[], float], on_event) -> None:
 
 def validation_ngram(cfg: Config, arch, corpus, extra_meta: dict):
     """The n-gram to save and its probabilities of the validation tokens (None, None without one); the
-    n-gram's own validation figure goes into `extra_meta`."""
-    if not (cfg.ngram and len(corpus.val_ids)):
+    n-gram's own validation figure goes into `extra_meta`.  (A bidirectional model has none during training:
+    its n-grams are fitted at the end, with the combination, `combine`.)"""
+    if not (cfg.ngram and len(corpus.val_ids)) or arch.bidirectional:
         return None, None
     ng, p_ngram = fit_ngram(cfg, arch, corpus)
     extra_meta["ngram_val_bpc"] = -float(np.log2(p_ngram).mean())   # the n-gram alone, on validation
@@ -135,3 +136,16 @@ def finish(st: RunState, ended: str, has_val: bool, last_eval_step, run_eval, ch
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})
     return ckpt, ended
+
+
+def combine(cfg: Config, arch, corpus, ckpt, on_event, finished: bool) -> None:
+    """A bidirectional model's n-grams and their weights (`charlm.combine`), fitted on the final checkpoint's
+    weights ("last" and "best") and stored in it; `finished`: the budget was spent and there is a validation
+    split.  (`finish`'s `complete` step, on either engine.)"""
+    if not (arch.bidirectional and cfg.ngram and finished):
+        return
+    on_event("combine", {"order": cfg.ngram})
+    comb, fitted, figures = fit_combination(cfg, arch, corpus, {w: ckpt.weights(w) for w in ("last", "best")})
+    ckpt.ngram, ckpt.backward_ngram, ckpt.two_sided_ngram = comb.forward, comb.backward, comb.two_sided
+    ckpt.combine_weights = fitted
+    ckpt.meta.update(figures)

@@ -29,7 +29,7 @@ from charlm.config import Config, auto_eval_every
 from charlm.dataset import Corpus
 from charlm.errors import ConfigError
 from charlm.run import Budget, RunState, make_checkpoint, set_up
-from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate, fit_combination
+from charlm.validation import evaluate, evaluate_bidirectional
 from charlm.workers import train as step_workers
 from charlm.workers.process import usable_cores
 
@@ -140,9 +140,7 @@ def _loop(run: _Run, hooks: Hooks):
 
     keep.choose_dropout(cfg, passes, on_event)
     extra_meta = {"init_from": run.init_meta} if run.init_meta else {}
-    ng, p_ngram = None, None
-    if not arch.bidirectional:   # (bidirectional: its n-grams are fitted at the end, with the combination)
-        ng, p_ngram = keep.validation_ngram(cfg, arch, corpus, extra_meta)
+    ng, p_ngram = keep.validation_ngram(cfg, arch, corpus, extra_meta)   # (bidirectional: none until the end)
     on_event("start", {"arch": arch, "budget": budget, "batch_size": B, "seq_len": T, "step": st.step, "workers": engine.count,
                        "params": model.num_params(st.params), "train_tokens": N,
                        "val_tokens": len(corpus.val_ids)})
@@ -154,8 +152,7 @@ def _loop(run: _Run, hooks: Hooks):
         t0 = clock()
         weights = optim.averaged(st.optim_state, st.params)  # the weight average, if kept
         if arch.bidirectional:   # windows of seq_len, as in training
-            nats = bidirectional.evaluate(weights, arch, corpus.val_ids, T, VAL_MAX_TOKENS)
-            result = Validation(nats, nats, None)
+            result = evaluate_bidirectional(weights, arch, corpus.val_ids, T)
         else:
             result = evaluate(weights, arch, corpus.val_ids, p_ngram)
         copy = lambda: {k: v.copy() for k, v in weights.items()}   # (the average is updated in place)
@@ -196,12 +193,5 @@ def _loop(run: _Run, hooks: Hooks):
         if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
             last_eval_step = st.step
 
-    def combine(ckpt: Checkpoint) -> None:   # a bidirectional model's n-grams and their weights (charlm.combine)
-        if arch.bidirectional and cfg.ngram and has_val and ended == "done":
-            on_event("combine", {"order": cfg.ngram})
-            comb, fitted, figures = fit_combination(cfg, arch, corpus, {w: ckpt.weights(w) for w in ("last", "best")})
-            ckpt.ngram, ckpt.backward_ngram, ckpt.two_sided_ngram = comb.forward, comb.backward, comb.two_sided
-            ckpt.combine_weights = fitted
-            ckpt.meta.update(figures)
-
-    return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event, complete=combine)
+    return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event,
+                       complete=lambda ckpt: keep.combine(cfg, arch, corpus, ckpt, on_event, ended == "done" and has_val))

@@ -54,6 +54,13 @@ def evaluate(params, arch, val_ids: np.ndarray, p_ngram: np.ndarray | None = Non
     return Validation(-float(mixture.log_prob(weight, logp, p_ngram).mean()), net, weight)
 
 
+def evaluate_bidirectional(params, arch, val_ids: np.ndarray, seq_len: int) -> Validation:
+    """A bidirectional model's validation loss: windows of `seq_len`, as in training (`bidirectional.evaluate`),
+    the network alone (its n-grams are fitted once training is over, `fit_combination`)."""
+    nats = bidirectional.evaluate(params, arch, val_ids, seq_len, VAL_MAX_TOKENS)
+    return Validation(nats, nats, None)
+
+
 def fit_ngram(cfg: Config, arch, corpus: Corpus) -> tuple[ngram.NGram, np.ndarray]:
     """The n-gram to save, and the probabilities of the validation tokens to fit its share on.
 

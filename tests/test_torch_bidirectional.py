@@ -82,3 +82,81 @@ def test_negative_controls_swapped_stacks_or_swapped_masks_change_the_loss(cell)
     assert abs(torch_step(arch, swapped, seq, y, mask, masks)[0] - loss) > 1e-4
     assert abs(torch_step(arch, params, seq, y, mask, masks[2:] + masks[:2])[0] - loss) > 1e-4
     assert abs(torch_step(arch, params, seq, y, mask, masks)[0] - loss) < 1e-10
+
+
+ITEMS = "\n".join(["anna", "bob", "carla", "dave", "eve", "frank", "gina", "hal"] * 6) + "\n"
+PROSE = "the cat sat on the mat. we ate a pie at tea. a bird in the hand is worth two in the bush. " * 3
+
+
+def train_config(**kw):
+    from charlm.config import Config
+    base = dict(cell="gru", hidden_size=6, num_layers=2, seq_len=8, batch_size=4, steps=6, lr=5e-3,
+                warmup_steps=2, val_fraction=0.1, eval_every=3, save_every=0, seed=3, bidirectional=True,
+                dtype="float64", dropout=0.0, char_dropout=0.1, ngram=3)
+    base.update(kw)
+    return Config(**base).validate()
+
+
+@pytest.mark.parametrize("text,cell", [(ITEMS, "lstm"), (PROSE, "gru")], ids=["items", "prose"])
+def test_torch_training_follows_numpy_and_ends_with_the_same_combination(text, cell):
+    """No dropout masks (they are drawn differently), character dropout from the run's generator as in NumPy:
+    six steps in float64 give the same weights, validation figures and fitted n-gram combination."""
+    import dataclasses
+
+    from charlm.dataset import load_corpus
+    from charlm.torch_engine import train as ttrain
+    from charlm.train import train as np_train
+    cfg = train_config(cell=cell)
+    runs = [trainer(dataclasses.replace(cfg), load_corpus(text.encode(), dataclasses.replace(cfg), name="c.txt"))
+            for trainer in (np_train, ttrain.train)]
+    (a, _), (b, _) = runs
+    assert b.config.bidirectional and b.config.line_state == a.config.line_state
+    for k in a.params:
+        assert np.max(np.abs(a.params[k] - b.params[k])) < 1e-9, k
+    ha, hb = a.train_state["history"], b.train_state["history"]
+    assert [h["step"] for h in ha] == [h["step"] for h in hb] and len(ha) >= 2
+    assert ha[0]["val_bpc"] != ha[-1]["val_bpc"]          # the weights moved
+    for x, y in zip(ha, hb):
+        assert abs(x["val_bpc"] - y["val_bpc"]) < 1e-9 and abs(x["train_bpc"] - y["train_bpc"]) < 1e-9
+    assert b.two_sided_ngram is not None and b.backward_ngram is not None and b.ngram is not None
+    assert set(b.combine_weights) == set(a.combine_weights) != set()
+    for w in a.combine_weights:
+        assert np.allclose(a.combine_weights[w], b.combine_weights[w], atol=1e-6)
+    assert abs(a.meta["combine_val_bpc"] - b.meta["combine_val_bpc"]) < 1e-6
+
+
+def cli(args, cwd, launcher=()):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1",
+               CHARLM_DIST_TIMEOUT="60")
+    env.pop("CHARLM_CHECKPOINT", None)
+    return subprocess.run([sys.executable, *launcher, "-m", "charlm", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_train_on_torch_writes_a_bidirectional_checkpoint_check_reads_and_two_ranks_agree(tmp_path):
+    """One process, then two ranks (torchrun, gloo): on items each rank's rows count different numbers of
+    positions, and the two ranks must still give one process's weights (the loss is the batch's mean)."""
+    from charlm import checkpoint
+    (tmp_path / "c.txt").write_text(ITEMS * 2)
+    common = ["train", "c.txt", "--engine", "torch", "--bidirectional", "--steps", "8", "--hidden-size", "8",
+              "--num-layers", "1", "--cell", "gru", "--batch-size", "4", "--seq-len", "10", "--ngram", "3",
+              "--dropout", "0.1", "--eval-every", "4", "--save-every", "0", "--seed", "2"]
+    r = cli([*common, "-c", "one.npz"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    one = checkpoint.load(str(tmp_path / "one.npz"))
+    assert one.arch.bidirectional and one.config.line_state == "reset" and one.meta["workers"] == 1
+    assert one.params["head.weight"].shape == (len(one.vocab), 16) and one.two_sided_ngram is not None
+    assert one.combine_weights and "combine_val_bpc" in one.meta
+    r = cli(["check", "anna", "bbo", "-c", "one.npz", "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "Traceback" not in r.stderr
+    r = cli([*common, "-c", "two.npz"], tmp_path, ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    two = checkpoint.load(str(tmp_path / "two.npz"))
+    assert two.meta["workers"] == 2
+    for k in one.params:
+        assert np.max(np.abs(one.params[k] - two.params[k])) < 1e-5, k

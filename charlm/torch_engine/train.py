@@ -38,31 +38,32 @@ import torch
 from charlm import data as batches
 from charlm import bookkeeping as keep
 from charlm import finetune
-from charlm import mixture, model
+from charlm import bidirectional, mixture, model
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, auto_eval_every
-from charlm.errors import ConfigError
 from charlm.optim import learning_rate
+from charlm.torch_engine import bidirectional as bidi
 from charlm.torch_engine import convert, distributed, network
 from charlm.torch_engine import optim as toptim
 from charlm.torch_engine.score import inference_network, piece_log_probs
 from charlm.dataset import Corpus
 from charlm.run import make_checkpoint, set_up
 from charlm.train import expected_passes, measure_speed
-from charlm.validation import VAL_MAX_TOKENS, Validation
+from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate_bidirectional
 
 SEED_BOUND = 2 ** 63   # each step's dropout seed is drawn from [0, SEED_BOUND)
 
 
 def dropout_masks(arch, T: int, B: int, p: float, seed: int | None, rows: slice, dtype, device) -> list | None:
-    """Inverted-dropout masks (T, b, H) of this rank's rows, drawn for the whole batch (T, B, H) from `seed`."""
+    """Inverted-dropout masks (T, b, H) of this rank's rows, drawn for the whole batch (T, B, H) from `seed`
+    (a bidirectional model's 2L: the forward stack's, then the backward stack's)."""
     if p <= 0.0 or seed is None:
         return None
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     keep = 1.0 - p
     return [((torch.rand((T, B, arch.hidden_size), generator=gen, device=device, dtype=dtype) < keep)
-             .to(dtype) / keep)[:, rows] for _ in range(arch.num_layers)]
+             .to(dtype) / keep)[:, rows] for _ in range(arch.num_layers * (2 if arch.bidirectional else 1))]
 
 
 def evaluate(params: dict, arch, val_ids: np.ndarray, p_ngram, group: distributed.Group) -> Validation:
@@ -87,9 +88,6 @@ def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
           device: str = "auto") -> tuple[Checkpoint, str]:
     """Train (or continue, or fine-tune) on the torch engine; see `charlm.train.train`.  Under torchrun only
     rank 0 saves and reports (the others' `on_event` hears nothing); every rank returns the checkpoint."""
-    if cfg.bidirectional:
-        raise ConfigError("--bidirectional trains on the NumPy engine: the torch engine has no bidirectional "
-                          "model (leave out --engine torch)")
     with distributed.session(device) as group:
         report = on_event if group.leader else (lambda kind, info: None)
         store = save if group.leader else (lambda c: None)
@@ -106,7 +104,7 @@ class Run:
         self.cfg, self.corpus, self.arch, self.st, self.budget, self.plan = cfg, corpus, arch, st, budget, plan
         self.rows, self.group, self.clock, self.init_meta = rows, group, clock, init_meta
         self.device, self.dtype = group.device, convert.DTYPES[cfg.dtype]
-        self.net = network.Network(arch, self.dtype, self.device)
+        self.net = (bidi.BiNetwork if arch.bidirectional else network.Network)(arch, self.dtype, self.device)
         self.params = self.net.named()
         convert.load_params(self.params, st.params)
         self.state = convert.tensors(st.optim_state, self.device)
@@ -114,15 +112,32 @@ class Run:
         self.model = distributed.wrap(self.net, group)
 
     # -- one step -------------------------------------------------------------------------------
-    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, masks) -> tuple:
-        """Forward and BPTT of this rank's rows of (T, B) ids: (loss, grads by name, final state)."""
+    def batch(self, chunk: int) -> tuple:
+        """The (T, B) inputs and targets of a step and the targets' loss mask (None: all count).  A bidirectional
+        model reads the chunk's positions as windows (`charlm.bidirectional.window_batch`): its inputs are the
+        targets, which its stacks read shifted."""
+        if not self.arch.bidirectional:
+            return (*batches.chunk(self.corpus.train_ids, self.plan, chunk), None)
+        y, mask = bidirectional.window_batch(self.corpus.train_ids, self.plan.positions(chunk),
+                                             self.arch.reset_at_eos, np.dtype(self.cfg.dtype))
+        return y, y, mask
+
+    def loss_and_grads(self, x: np.ndarray, y: np.ndarray, masks, mask=None) -> tuple:
+        """Forward and BPTT of this rank's rows of (T, B) ids: (loss, grads by name, final state).  A bidirectional
+        model's loss is over the batch's counted positions (`mask`), its rows' share; no state is carried."""
         for p in self.params.values():
             p.grad = None
         xr, yr = x[:, self.rows], y[:, self.rows]
-        xt = torch.as_tensor(xr, dtype=torch.long, device=self.device)
-        logits, final = self.model(xt, self.carry, masks, network.resets(self.arch, xr, self.dtype, self.device))
-        yt = torch.as_tensor(yr, dtype=torch.long, device=self.device)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.arch.vocab_size), yt.reshape(-1))
+        if self.arch.bidirectional:   # Σ over this rank's rows / (the batch's count / ranks): DDP's mean is the batch's
+            share = bidi.count(y, mask) / self.group.world
+            loss = bidi.window_loss(self.model, self.arch, xr, yr, None if mask is None else mask[:, self.rows],
+                                    masks, share, self.dtype, self.device)
+            final = self.carry
+        else:
+            xt = torch.as_tensor(xr, dtype=torch.long, device=self.device)
+            logits, final = self.model(xt, self.carry, masks, network.resets(self.arch, xr, self.dtype, self.device))
+            yt = torch.as_tensor(yr, dtype=torch.long, device=self.device)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.arch.vocab_size), yt.reshape(-1))
         loss.backward()
         grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self.params.items()}
         return loss.detach(), grads, network.detached(final)
@@ -154,10 +169,10 @@ class Run:
         if cfg.eval_every is None:
             cfg.eval_every = auto_eval_every(steps_per_pass)
         def passes() -> float:   # how many passes the budget allows (for auto dropout), the same on every rank
-            x, y = batches.chunk(corpus.train_ids, self.plan, st.chunk)
+            x, y, mask = self.batch(st.chunk)
 
             def one_step():
-                self.loss_and_grads(x, y, None)
+                self.loss_and_grads(x, y, None, mask)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
             speed = (lambda: measure_speed(one_step, x.size, self.clock)) if budget.max_time else None
@@ -177,7 +192,8 @@ class Run:
         def run_eval():
             t0 = self.clock()
             weights = convert.arrays(toptim.averaged(self.state, self.params))
-            result = evaluate(weights, arch, corpus.val_ids, p_ngram, group)
+            result = (evaluate_bidirectional(weights, arch, corpus.val_ids, T) if arch.bidirectional
+                      else evaluate(weights, arch, corpus.val_ids, p_ngram, group))
             on_event("eval", keep.record_validation(st, result, lambda: weights, self.clock() - t0))
 
         ended = "done"
@@ -194,12 +210,12 @@ class Run:
                 st.offset, st.chunk = self.plan.offset, 0
                 self.carry = self.zero_carry()
             t0 = self.clock()
-            x, y = batches.chunk(corpus.train_ids, self.plan, st.chunk)
+            x, y, mask = self.batch(st.chunk)
             seed = int(st.rng.integers(0, SEED_BOUND)) if cfg.dropout > 0 else None
             masks = dropout_masks(arch, T, B, cfg.dropout, seed, self.rows, self.dtype, self.device)
             x = model.drop_characters(x, cfg.char_dropout, st.rng)
             lr = learning_rate(cfg, budget.progress(st), st.step)
-            loss_t, grads, final = self.loss_and_grads(x, y, masks)
+            loss_t, grads, final = self.loss_and_grads(x, y, masks, mask)
             norm = toptim.clip_by_global_norm(grads, cfg.clip)
             loss = float(loss_t)
             if group.active:    # the batch's loss, the same on every rank (so every rank takes the same branch)
@@ -219,4 +235,6 @@ class Run:
             keep.record_step(st, budget, B * T, dt, loss, lr, norm, on_event)
             if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
                 last_eval_step = st.step
-        return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event)
+        return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event,
+                           complete=lambda ckpt: keep.combine(cfg, arch, corpus, ckpt, on_event,
+                                                              ended == "done" and has_val))
