@@ -97,10 +97,3 @@ def test_fine_tuning_on_torch_starts_from_the_base_and_records_it(trained):
     assert tuned.arch == base.arch and tuned.vocab.tokens == base.vocab.tokens
     moved = max(float(abs(tuned.params[k] - base.params[k]).max()) for k in base.params)
     assert 0 < moved < 0.05    # three warm-up steps of Adam (each at most lr) away from the base, not a fresh start
-
-
-def test_a_bidirectional_model_on_torch_is_refused_in_one_line(trained):
-    r = run(["train", "c.txt", "--engine", "torch", "--bidirectional", "--steps", "2", "-c", "bi.npz"], trained)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "NumPy engine" in lines[0]

@@ -15,7 +15,11 @@ ordinary v1 `.npz`, via `charlm.train.make_checkpoint`).  What changes:
 - the dropout masks are drawn by a torch generator seeded, each step, by a
   number drawn from the run's NumPy generator (so only that generator's
   state is saved, and a resumed run continues exactly);
-- under torchrun each rank computes its rows of the batch (`distributed`).
+- under torchrun each rank computes its rows of the batch (`distributed`);
+- a bidirectional model's step is `torch_engine.bidirectional` (its windows
+  and counted positions as `charlm.bidirectional`, no carried state), its
+  validation and end-of-run n-gram combination NumPy's
+  (`validation.evaluate_bidirectional`, `bookkeeping.combine`).
 
 Resume: a torch-engine checkpoint resumed on the torch engine continues
 bit-identically on the CPU in one process.  Across engines (a NumPy
