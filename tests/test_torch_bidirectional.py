@@ -10,16 +10,26 @@ loss.  A short `train --engine torch --bidirectional` run writes a
 checkpoint that `check` reads.
 """
 
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason='needs the torch extra: pip install "charlm[torch]"')
 
 from charlm import bidirectional as bd  # noqa: E402
-from charlm import model  # noqa: E402
+from charlm import checkpoint, model  # noqa: E402
+from charlm.config import Config  # noqa: E402
+from charlm.dataset import load_corpus  # noqa: E402
 from charlm.model import BACKWARD_PREFIX, Arch  # noqa: E402
 from charlm.torch_engine import bidirectional as tbd  # noqa: E402
 from charlm.torch_engine import convert  # noqa: E402
+from charlm.torch_engine import train as ttrain  # noqa: E402
+from charlm.train import train as np_train  # noqa: E402
 from charlm.vocab import EOS_ID  # noqa: E402
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
@@ -89,7 +99,6 @@ PROSE = "the cat sat on the mat. we ate a pie at tea. a bird in the hand is wort
 
 
 def train_config(**kw):
-    from charlm.config import Config
     base = dict(cell="gru", hidden_size=6, num_layers=2, seq_len=8, batch_size=4, steps=6, lr=5e-3,
                 warmup_steps=2, val_fraction=0.1, eval_every=3, save_every=0, seed=3, bidirectional=True,
                 dtype="float64", dropout=0.0, char_dropout=0.1, ngram=3)
@@ -101,11 +110,6 @@ def train_config(**kw):
 def test_torch_training_follows_numpy_and_ends_with_the_same_combination(text, cell):
     """No dropout masks (they are drawn differently), character dropout from the run's generator as in NumPy:
     six steps in float64 give the same weights, validation figures and fitted n-gram combination."""
-    import dataclasses
-
-    from charlm.dataset import load_corpus
-    from charlm.torch_engine import train as ttrain
-    from charlm.train import train as np_train
     cfg = train_config(cell=cell)
     runs = [trainer(dataclasses.replace(cfg), load_corpus(text.encode(), dataclasses.replace(cfg), name="c.txt"))
             for trainer in (np_train, ttrain.train)]
@@ -126,10 +130,6 @@ def test_torch_training_follows_numpy_and_ends_with_the_same_combination(text, c
 
 
 def cli(args, cwd, launcher=()):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1",
                CHARLM_DIST_TIMEOUT="60")
     env.pop("CHARLM_CHECKPOINT", None)
@@ -140,7 +140,6 @@ def cli(args, cwd, launcher=()):
 def test_train_on_torch_writes_a_bidirectional_checkpoint_check_reads_and_two_ranks_agree(tmp_path):
     """One process, then two ranks (torchrun, gloo): on items each rank's rows count different numbers of
     positions, and the two ranks must still give one process's weights (the loss is the batch's mean)."""
-    from charlm import checkpoint
     (tmp_path / "c.txt").write_text(ITEMS * 2)
     common = ["train", "c.txt", "--engine", "torch", "--bidirectional", "--steps", "8", "--hidden-size", "8",
               "--num-layers", "1", "--cell", "gru", "--batch-size", "4", "--seq-len", "10", "--ngram", "3",
