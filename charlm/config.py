@@ -242,8 +242,9 @@ HELP = {
     "workers": "Processes that share each step's batch, each on its rows (1: this process alone).",
     "bidirectional": "Train a bidirectional model (a forward and a backward stack; each position given both sides) "
                      "for `charlm check`. It cannot sample or score, and trains in this process alone on the NumPy "
-                     "engine (--engine torch: on a GPU or under torchrun); with --ngram "
-                     "it is combined with a forward and a backward n-gram, weights fitted on validation. Each line is a sequence for a list of items, windows of --seq-len characters for prose.",
+                     "engine (--engine torch: on a GPU or under torchrun); with --ngram it is combined with a "
+                     "forward, a backward and a two-sided n-gram, weights fitted on validation. Each line is a "
+                     "sequence for a list of items, windows of --seq-len characters for prose.",
 }
 
 # The defaults that are rules rather than values (None in `Config`), as the help states them.
