@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charlm import checkpoint as ckpt_io
+from charlm import optim
 from charlm.config import Config
 from charlm.errors import CheckpointError, ConfigError
 from charlm.vocab import NEWLINE, Vocab, validate_tokens
@@ -145,8 +146,6 @@ def starter(init: Start | None, cfg: Config, vocab: Vocab):
         return None
 
     def start(st) -> None:
-        from charlm import optim
-
         st.params = start_params(st.params, init, vocab)
         st.optim_state = optim.init_state(cfg.optimizer, st.params)
     return start

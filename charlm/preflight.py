@@ -36,7 +36,9 @@ def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: se
     """What is worth a warning about this corpus with these options (`named`: the options the user gave;
     `base_path`: the model a fine-tuned run starts from, whose vocabulary it reads the corpus with)."""
     notes = []
-    unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
+    # counted only where a vocabulary not built from this corpus may leave some of it to <UNK>
+    unknown = (sum(int(np.count_nonzero(ids == UNK_ID)) for ids in (data.train_ids, data.val_ids))
+               if base_path is not None or vocab_file else 0)
     if base_path is not None and unknown:
         notes.append(f"{unknown:,} characters of the corpus are outside the vocabulary of {base_path} and are "
                      "read as <UNK> (--extend-vocab adds them)")

@@ -94,7 +94,8 @@ def sample(
     V = len(ck.vocab)
     if top_k > V:
         fail(f"--top-k {top_k} is larger than the vocabulary ({V} tokens)")
-    check_batch_fits(num, V, ck.arch, length, len(prime or "") if prime_file is None else 0)
+    rows = num if beam is None else beam + 1     # (beam search: the K candidates and the greedy row)
+    check_batch_fits(rows, V, ck.arch, length, len(prime or "") if prime_file is None else 0)
     if prime_file is not None:
         from charlm.corpus import iter_text
         prime = "".join(iter_text(text_source(prime_file, "prime file"), encoding or ck.config.encoding, errors or ck.config.errors,
@@ -145,9 +146,6 @@ def _print_beams(ck, params, mix, beam, num, length, prime, prime_ids, echo_prim
     """`sample --beam`: the --num best of a beam search, most probable first, as `sample` prints samples."""
     from charlm.beam import search
     from charlm.cli.render import fmt_logprob
-    from charlm.sample import check_batch_fits
-
-    check_batch_fits(beam + 1, len(ck.vocab), ck.arch, length, len(prime))
     best = search(params, ck.arch, beam, length, prime_ids, stop_at_eos, mix, length_penalty, stop_list,
                   ck.vocab)[:num]
     head = prime if echo_prime else ""
