@@ -95,11 +95,11 @@ def score(
             fail("--document needs --file FILE (or --file - for stdin)")
         if sentences:
             fail("--document scores --file; do not also give sentences")
-        if sources.is_many(files):
-            fileset = sources.scan(files, *decoding, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
-            ids, file = sources.encode(fileset, ck.vocab, *decoding), fileset.label
+        source = sources.open_corpus(files, *decoding, what="file", on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
+        if isinstance(source, sources.FileSet):
+            ids, file = sources.encode(source, ck.vocab, *decoding), source.label
         else:
-            ids = encode_corpus(text_source(file, "file"), ck.vocab, *decoding, what="file")
+            ids = encode_corpus(source, ck.vocab, *decoding, what="file")
         if len(ids) == 0:
             fail(f"{file} is empty")
         results = [score_document(params, ck.arch, ck.vocab, ids, file, exact=exact, mix=mix)]
