@@ -25,6 +25,7 @@ from charlm import checkpoint as ckpt_io
 from charlm import model
 from charlm.workers import process
 from charlm.workers import train as step_workers
+from charlm.workers import units
 from charlm.cli import app
 from charlm.config import Config
 
@@ -91,7 +92,8 @@ def test_split_rows_covers_the_batch_in_near_equal_shares():
             assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
 
 
-def test_auto_workers():
+def test_auto_workers(monkeypatch):
+    monkeypatch.setattr(units, "ORDERED_STORES", False)      # the batch-row rule (the LSTM's split by units: below)
     gru256 = model.Arch("gru", 65, 256, 2)
     lstm256 = model.Arch("lstm", 65, 256, 2)
     lstm512 = model.Arch("lstm", 65, 512, 2)
@@ -107,6 +109,7 @@ def test_auto_workers():
     assert step_workers.auto_workers(lstm256, 64, 4, cores=2) == 2          # ... for 32 rows each
     assert step_workers.auto_workers(lstm512, 64, 4, cores=2) == 1          # 8.4 MB
     for arch in (lstm256, lstm512, model.Arch("gru", 300, 128, 3), model.Arch("rnn", 65, 1024, 1)):
+        assert not units.split_by_units(arch, 32, 2)
         for B in (1, 8, 16, 32, 64, 128):
             for cores in (1, 2, 3, 4, 8):
                 p = step_workers.auto_workers(arch, B, 4, cores)

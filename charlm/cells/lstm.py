@@ -17,11 +17,19 @@ from charlm.cells.common import _batch_major_inputs, _half_affine, _halve_rows, 
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
-    """The LSTM over T steps; see "The gated cells" above for xh, W, gx, keep and xs."""
+def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None, units=None, sync=None, hs=None):
+    """The LSTM over T steps; see "The gated cells" above for xh, W, gx, keep and xs.
+
+    Split by hidden units (`charlm.workers.units`), a process computes the
+    gate rows of its units only: W holds those rows, `units` (a slice) says
+    which rows of xh's h part it writes, and `sync()`, called after every
+    step, waits until the other processes have written theirs.  `hs`
+    (T, H, B), optional: where the outputs go.
+    """
     H = W.shape[0] // 4
     T, B = xh.shape[0] - 1, xh.shape[2]
     G = 4 * H
+    j = slice(0, H) if units is None else units    # the rows of h<t> in xh that this call writes
     xs = _batch_major_inputs(xh, H, xs) if cache else None
     Ws = W * _sigmoid_scale(4, H, (0, 1, 3), W.dtype)[:, None]    # σ rows halved
     if gx is not None:
@@ -29,19 +37,22 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
     gates = gx if gx is not None or not cache else aligned_empty((T, G, B), W.dtype)
     cs = aligned_empty((T, H, B), W.dtype) if cache else None
     tcs = aligned_empty((T, H, B), W.dtype) if cache else None    # tanh(c<t>)
-    hs = xh[1:, :H] if keep is None else aligned_empty((T, H, B), W.dtype)
+    if hs is None:
+        hs = xh[1:, j] if keep is None else aligned_empty((T, H, B), W.dtype)
     buf = aligned_empty((G, B), W.dtype)
     tmp = aligned_empty((H, B), W.dtype)
     c_bufs = None if cache else aligned_empty((2, H, B), W.dtype)
     g4 = (buf[None] if gates is None else gates).reshape(-1, 4, H, B)   # the gate blocks of each step
     h, c = state0
+    if keep is not None:                           # a new sequence starts from zero
+        h, c = np.multiply(h, keep[0], out=xh[0, j]), c * keep[0]
+    else:
+        xh[0, j] = h
+    if sync is not None:
+        sync()
     for t in range(T):
-        if keep is not None:                       # a new sequence starts from zero
-            h, c = np.multiply(h, keep[t], out=xh[t, :H]), c * keep[t]
-        elif t == 0:
-            xh[0, :H] = h
         if xs is not None:
-            np.copyto(xs[t, :, :H], xh[t, :H].T)  # h<t-1>, batch-major
+            np.copyto(xs[t, :, j], xh[t, j].T)    # h<t-1>, batch-major
         if gates is None:                          # pre-activations (σ blocks halved)
             a = np.matmul(Ws, xh[t], out=buf)
         elif gx is None:
@@ -59,17 +70,25 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None):
         tc = np.tanh(c_t, out=tcs[t] if cache else tmp)
         h = np.multiply(o, tc, out=hs[t])          # h = σ(o)·tanh(c)
         c = c_t
+        if keep is not None and t + 1 < T:         # the next step's state: zero where a sequence starts
+            np.multiply(h, keep[t + 1], out=xh[t + 1, j])
+            c = c_t * keep[t + 1]
+        if sync is not None:
+            sync()
     if not cache:
-        return hs, (h, c), None
-    np.copyto(xs[T, :, :H], h.T)
-    return hs, (h, c), (xs, gates, cs, tcs, state0[1], W, keep)
+        return hs, (h, c_t), None
+    np.copyto(xs[T, :, j], h.T)
+    return hs, (h, c_t), (xs, gates, cs, tcs, state0[1], W, keep)
 
 
-def lstm_backward(dhs, dstate_final, cache):
+def lstm_backward(dhs, dstate_final, cache, recurrent=None):
     """BPTT through `lstm_forward`: da (T, B, 4H) batch-major, (dh<0>, dc<0>), dW (4H, K).
 
     dhs (T, H, B) and the states are feature-major; da is the gradient of
-    the pre-activations, dW = Σ_t da<t> [h<t-1>; u<t>]ᵀ.
+    the pre-activations, dW = Σ_t da<t> [h<t-1>; u<t>]ᵀ.  `recurrent(t,
+    da<t>, out)`, optional, computes W_hhᵀ da<t> into out (split by units,
+    da<t> holds this process's gate rows and the product needs every
+    process's: `charlm.workers.units`).
     """
     xs, gates, cs, tcs, c0, W, keep = cache
     T, H, B = cs.shape
@@ -78,7 +97,9 @@ def lstm_backward(dhs, dstate_final, cache):
     da_t = aligned_empty((4 * H, B), W.dtype)                       # one step's, feature-major
     da_i, da_f, da_g, da_o = da_t.reshape(4, H, B)
     da_if = da_t[:2 * H].reshape(2, H, B)
-    WT = np.ascontiguousarray(W[:, :H].T)                           # W_hhᵀ (H, G)
+    if recurrent is None:
+        WT = np.ascontiguousarray(W[:, :H].T)                       # W_hhᵀ (H, G)
+        recurrent = lambda t, da_t, out: np.matmul(WT, da_t, out=out)  # noqa: E731
     dh, dc = _initial_gradient(dstate_final, 2, (H, B), W.dtype)
     tmp = aligned_empty((H, B), W.dtype)
     dh_o = aligned_empty((H, B), W.dtype)
@@ -110,7 +131,7 @@ def lstm_backward(dhs, dstate_final, cache):
         # da_g = dc·σ(i)·(1 - tanh²(g))
         np.multiply(g, g, out=da_g); np.subtract(1.0, da_g, out=da_g); da_g *= i; da_g *= dc
         dc *= f                                                       # to c<t-1>: σ(f)·dc
-        np.matmul(WT, da_t, out=dh)                                   # to h<t-1>: W_hhᵀ da<t>
+        recurrent(t, da_t, dh)                                        # to h<t-1>: W_hhᵀ da<t>
         np.copyto(da[t], da_t.T)
         if keep is not None:
             dh *= keep[t]

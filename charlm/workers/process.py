@@ -16,6 +16,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
@@ -96,3 +97,29 @@ def read_error(read) -> str:
     """The message of an error frame whose b"E" was just read; `read(n)` reads n bytes from the worker."""
     (n,) = struct.unpack("<I", read(4))
     return read(n).decode("utf-8", "replace")
+
+
+def shared_memory(size: int) -> int:
+    """A file descriptor of `size` bytes of memory no other process can find (memfd, else an unlinked temp file)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("charlm-step")
+    else:
+        fd, path = tempfile.mkstemp(prefix="charlm-step-")
+        os.unlink(path)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_exactly(fd: int, n: int) -> bytes:
+    """n bytes from a worker's pipe; its end in the middle is a WorkerError."""
+    out = b""
+    while len(out) < n:
+        chunk = os.read(fd, n - len(out))
+        if not chunk:
+            raise WorkerError("a worker process exited in the middle of a reply")
+        out += chunk
+    return out

@@ -23,7 +23,9 @@ matmuls.  Threads would share one interpreter lock.  Two processes with
 single-threaded BLAS, each on half the batch, keep both cores busy
 throughout; but each half's step matmuls read the whole weight matrix,
 so a worker needs enough rows per byte of weights (`auto_workers` below;
-measurements in docs/performance.md).
+measurements in docs/performance.md).  An LSTM's step is split by hidden
+units instead, where the machine allows (`charlm.workers.units`): the
+same protocol and shared block, other arrays in it.
 
 Protocol, over a command pipe (stdin) and a reply pipe (stdout) per
 worker: a worker says b"R" when it is ready; b"S" + one byte (1: dropout
@@ -43,14 +45,14 @@ import mmap
 import os
 import select
 import subprocess
-import tempfile
 
 import numpy as np
 
 from charlm import model
 from charlm.cells import NUM_STATES
+from charlm.workers import units
 from charlm.workers.process import (MAX_AUTO_WORKERS, STARTUP_SECONDS, WorkerError, detach_stdio, ended, error_reply,
-                                    read_error, reap, start)
+                                    read_error, read_exactly, reap, shared_memory, start)
 
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
@@ -85,10 +87,15 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
     matrix; otherwise one process, whose BLAS splits each matmul over the
     cores.
     At most MAX_AUTO_WORKERS: on a machine with more cores each worker's
-    BLAS gets its share of them (`Workers`).
+    BLAS gets its share of them (`Workers`).  An LSTM whose step can be
+    split by hidden units (`units.split_by_units`) takes that many workers
+    whatever the batch: each reads its share of W only.
     """
     if not posix:
         return 1
+    P = min(cores, MAX_AUTO_WORKERS)
+    if P > 1 and units.split_by_units(arch, batch_size, P):
+        return P                        # split by hidden units: each worker reads its P-th of W (charlm.workers.units)
     weights = step_weight_bytes(arch, itemsize)
     best = 1
     for p in range(2, min(cores, MAX_AUTO_WORKERS) + 1):
@@ -110,6 +117,17 @@ def split_rows(batch_size: int, workers: int) -> list[tuple[int, int]]:
 
 def layout(spec: dict) -> tuple[dict, int]:
     """{name: (offset, shape, dtype)} and the total size in bytes, from a run's description."""
+    entries = units.layout_entries(spec) if spec["split"] == "units" else _row_entries(spec)
+    table, offset = {}, 0
+    for name, shape, dt in entries:
+        table[name] = (offset, shape, dt)
+        size = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        offset += -(-max(size, 1) // ALIGN) * ALIGN
+    return table, offset
+
+
+def _row_entries(spec: dict) -> list[tuple]:
+    """What a step split by rows of the batch shares: the weights, and each worker's rows, states and gradients."""
     arch = model.Arch(**spec["arch"])
     dtype, T, H = np.dtype(spec["dtype"]), spec["seq_len"], arch.hidden_size
     shapes = model.param_shapes(arch)
@@ -124,32 +142,12 @@ def layout(spec: dict) -> tuple[dict, int]:
             for s in range(states):
                 entries += [(f"carry:{p}:{l}:{s}", (n, H), dtype), (f"final:{p}:{l}:{s}", (n, H), dtype)]
         entries += [(f"grad:{p}:{k}", shape, dtype) for k, shape in shapes.items()]
-    table, offset = {}, 0
-    for name, shape, dt in entries:
-        table[name] = (offset, shape, dt)
-        size = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        offset += -(-max(size, 1) // ALIGN) * ALIGN
-    return table, offset
+    return entries
 
 
 def views(table: dict, buf) -> dict:
     """The named arrays of `layout`, as views of the shared buffer."""
     return {name: np.ndarray(shape, dtype=dt, buffer=buf, offset=off) for name, (off, shape, dt) in table.items()}
-
-
-def _shared_memory(size: int) -> int:
-    """A file descriptor of `size` bytes of memory no other process can find (memfd, else an unlinked temp file)."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("charlm-step")
-    else:
-        fd, path = tempfile.mkstemp(prefix="charlm-step-")
-        os.unlink(path)
-    try:
-        os.ftruncate(fd, size)
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
 
 
 # ----------------------------------------------------------------------------
@@ -165,8 +163,9 @@ class TrainWorkers:
         self.rows = split_rows(batch_size, count)
         self.shapes = model.param_shapes(arch)
         self.states = NUM_STATES[arch.cell]
+        self.split = "units" if units.split_by_units(arch, batch_size, count) else "rows"
         spec = {"arch": vars(arch), "dtype": np.dtype(dtype).name, "seq_len": seq_len, "rows": self.rows,
-                "denominator": batch_size * seq_len}
+                "denominator": batch_size * seq_len, "split": self.split, "batch": batch_size, "workers": count}
         table, size = layout(spec)
         self.procs: list[subprocess.Popen] = []
         # Commands go down a chain: this process writes to worker 0, and each worker passes the
@@ -174,7 +173,7 @@ class TrainWorkers:
         # wake-up could take this process's core and hold up the next command by a scheduler
         # slice, 4-5 ms; and a worker reading another's command could not be ruled out with one
         # pipe for all.)
-        fd = _shared_memory(size)
+        fd = shared_memory(size)
         pipes = []                                          # (read end, write end) of each worker's commands
         try:
             for _ in range(count):
@@ -202,22 +201,17 @@ class TrainWorkers:
     def loss_and_grads(self, params: dict, x, y, carry, masks=None):
         """(loss, grads, final state) of the whole batch, as `model.loss_and_grads` returns them."""
         v = self.v
-        for k, p in params.items():
-            np.copyto(v[f"param:{k}"], p)
-        for p, (a, b) in enumerate(self.rows):
-            np.copyto(v[f"x:{p}"], x[:, a:b])
-            np.copyto(v[f"y:{p}"], y[:, a:b])
-            for l, state in enumerate(carry):
-                for s, arr in enumerate(state):
-                    np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
-                if masks is not None:
-                    np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
+        if self.split == "units":
+            units.put(v, params, x, y, carry, masks)
+        else:
+            self._put_rows(params, x, y, carry, masks)
         try:                                     # to worker 0, which passes it on
             os.write(self._commands, b"S" + bytes([masks is not None]))
         except OSError as e:
             raise WorkerError(self._ended(self.procs[0], e)) from None
-        for proc in self.procs:
-            self._expect(proc, b"D")
+        self._expect_all(b"D")
+        if self.split == "units":
+            return units.take(v, self.arch, len(self.procs))
         P = range(len(self.rows))
         loss = sum(float(v[f"loss:{p}"]) for p in P)
         grads = {}
@@ -230,6 +224,34 @@ class TrainWorkers:
                  for l in range(self.arch.num_layers)]
         return loss, grads, final
 
+    def _put_rows(self, params: dict, x, y, carry, masks) -> None:
+        v = self.v
+        for k, p in params.items():
+            np.copyto(v[f"param:{k}"], p)
+        for p, (a, b) in enumerate(self.rows):
+            np.copyto(v[f"x:{p}"], x[:, a:b])
+            np.copyto(v[f"y:{p}"], y[:, a:b])
+            for l, state in enumerate(carry):
+                for s, arr in enumerate(state):
+                    np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
+                if masks is not None:
+                    np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
+
+    def _expect_all(self, reply: bytes) -> None:
+        """Wait for `reply` from every worker, in the order they answer; the first failure raises WorkerError.
+
+        Split by units, the others are told to stop waiting for the failed one first.
+        """
+        waiting = {proc.stdout.fileno(): proc for proc in self.procs}
+        try:
+            while waiting:
+                for fd in select.select(list(waiting), [], [])[0]:
+                    self._expect(waiting.pop(fd), reply)
+        except WorkerError:
+            if self.split == "units":
+                units.abort(self.v, len(self.procs))
+            raise
+
     def _expect(self, proc, reply: bytes, timeout: float | None = None) -> None:
         """Wait for `reply`; a worker's error message, its exit, or the timeout raise WorkerError."""
         fd = proc.stdout.fileno()
@@ -240,7 +262,7 @@ class TrainWorkers:
         if got == reply:
             return
         if got == b"E":
-            raise WorkerError(read_error(lambda n: _read_exactly(fd, n)))
+            raise WorkerError(read_error(lambda n: read_exactly(fd, n)))
         raise WorkerError(self._ended(proc, None if got == b"" else f"unexpected reply {got!r}"))
 
     @staticmethod
@@ -263,16 +285,6 @@ class TrainWorkers:
                 buf.close()
             except BufferError:     # a view is still referenced; the mapping goes with it
                 pass
-
-
-def _read_exactly(fd: int, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = os.read(fd, n - len(out))
-        if not chunk:
-            raise WorkerError("a worker process exited in the middle of a reply")
-        out += chunk
-    return out
 
 
 class StepComputer:
@@ -329,11 +341,7 @@ def serve(argv: list[str]) -> None:
     os.close(fd)
     v = views(table, buf)
     arch = model.Arch(**spec["arch"])
-    params = {k: v[f"param:{k}"] for k in model.param_shapes(arch)}
-    states = NUM_STATES[arch.cell]
-    layers = range(arch.num_layers)
-    carry = [tuple(v[f"carry:{p}:{l}:{s}"] for s in range(states)) for l in layers]
-    masks = [v[f"mask:{p}:{l}"] for l in layers]
+    barrier = units.Barrier(v["flags"], p) if spec["split"] == "units" else None
     os.write(replies, b"R")
     while True:
         ask = os.read(commands, 2)
@@ -346,16 +354,30 @@ def serve(argv: list[str]) -> None:
                 following = -1                       # it is gone; the parent finds out when it waits for it
         try:
             with np.errstate(all="ignore"):          # non-finite steps are the parent's to report
-                loss, grads, final = model.loss_and_grads(
-                    params, arch, v[f"x:{p}"], v[f"y:{p}"], carry, masks=masks if ask[1] else None,
-                    denominator=spec["denominator"])
-            for k, g in grads.items():
-                np.copyto(v[f"grad:{p}:{k}"], g)
-            for l in layers:
-                for s in range(states):
-                    np.copyto(v[f"final:{p}:{l}:{s}"], final[l][s])
-            v[f"loss:{p}"][...] = loss
+                if barrier is not None:
+                    units.step(v, spec, p, barrier, bool(ask[1]))
+                else:
+                    _rows_step(v, spec, arch, p, bool(ask[1]))
             reply = b"D"
         except Exception as e:                       # (MemoryError included)
+            if barrier is not None:
+                units.abort(v, spec["workers"])      # the others stop waiting for this one
             reply = error_reply(e)
         os.write(replies, reply)
+
+
+def _rows_step(v: dict, spec: dict, arch: model.Arch, p: int, with_masks: bool) -> None:
+    """Worker p's part of a step split by rows: its rows' loss, gradients and final states."""
+    layers = range(arch.num_layers)
+    states = NUM_STATES[arch.cell]
+    params = {k: v[f"param:{k}"] for k in model.param_shapes(arch)}
+    carry = [tuple(v[f"carry:{p}:{l}:{s}"] for s in range(states)) for l in layers]
+    masks = [v[f"mask:{p}:{l}"] for l in layers] if with_masks else None
+    loss, grads, final = model.loss_and_grads(params, arch, v[f"x:{p}"], v[f"y:{p}"], carry, masks=masks,
+                                              denominator=spec["denominator"])
+    for k, g in grads.items():
+        np.copyto(v[f"grad:{p}:{k}"], g)
+    for l in layers:
+        for s in range(states):
+            np.copyto(v[f"final:{p}:{l}:{s}"], final[l][s])
+    v[f"loss:{p}"][...] = loss
