@@ -139,6 +139,18 @@ def test_shares_and_gate_rows():
     assert R.tolist() == [2, 3, 10, 11, 18, 19, 26, 27]          # units 2, 3 of the i, f, g, o blocks
 
 
+def test_a_barrier_waits_for_the_others_and_stops_when_told():
+    flags = np.zeros((3, 8), dtype=np.int64)                      # two workers and the abort row
+    flags[1, 0] = 2                                               # worker 1 has passed two barriers
+    barrier = units.Barrier(flags, 0)
+    barrier()
+    barrier()                                                     # both return at once
+    assert flags[0, 0] == 2
+    units.abort({"flags": flags}, 2)
+    with pytest.raises(units.WorkerError, match="failed"):
+        barrier()                                                 # worker 1 never reaches a third
+
+
 def _gone(proc) -> bool:
     try:
         proc.wait(timeout=10)

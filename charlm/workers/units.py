@@ -136,6 +136,7 @@ class Barrier:
         self.others = [flags[q] for q in range(P) if q != p]
         self.abort = flags[P]
         self.count = 0
+        self.parent = os.getppid()
 
     def __call__(self) -> None:
         self.count += 1
@@ -146,8 +147,8 @@ class Barrier:
             while other[0] < n:
                 spins += 1
                 if spins > SPINS:
-                    if self.abort[0]:
-                        raise WorkerError("another worker process failed")
+                    if self.abort[0] or os.getppid() != self.parent:
+                        raise WorkerError("another worker process or the training process failed")
                     os.sched_yield()
 
 
