@@ -61,6 +61,11 @@ How the time loops are kept cheap (the equations are unchanged):
   and so does each step's slice of them: vectorised ufunc loops then never
   straddle two cache lines.
 
+The LSTM's loops also run on a share of the hidden units, beside other
+processes that run the rest (`charlm.workers.units`): `lstm_forward` takes
+the units it writes and a `sync` called after each step, `lstm_backward`
+the recurrent product as a function.
+
 A state is a tuple: `(h,)` for rnn and gru, `(h, c)` for lstm.
 
 `keep` (optional, of 0/1; (T, B, 1) for the RNN, (T, 1, B) for the gated
