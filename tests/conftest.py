@@ -3,7 +3,9 @@
 Import the helpers with `from conftest import ...`; the fixtures are found by pytest."""
 
 import random
+import subprocess
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -52,6 +54,19 @@ def write_names(path, n=300, seed=0):
     return path
 
 
+def trained_arrays(path) -> dict:
+    """A checkpoint's weights, optimizer state and carried states (what fixes a run's bits)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files if k.startswith(("layers.", "head.", "optim.", "carry."))}
+
+
+def exits(proc, timeout: float = 10) -> bool:
+    """Whether a worker process exits within `timeout` seconds."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 @pytest.fixture

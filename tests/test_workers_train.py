@@ -28,6 +28,7 @@ from charlm.workers import train as step_workers
 from charlm.workers import units
 from charlm.cli import app
 from charlm.config import Config
+from conftest import exits, trained_arrays
 
 
 def setup(cell, B=10, T=7, V=20, H=16, L=2, reset=False, seed=1):
@@ -128,13 +129,6 @@ def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):
     assert process.usable_cores() >= 1
 
 
-def _gone(proc) -> bool:
-    try:
-        proc.wait(timeout=10)
-    except Exception:
-        return False
-    return True
-
 
 def test_a_killed_worker_falls_back_to_this_process():
     arch, params, x, y, carry, masks = setup("lstm")
@@ -148,7 +142,7 @@ def test_a_killed_worker_falls_back_to_this_process():
     assert_same_step(model.loss_and_grads(params, arch, x, y, carry, masks=masks), got)
     assert len(failures) == 1 and "exited with code" in failures[0]
     assert engine.workers is None and engine.count == 1
-    assert all(_gone(p) for p in procs)                                 # the other worker was ended too
+    assert all(exits(p) for p in procs)                                 # the other worker was ended too
     engine.close()                                                      # closing twice is harmless
 
 
@@ -163,7 +157,7 @@ def test_a_worker_error_is_reported_with_its_message():
     finally:
         procs = list(workers.procs)
         workers.close()
-    assert all(_gone(p) for p in procs)
+    assert all(exits(p) for p in procs)
 
 
 def open_fds() -> int | None:
@@ -231,10 +225,6 @@ def train(tmp_path, corpus, *args):
     return result
 
 
-def weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k.startswith(("layers.", "head.", "optim.", "carry."))}
-
 
 def test_same_seed_with_workers_is_bit_identical_and_resumes_exactly(tmp_path, corpus):
     a, b, c = (str(tmp_path / n) for n in ("a.npz", "b.npz", "c.npz"))
@@ -245,7 +235,7 @@ def test_same_seed_with_workers_is_bit_identical_and_resumes_exactly(tmp_path, c
     train(tmp_path, corpus, "--steps", "12", *fixed, "-c", b)
     train(tmp_path, corpus, "--steps", "6", *fixed, "-c", c)
     train(tmp_path, corpus, "--steps", "12", *fixed, "-c", c, "--resume")
-    wa, wb, wc = weights(a), weights(b), weights(c)
+    wa, wb, wc = trained_arrays(a), trained_arrays(b), trained_arrays(c)
     assert any(k.startswith("carry.") for k in wa)
     for k in wa:
         assert np.array_equal(wa[k], wb[k]), k
@@ -262,7 +252,7 @@ def test_workers_and_one_process_train_the_same_model(tmp_path, corpus):
     a, b = str(tmp_path / "a.npz"), str(tmp_path / "b.npz")
     train(tmp_path, corpus, "--steps", "8", "--workers", "3", "--dtype", "float64", "--dropout", "0.2", "-c", a)
     train(tmp_path, corpus, "--steps", "8", "--workers", "1", "--dtype", "float64", "--dropout", "0.2", "-c", b)
-    wa, wb = weights(a), weights(b)
+    wa, wb = trained_arrays(a), trained_arrays(b)
     assert ckpt_io.load(a).meta["workers"] == 3 and ckpt_io.load(b).meta["workers"] == 1
     for k in wa:
         np.testing.assert_allclose(wa[k], wb[k], rtol=1e-9, atol=1e-12, err_msg=k)

@@ -27,6 +27,7 @@ from charlm import model
 from charlm.cli import app
 from charlm.workers import train as step_workers
 from charlm.workers import units
+from conftest import exits, trained_arrays
 
 pytestmark = pytest.mark.skipif(not units.ORDERED_STORES or sys.platform == "win32",
                                 reason="the split by units runs on x86-64 POSIX systems only")
@@ -151,13 +152,6 @@ def test_a_barrier_waits_for_the_others_and_stops_when_told():
         barrier()                                                 # worker 1 never reaches a third
 
 
-def _gone(proc) -> bool:
-    try:
-        proc.wait(timeout=10)
-    except Exception:
-        return False
-    return True
-
 
 def test_a_killed_worker_falls_back_without_a_hang():
     arch, params, x, y, carry, masks = setup(H=64)
@@ -172,7 +166,7 @@ def test_a_killed_worker_falls_back_without_a_hang():
     assert difference(model.loss_and_grads(params, arch, x, y, carry, masks=masks), got) < 1e-12
     assert len(failures) == 1 and "exited with code" in failures[0]
     assert engine.workers is None and engine.count == 1
-    assert all(_gone(p) for p in procs)                           # the waiting worker was told to stop, and exited
+    assert all(exits(p) for p in procs)                           # the waiting worker was told to stop, and exited
 
 
 def test_which_steps_are_split_by_units(monkeypatch):
@@ -205,10 +199,6 @@ def train(corpus, *args):
     return result
 
 
-def weights(path):
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files if k.startswith(("layers.", "head.", "optim.", "carry."))}
-
 
 def test_split_runs_are_reproducible_resume_exactly_and_equal_one_process(tmp_path):
     corpus = tmp_path / "text.txt"
@@ -219,7 +209,7 @@ def test_split_runs_are_reproducible_resume_exactly_and_equal_one_process(tmp_pa
     train(corpus, "--steps", "10", "--workers", "2", "-c", b)
     train(corpus, "--steps", "5", "--workers", "2", "-c", c)
     train(corpus, "--steps", "10", "--workers", "2", "-c", c, "--resume")
-    wa, wb, wc = weights(a), weights(b), weights(c)
+    wa, wb, wc = trained_arrays(a), trained_arrays(b), trained_arrays(c)
     for k in wa:
         assert np.array_equal(wa[k], wb[k]), k
         assert np.array_equal(wa[k], wc[k]), k
@@ -227,6 +217,6 @@ def test_split_runs_are_reproducible_resume_exactly_and_equal_one_process(tmp_pa
     e, f = str(tmp_path / "e.npz"), str(tmp_path / "f.npz")
     train(corpus, "--steps", "6", "--workers", "2", "--dtype", "float64", "-c", e)
     train(corpus, "--steps", "6", "--workers", "1", "--dtype", "float64", "-c", f)
-    we, wf = weights(e), weights(f)
+    we, wf = trained_arrays(e), trained_arrays(f)
     for k in we:
         np.testing.assert_allclose(we[k], wf[k], rtol=1e-9, atol=1e-12, err_msg=k)
