@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from charlm import model
 from charlm.cli import app
 
 runner = CliRunner()
@@ -52,6 +53,22 @@ def write_names(path, n=300, seed=0):
     rng = random.Random(seed)
     path.write_text("\n".join(rng.choice(NAMES) for _ in range(n)) + "\n", encoding="utf-8")
     return path
+
+
+def step_inputs(cell, B=10, T=7, V=20, H=16, L=2, reset=False, seed=1):
+    """A float64 model and one training step's inputs: (arch, params, x, y, carried states, dropout masks)."""
+    arch = model.Arch(cell, V, H, L, reset_at_eos=reset)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(arch, rng, "float64")
+    x = rng.integers(0, V, (T, B)).astype(np.uint8)
+    y = rng.integers(0, V, (T, B)).astype(np.uint8)
+    if reset:
+        x[3, ::2] = 0                                             # <EOS> inputs: the state restarts there
+        x[0, 1] = 0
+    S = 2 if cell == "lstm" else 1
+    carry = [tuple(rng.standard_normal((B, H)) for _ in range(S)) for _ in range(L)]
+    masks = model.dropout_masks(arch, T, B, 0.3, rng, np.dtype("float64"))
+    return arch, params, x, y, carry, masks
 
 
 def trained_arrays(path) -> dict:

@@ -28,21 +28,10 @@ from charlm.workers import train as step_workers
 from charlm.workers import units
 from charlm.cli import app
 from charlm.config import Config
-from conftest import exits, trained_arrays
+from conftest import exits, step_inputs, trained_arrays
 
 
-def setup(cell, B=10, T=7, V=20, H=16, L=2, reset=False, seed=1):
-    arch = model.Arch(cell, V, H, L, reset_at_eos=reset)
-    rng = np.random.default_rng(seed)
-    params = model.init_params(arch, rng, "float64")
-    x = rng.integers(0, V, (T, B)).astype(np.uint8)
-    y = rng.integers(0, V, (T, B)).astype(np.uint8)
-    if reset:
-        x[3, ::2] = 0                                             # <EOS> inputs: the state restarts there
-    S = 2 if cell == "lstm" else 1
-    carry = [tuple(rng.standard_normal((B, H)) for _ in range(S)) for _ in range(L)]
-    masks = model.dropout_masks(arch, T, B, 0.3, rng, np.dtype("float64"))
-    return arch, params, x, y, carry, masks
+setup = step_inputs
 
 
 def assert_same_step(ref, got, tol=1e-12):

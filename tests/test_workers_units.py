@@ -27,24 +27,14 @@ from charlm import model
 from charlm.cli import app
 from charlm.workers import train as step_workers
 from charlm.workers import units
-from conftest import exits, trained_arrays
+from conftest import exits, step_inputs, trained_arrays
 
 pytestmark = pytest.mark.skipif(not units.ORDERED_STORES or sys.platform == "win32",
                                 reason="the split by units runs on x86-64 POSIX systems only")
 
 
-def setup(B=10, T=7, V=20, H=64, L=2, reset=False, seed=1):
-    arch = model.Arch("lstm", V, H, L, reset_at_eos=reset)
-    rng = np.random.default_rng(seed)
-    params = model.init_params(arch, rng, "float64")
-    x = rng.integers(0, V, (T, B)).astype(np.uint8)
-    y = rng.integers(0, V, (T, B)).astype(np.uint8)
-    if reset:
-        x[3, ::2] = 0                                             # <EOS> inputs: the state restarts there
-        x[0, 1] = 0
-    carry = [tuple(rng.standard_normal((B, H)) for _ in range(2)) for _ in range(L)]
-    masks = model.dropout_masks(arch, T, B, 0.3, rng, np.dtype("float64"))
-    return arch, params, x, y, carry, masks
+def setup(H=64, L=2, reset=False):
+    return step_inputs("lstm", H=H, L=L, reset=reset)
 
 
 def difference(ref, got) -> float:
