@@ -17,14 +17,13 @@ from charlm.cells.common import _batch_major_inputs, _half_affine, _halve_rows, 
 #   h<t> = σ(o)·tanh(c<t>)
 # ----------------------------------------------------------------------------
 
-def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None, units=None, sync=None, hs=None):
+def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None, units=None, sync=None):
     """The LSTM over T steps; see "The gated cells" above for xh, W, gx, keep and xs.
 
     Split by hidden units (`charlm.workers.units`), a process computes the
     gate rows of its units only: W holds those rows, `units` (a slice) says
     which rows of xh's h part it writes, and `sync()`, called after every
-    step, waits until the other processes have written theirs.  `hs`
-    (T, H, B), optional: where the outputs go.
+    step, waits until the other processes have written theirs.
     """
     H = W.shape[0] // 4
     T, B = xh.shape[0] - 1, xh.shape[2]
@@ -37,8 +36,7 @@ def lstm_forward(xh, W, state0, keep=None, gx=None, cache=True, xs=None, units=N
     gates = gx if gx is not None or not cache else aligned_empty((T, G, B), W.dtype)
     cs = aligned_empty((T, H, B), W.dtype) if cache else None
     tcs = aligned_empty((T, H, B), W.dtype) if cache else None    # tanh(c<t>)
-    if hs is None:
-        hs = xh[1:, j] if keep is None else aligned_empty((T, H, B), W.dtype)
+    hs = xh[1:, j] if keep is None else aligned_empty((T, H, B), W.dtype)
     buf = aligned_empty((G, B), W.dtype)
     tmp = aligned_empty((H, B), W.dtype)
     c_bufs = None if cache else aligned_empty((2, H, B), W.dtype)
