@@ -75,18 +75,14 @@ def forward(params, arch: Arch, seq: np.ndarray, masks=None, lengths=None):
     top_b, _, cache_b = model.stack_forward(stack_params(params, BACKWARD_PREFIX), arch, x_b,
                                             model.zero_state(arch, B, dtype), m_b)
     top = np.concatenate((top_f, np.take_along_axis(top_b, idx[..., None], axis=0)), axis=-1)   # [a_f; a_b]
-    logits = top.reshape(T * B, -1) @ params["head.weight"].T
-    logits += params["head.bias"]
-    return logits.reshape(T, B, -1), (top, idx, cache_f, cache_b)
+    return model.head(params, top), (top, idx, cache_f, cache_b)
 
 
 def backward(params, arch: Arch, dlogits: np.ndarray, cache) -> dict:
     """The gradient of every parameter (the keys of `params`), from dlogits (T, B, V)."""
     top, idx, cache_f, cache_b = cache
     H = arch.hidden_size
-    dlogits2 = dlogits.reshape(-1, dlogits.shape[-1])
-    grads = {"head.weight": dlogits2.T @ top.reshape(-1, 2 * H), "head.bias": dlogits2.sum(axis=0)}
-    dtop = (dlogits2 @ params["head.weight"]).reshape(top.shape)
+    grads, dtop = model.head_backward(params, dlogits, top)
     model.stack_backward(params, arch, np.ascontiguousarray(dtop[..., :H]), cache_f, grads=grads)
     dtop_b = np.take_along_axis(dtop[..., H:], idx[..., None], axis=0)     # back to the backward stack's order
     grads_b, _ = model.stack_backward(stack_params(params, BACKWARD_PREFIX), arch, dtop_b, cache_b)

@@ -1,4 +1,6 @@
-"""The softmax head's loss: log-softmax, and the cross-entropy of the targets with its gradient.
+"""The softmax head: its logits, their log-softmax, and the cross-entropy of the targets with its gradient.
+
+    logits<t> = head.weight · h<t> + head.bias
 
     loss = −Σ_t log softmax(logits<t>)[y<t>] / N,    ∂loss/∂logits<t> = (softmax(logits<t>) − onehot(y<t>)) / N
 
@@ -43,3 +45,17 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray, mask: np.ndarray | No
     dlogits = dlogits.reshape(logits.shape)
     dlogits *= np.asarray(scale, dtype=logits.dtype)
     return loss, dlogits, count
+
+
+def head(params, h: np.ndarray) -> np.ndarray:
+    """logits = head.weight · h + head.bias, for h of shape (..., In)."""
+    logits = h.reshape(-1, h.shape[-1]) @ params["head.weight"].T
+    logits += params["head.bias"]
+    return logits.reshape(*h.shape[:-1], -1)
+
+
+def head_backward(params, dlogits: np.ndarray, h: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The head's gradients {head.weight, head.bias} and the gradient of its input h (..., In), from dlogits (..., V)."""
+    dlogits2 = dlogits.reshape(-1, dlogits.shape[-1])
+    grads = {"head.weight": dlogits2.T @ h.reshape(-1, h.shape[-1]), "head.bias": dlogits2.sum(axis=0)}
+    return grads, (dlogits2 @ params["head.weight"]).reshape(h.shape)

@@ -37,7 +37,7 @@ import numpy as np
 from charlm import cells
 from charlm.allocator import aligned_empty
 from charlm.cells import NUM_GATES
-from charlm.loss import cross_entropy, log_softmax  # noqa: F401  (log_softmax: model.log_softmax for readers of logits)
+from charlm.loss import cross_entropy, head, head_backward, log_softmax  # noqa: F401  (log_softmax: model.log_softmax for readers of logits)
 from charlm.vocab import EOS_ID, UNK_ID
 
 
@@ -232,26 +232,51 @@ def layer_input(params, arch: Arch, l: int, x: np.ndarray, below: np.ndarray | N
             gx += b[:, None]
         xs = aligned_empty((T + 1, B, H), dtype) if batch_major else None
         return W_hh, aligned_empty((T + 1, H, B), dtype), xs, gx
+    K = H + arch.vocab_size if l == 0 else 2 * H + 1
+    xh = aligned_empty((T + 1, K, B), dtype)                       # (the loop writes the h rows)
+    xs = aligned_empty((T + 1, B, K), dtype) if batch_major else None
     if l > 0:
-        xh = aligned_empty((T + 1, 2 * H + 1, B), dtype)
         xh[:T, H:2 * H] = below
-        xh[:, 2 * H] = 1.0
-        xs = None
         if batch_major:
-            xs = aligned_empty((T + 1, B, 2 * H + 1), dtype)
             xs[:T, :, H:2 * H] = below_bm
-            xs[:, :, 2 * H] = 1.0
-        return np.concatenate((W_hh, W_ih, b[:, None]), axis=1), xh, xs, None
-    ids = H + x.astype(np.intp)
-    xh = aligned_empty((T + 1, H + arch.vocab_size, B), dtype)     # (the loop writes the h rows)
-    xh[:, H:] = 0.0
-    xh[np.arange(T)[:, None], ids, np.arange(B)] = 1.0
-    xs = None
-    if batch_major:
-        xs = aligned_empty((T + 1, B, H + arch.vocab_size), dtype)
-        xs[:, :, H:] = 0.0
-        xs[np.arange(T)[:, None], np.arange(B), ids] = 1.0
-    return np.concatenate((W_hh, W_ih + b[:, None]), axis=1), xh, xs, None
+    write_constant_inputs(l, x, H, xh, xs)
+    return concatenated_weights(params, l), xh, xs, None
+
+
+def write_constant_inputs(l: int, x: np.ndarray, H: int, xh: np.ndarray, xs: np.ndarray | None = None,
+                          steps: slice = slice(None)) -> None:
+    """The rows of [h; u] in xh (and xs) that the layer below does not give, for the time steps `steps` of 0..T.
+
+    Layer 0: u<t> = onehot(x<t>) (zeros at t = T); above, the bias row's 1.
+    """
+    if l > 0:
+        xh[steps, 2 * H] = 1.0
+        if xs is not None:
+            xs[steps, :, 2 * H] = 1.0
+        return
+    xh[steps, H:] = 0.0
+    if xs is not None:
+        xs[steps, :, H:] = 0.0
+    t = np.arange(len(xh))[steps]
+    t = t[t < len(x), None]
+    ids, b = H + x[t[:, 0]].astype(np.intp), np.arange(x.shape[1])
+    xh[t, ids, b] = 1.0
+    if xs is not None:
+        xs[t, b, ids] = 1.0
+
+
+def concatenated_weights(params, l: int, rows=slice(None)) -> np.ndarray:
+    """W = [W_hh | W_u] of gated layer l, its `rows` only (all by default): W_u = W_ih + b in layer 0, [W_ih | b] above."""
+    W_hh, W_ih, b = (params[f"layers.{l}.{k}"][rows] for k in ("weight_hh", "weight_ih", "bias"))
+    W_u = (W_ih + b[:, None],) if l == 0 else (W_ih, b[:, None])
+    return np.concatenate((W_hh, *W_u), axis=1)
+
+
+def concatenated_gradients(dW: np.ndarray, l: int, H: int) -> tuple:
+    """The gradients (views) of W_hh, W_ih and b of gated layer l from dW = [dW_hh | dW_u] (`concatenated_weights`)."""
+    if l == 0:                                                         # dW_u = d(W_ih + b)
+        return dW[:, :H], dW[:, H:], dW[:, H:].sum(axis=1)
+    return dW[:, :H], dW[:, H:2 * H], dW[:, 2 * H]                     # dW_u = [dW_ih | db]
 
 
 def gated_forward(params, arch: Arch, x: np.ndarray, state, masks=None, cache: bool = True):
@@ -280,7 +305,7 @@ def forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     for `backward`.  `masks[l]` (optional, (T, H, B)) multiplies the output of layer l.
     """
     top, final, cache = stack_forward(params, arch, x, state, masks)
-    return _head(params, top), final, cache
+    return head(params, top), final, cache
 
 
 def stack_forward(params, arch: Arch, x: np.ndarray, state, masks=None):
@@ -304,23 +329,9 @@ def stack_forward(params, arch: Arch, x: np.ndarray, state, masks=None):
     return inp, final, (caches, inp, masks, x)
 
 
-def _head(params, h: np.ndarray) -> np.ndarray:
-    """logits = head.weight · h + head.bias, for h of shape (..., H)."""
-    logits = h.reshape(-1, h.shape[-1]) @ params["head.weight"].T
-    logits += params["head.bias"]
-    return logits.reshape(*h.shape[:-1], -1)
-
-
 def backward(params, arch: Arch, dlogits: np.ndarray, cache, dstate_final=None):
     """BPTT: the gradient of every parameter (same keys), and of the initial state."""
-    top = cache[1]
-    V, H = arch.vocab_size, arch.hidden_size
-    dlogits2 = dlogits.reshape(-1, V)
-    grads = {
-        "head.weight": dlogits2.T @ top.reshape(-1, H),
-        "head.bias": dlogits2.sum(axis=0),
-    }
-    dout = (dlogits2 @ params["head.weight"]).reshape(top.shape)
+    grads, dout = head_backward(params, dlogits, cache[1])
     return stack_backward(params, arch, dout, cache, dstate_final, grads)
 
 
@@ -349,12 +360,9 @@ def stack_backward(params, arch: Arch, dout: np.ndarray, cache, dstate_final=Non
             grads[f"layers.{l}.weight_ih"] = (lookup_gradient(x, da2, V) if l == 0
                                               else da2.T @ cells.swap_layout(below).reshape(-1, H))
             grads[f"layers.{l}.bias"] = da2.sum(axis=0)
-        elif l > 0:                                                        # dW = [dW_hh | dW_ih | db]
-            grads[f"layers.{l}.weight_ih"] = np.ascontiguousarray(dW[:, H:2 * H])
-            grads[f"layers.{l}.bias"] = np.ascontiguousarray(dW[:, 2 * H])
-        else:                                                              # dW = [dW_hh | d(W_ih + b)]
-            grads["layers.0.weight_ih"] = np.ascontiguousarray(dW[:, H:])
-            grads["layers.0.bias"] = dW[:, H:].sum(axis=1)
+        else:                                                              # dW = [dW_hh | dW_u]
+            for k, g in zip(("weight_ih", "bias"), concatenated_gradients(dW, l, H)[1:]):
+                grads[f"layers.{l}.{k}"] = np.ascontiguousarray(g)
         if l > 0:
             dhs = cells.swap_layout((da2 @ params[f"layers.{l}.weight_ih"]).reshape(*da.shape[:2], H))
     return grads, dstate0

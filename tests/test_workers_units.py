@@ -76,7 +76,9 @@ def in_threads(arch, params, x, y, carry, masks, workers=2):
     table, size = step_workers.layout(spec)
     buf = mmap.mmap(-1, size)
     v = step_workers.views(table, buf)
-    units.put(v, params, x, y, carry, masks)
+    for k, p in params.items():
+        np.copyto(v[f"param:{k}"], p)
+    units.put(v, x, y, carry, masks)
     errors = []
 
     def work(p):

@@ -98,7 +98,7 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
         return P                        # split by hidden units: each worker reads its P-th of W (charlm.workers.units)
     weights = step_weight_bytes(arch, itemsize)
     best = 1
-    for p in range(2, min(cores, MAX_AUTO_WORKERS) + 1):
+    for p in range(2, P + 1):
         rows = batch_size // p
         if rows >= MIN_ROWS and weights <= MAX_WEIGHT_BYTES_PER_ROW * rows:
             best = p
@@ -107,8 +107,7 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
 
 def split_rows(batch_size: int, workers: int) -> list[tuple[int, int]]:
     """Contiguous shares of the batch rows, sizes differing by at most one."""
-    edges = np.linspace(0, batch_size, workers + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(s.start, s.stop) for s in units.shares(batch_size, workers)]
 
 
 # ----------------------------------------------------------------------------
@@ -201,10 +200,12 @@ class TrainWorkers:
     def loss_and_grads(self, params: dict, x, y, carry, masks=None):
         """(loss, grads, final state) of the whole batch, as `model.loss_and_grads` returns them."""
         v = self.v
+        for k, p in params.items():
+            np.copyto(v[f"param:{k}"], p)
         if self.split == "units":
-            units.put(v, params, x, y, carry, masks)
+            units.put(v, x, y, carry, masks)
         else:
-            self._put_rows(params, x, y, carry, masks)
+            self._put_rows(x, y, carry, masks)
         try:                                     # to worker 0, which passes it on
             os.write(self._commands, b"S" + bytes([masks is not None]))
         except OSError as e:
@@ -212,7 +213,21 @@ class TrainWorkers:
         self._expect_all(b"D")
         if self.split == "units":
             return units.take(v, self.arch, len(self.procs))
-        P = range(len(self.rows))
+        return self._take_rows()
+
+    def _put_rows(self, x, y, carry, masks) -> None:
+        v = self.v
+        for p, (a, b) in enumerate(self.rows):
+            np.copyto(v[f"x:{p}"], x[:, a:b])
+            np.copyto(v[f"y:{p}"], y[:, a:b])
+            for l, state in enumerate(carry):
+                for s, arr in enumerate(state):
+                    np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
+                if masks is not None:
+                    np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
+
+    def _take_rows(self):
+        v, P = self.v, range(len(self.rows))
         loss = sum(float(v[f"loss:{p}"]) for p in P)
         grads = {}
         for k in self.shapes:
@@ -223,19 +238,6 @@ class TrainWorkers:
         final = [tuple(np.concatenate([v[f"final:{p}:{l}:{s}"] for p in P]) for s in range(self.states))
                  for l in range(self.arch.num_layers)]
         return loss, grads, final
-
-    def _put_rows(self, params: dict, x, y, carry, masks) -> None:
-        v = self.v
-        for k, p in params.items():
-            np.copyto(v[f"param:{k}"], p)
-        for p, (a, b) in enumerate(self.rows):
-            np.copyto(v[f"x:{p}"], x[:, a:b])
-            np.copyto(v[f"y:{p}"], y[:, a:b])
-            for l, state in enumerate(carry):
-                for s, arr in enumerate(state):
-                    np.copyto(v[f"carry:{p}:{l}:{s}"], arr[a:b])
-                if masks is not None:
-                    np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
 
     def _expect_all(self, reply: bytes) -> None:
         """Wait for `reply` from every worker, in the order they answer; the first failure raises WorkerError.

@@ -44,7 +44,6 @@ from charlm.workers.process import WorkerError
 ORDERED_STORES = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 MIN_UNITS = 32          # hidden units per worker, at least
 SPINS = 2000            # a barrier spins this many times (about 0.2 ms) before it yields its core each time
-ABORT = "flags"         # row P of the flags: set when a worker fails, so that the others stop waiting
 
 
 def split_by_units(arch: model.Arch, batch: int, workers: int) -> bool:
@@ -92,10 +91,8 @@ def layout_entries(spec: dict) -> list[tuple]:
 # The training process's side
 # ----------------------------------------------------------------------------
 
-def put(v: dict, params: dict, x, y, carry, masks) -> None:
-    """Copy a step's inputs into the shared block."""
-    for k, p in params.items():
-        np.copyto(v[f"param:{k}"], p)
+def put(v: dict, x, y, carry, masks) -> None:
+    """Copy a step's inputs into the shared block (the weights: `TrainWorkers.loss_and_grads`)."""
     np.copyto(v["x"], x)
     np.copyto(v["y"], y)
     for l, state in enumerate(carry):
@@ -119,8 +116,8 @@ def take(v: dict, arch: model.Arch, workers: int):
 
 
 def abort(v: dict, workers: int) -> None:
-    """Tell the workers to stop waiting for each other (one of them failed)."""
-    v[ABORT][workers, 0] = 1
+    """Tell the workers to stop waiting for each other (one of them failed): the flags' last row."""
+    v["flags"][workers, 0] = 1
 
 
 # ----------------------------------------------------------------------------
@@ -165,13 +162,12 @@ def step(v: dict, spec: dict, p: int, barrier: Barrier, with_masks: bool) -> Non
     keep = model.state_keep(arch, x, dtype)
     keep = None if keep is None else np.swapaxes(keep, 1, 2)            # (T, 1, B)
     masks = [v[f"mask:{l}"][:, J] for l in range(L)] if with_masks else None
-    _fill_inputs(v, arch, x, shares(T + 1, P)[p])
+    for l in range(L):                      # the constant rows of [h; u], its share of the time steps
+        model.write_constant_inputs(l, x, H, v[f"xh:{l}"], v[f"xs:{l}"], shares(T + 1, P)[p])
     caches = []
     for l in range(L):
-        W_hh, W_ih, b = (params[f"layers.{l}.{k}"] for k in ("weight_hh", "weight_ih", "bias"))
-        W_u = W_ih[R] + b[R, None] if l == 0 else np.concatenate((W_ih[R], b[R, None]), axis=1)
         state0 = tuple(np.ascontiguousarray(v[f"carry:{l}:{s}"][:, J].T) for s in range(2))
-        hs, final, cache = lstm_forward(v[f"xh:{l}"], np.concatenate((W_hh[R], W_u), axis=1), state0, keep,
+        hs, final, cache = lstm_forward(v[f"xh:{l}"], model.concatenated_weights(params, l, R), state0, keep,
                                         xs=v[f"xs:{l}"], units=J, sync=barrier)   # (its first sync: the inputs are in)
         caches.append(cache)
         for s in range(2):
@@ -199,31 +195,14 @@ def step(v: dict, spec: dict, p: int, barrier: Barrier, with_masks: bool) -> Non
             dhs = swap_layout(dx.reshape(T, B, -1))
 
 
-def _fill_inputs(v: dict, arch: model.Arch, x: np.ndarray, ts: slice) -> None:
-    """The constant rows of the layers' [h; u], for the time steps ts: layer 0's one-hot input, the bias rows above."""
-    T, B = x.shape
-    H = arch.hidden_size
-    xh, xs = v["xh:0"], v["xs:0"]
-    xh[ts, H:] = 0.0
-    xs[ts, :, H:] = 0.0
-    t = np.arange(ts.start, min(ts.stop, T))
-    ids = H + x[t].astype(np.intp)
-    xh[t[:, None], ids, np.arange(B)] = 1.0
-    xs[t[:, None], np.arange(B), ids] = 1.0
-    for l in range(1, arch.num_layers):
-        v[f"xh:{l}"][ts, 2 * H] = 1.0
-        v[f"xs:{l}"][ts, :, 2 * H] = 1.0
-
-
 def _head(v: dict, params: dict, y: np.ndarray, ts: slice, p: int, denominator: int) -> None:
     """logits = head.weight · top<t> + head.bias for the steps ts; their loss, the head's gradients, d top<t>."""
     top = np.ascontiguousarray(np.swapaxes(v["top"][ts], 1, 2))            # (t, B, H)
-    logits = model._head(params, top)
-    loss, dlogits, _ = cross_entropy(logits, y[ts], None, denominator)
-    d2 = dlogits.reshape(-1, dlogits.shape[-1])
-    v[f"grad:{p}:head.weight"][...] = d2.T @ top.reshape(-1, top.shape[-1])
-    v[f"grad:{p}:head.bias"][...] = d2.sum(axis=0)
-    v["dtop"][ts] = np.swapaxes((d2 @ params["head.weight"]).reshape(top.shape), 1, 2)
+    loss, dlogits, _ = cross_entropy(model.head(params, top), y[ts], None, denominator)
+    grads, dtop = model.head_backward(params, dlogits, top)
+    for k, g in grads.items():
+        v[f"grad:{p}:{k}"][...] = g
+    v["dtop"][ts] = np.swapaxes(dtop, 1, 2)
     v[f"loss:{p}"][...] = loss
 
 
@@ -249,11 +228,6 @@ def _exchange(dstep: np.ndarray, W_hh: np.ndarray, R: np.ndarray, J: slice, p: i
 
 
 def _put_weight_gradients(v: dict, l: int, R: np.ndarray, H: int, dW: np.ndarray) -> None:
-    """Rows R of layer l's gradients from dW = [dW_hh | dW_u] (as `model.stack_backward` splits it)."""
-    v[f"grad:layers.{l}.weight_hh"][R] = dW[:, :H]
-    if l == 0:                                  # W_u = W_ih + b
-        v[f"grad:layers.{l}.weight_ih"][R] = dW[:, H:]
-        v[f"grad:layers.{l}.bias"][R] = dW[:, H:].sum(axis=1)
-    else:                                       # W_u = [W_ih | b]
-        v[f"grad:layers.{l}.weight_ih"][R] = dW[:, H:2 * H]
-        v[f"grad:layers.{l}.bias"][R] = dW[:, 2 * H]
+    """Rows R of layer l's gradients from dW = [dW_hh | dW_u] (`model.concatenated_gradients`)."""
+    for k, g in zip(("weight_hh", "weight_ih", "bias"), model.concatenated_gradients(dW, l, H)):
+        v[f"grad:layers.{l}.{k}"][R] = g
