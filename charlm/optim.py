@@ -62,12 +62,12 @@ SLOTS = {"sgd": ("v",), "adagrad": ("g2",), "adam": ("m", "v")}
 AVERAGE = "avg"  # the slot of the weight average (see update_average)
 
 
-def init_state(optimizer: str, params: dict, zeros_like=np.zeros_like) -> dict:
-    """Zero moments for every parameter (arrays made by `zeros_like`: the torch engine's are tensors)."""
+def init_state(optimizer: str, params: dict) -> dict:
+    """Zero moments for every parameter."""
     state = {"step": 0}
     for slot in SLOTS[optimizer]:
         for name, p in params.items():
-            state[f"{slot}.{name}"] = zeros_like(p)
+            state[f"{slot}.{name}"] = np.zeros_like(p)
     return state
 
 

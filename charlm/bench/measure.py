@@ -66,8 +66,9 @@ def train_workers(V: int, cell, H, L, B, T, optimizer) -> int:
     return resolve_workers(cfg, Arch(cell, V, H, L), B, np.dtype(cfg.dtype))
 
 
-def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: float, warmup: int = 3) -> float:
-    """charlm's trainer (charlm.train.train) in chars/s, warm-up steps and evaluation excluded."""
+def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: float, warmup: int = 3,
+                trainer=train) -> float:
+    """A trainer's chars/s (charlm.train.train, or the torch engine's), warm-up steps and evaluation excluded."""
     cfg = train_config(cell, H, L, B, T, optimizer, seconds)
     vocab = Vocab(("<EOS>", "<UNK>") + tuple(chr(0x100 + i) for i in range(V - 2)))
     corpus = Corpus(vocab, ids, ids[:0], {"name": "bench", "line_items": False})
@@ -77,7 +78,7 @@ def train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: f
         if kind == "step":
             times.append((info["seconds"], info["chars"]))
 
-    train(cfg, corpus, on_event=on_event)
+    trainer(cfg, corpus, on_event=on_event)
     timed = times[warmup:] or times
     return sum(c for _, c in timed) / sum(s for s, _ in timed)
 

@@ -23,7 +23,8 @@ import sys
 import numpy as np
 import torch
 
-from charlm.bench.measure import train_config, train_speed
+from charlm.bench.measure import train_speed
+from charlm.torch_engine import is_leader, trainer
 from charlm.bench.figures import Figure, alternate
 
 WARMUP = 3
@@ -35,18 +36,7 @@ GPU_CONFIGS = [("lstm", 256, 2, 32, 64, "adam"), ("lstm", 256, 2, 256, 128, "ada
 def torch_train_speed(ids: np.ndarray, V: int, cell, H, L, B, T, optimizer, seconds: float,
                       device: str = "cpu") -> float:
     """The torch engine's trainer (torch_engine.train.train) in chars/s, warm-up steps excluded."""
-    from charlm.torch_engine.train import train
-    from charlm.dataset import Corpus
-    from charlm.vocab import Vocab
-
-    cfg = train_config(cell, H, L, B, T, optimizer, seconds)
-    vocab = Vocab(("<EOS>", "<UNK>") + tuple(chr(0x100 + i) for i in range(V - 2)))
-    corpus = Corpus(vocab, ids, ids[:0], {"name": "bench", "line_items": False})
-    times = []
-    train(cfg, corpus, on_event=lambda kind, info: times.append((info["seconds"], info["chars"]))
-          if kind == "step" else None, device=device)
-    timed = times[WARMUP:] or times
-    return sum(c for _, c in timed) / sum(s for s, _ in timed)
+    return train_speed(ids, V, cell, H, L, B, T, optimizer, seconds, WARMUP, trainer=trainer("torch", device))
 
 
 def ddp_speed(ids_path: str, V: int, processes: int, seconds: float) -> tuple[float | None, str]:
@@ -121,7 +111,7 @@ def _worker(ids_path: str, V: int, seconds: float) -> None:
     """One process of `ddp_speed` (under torchrun, every rank): train DDP_CONFIG, rank 0 prints chars/s."""
     ids = np.load(ids_path, allow_pickle=False)
     cps = torch_train_speed(ids, V, *DDP_CONFIG, seconds)
-    if os.environ.get("RANK", "0") == "0":
+    if is_leader():
         print(json.dumps({"chars_per_second": cps}))
 
 

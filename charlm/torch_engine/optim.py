@@ -14,13 +14,7 @@ import math
 
 import torch
 
-from charlm import optim as np_optim
-from charlm.optim import AVERAGE, average_decay, is_decayed
-
-
-def init_state(optimizer: str, params: dict) -> dict:
-    """Zero moments for every parameter, as tensors beside them (charlm.optim.init_state)."""
-    return np_optim.init_state(optimizer, params, zeros_like=torch.zeros_like)
+from charlm.optim import AVERAGE, adam_scales, average_decay, is_decayed
 
 
 def global_norm(grads: dict) -> float:
@@ -39,15 +33,6 @@ def clip_by_global_norm(grads: dict, max_norm: float) -> float:
 def clip_by_value(grads: dict, limit: float) -> None:
     for g in grads.values():
         g.clamp_(-limit, limit)
-
-
-def keep_average(state: dict, params: dict, on: bool) -> None:
-    keys = [k for k in state if k.startswith(f"{AVERAGE}.")]
-    if on and not keys:
-        state.update({f"{AVERAGE}.{name}": p.detach().clone() for name, p in params.items()})
-    elif not on:
-        for k in keys:
-            del state[k]
 
 
 @torch.no_grad()
@@ -80,7 +65,7 @@ def adagrad(params, grads, state, lr, eps=1e-8):
 
 
 def adam(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
-    step_size, eps_hat = np_optim.adam_scales(state["step"], lr, beta1, beta2, eps)
+    step_size, eps_hat = adam_scales(state["step"], lr, beta1, beta2, eps)
     for name, p in params.items():
         g, m, v = grads[name], state[f"m.{name}"], state[f"v.{name}"]
         g1 = g * (1.0 - beta1)

@@ -156,7 +156,7 @@ class Run:
     # -- state to NumPy ---------------------------------------------------------------------------
     def sync(self) -> None:
         """Copy the tensors into the RunState (every rank takes part: the carried rows are gathered)."""
-        self.st.params = convert.arrays({k: p for k, p in self.params.items()})
+        self.st.params = convert.arrays(self.params)
         self.st.optim_state = convert.arrays(self.state)
         self.st.carry = [tuple(convert.array(distributed.gather_rows(s, self.group)) for s in layer)
                          for layer in self.carry]
