@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -39,7 +39,6 @@ class FileSet:
     sizes: list[int]                 # bytes
     stats: list[CorpusStats]         # per file
     label: str                       # the inputs, as the user named them
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, why)
 
     @property
     def num_tokens(self) -> int:
@@ -93,12 +92,10 @@ def scan(inputs: list[str], encoding: str = "utf-8", errors: str = "strict",
             stats = count_corpus(path, encoding, errors)
         except CorpusError as e:
             why = str(e).removeprefix(f"{path} ")
-            kept.skipped.append((path, why))
             on_skip(path, why)
             continue
         if len(stats.counts) > 0 and stats.counts[0]:
             why = "holds NUL characters (not text)"
-            kept.skipped.append((path, why))
             on_skip(path, why)
             continue
         kept.paths.append(path)

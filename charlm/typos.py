@@ -121,11 +121,7 @@ def detector_figures(probs: list[np.ndarray], suggest: list[np.ndarray] | None, 
     """AUROC, precision/recall/F0.5 at the threshold and (with `suggest`, (n, V) per line) top-1/top-3."""
     p = np.concatenate(probs) if probs else np.zeros(0)
     y = np.concatenate(data.labels) if data.labels else np.zeros(0)
-    flagged = p < threshold
-    tp = int((flagged & (y == 1)).sum())
-    precision = tp / max(int(flagged.sum()), 1)
-    recall = tp / max(int((y == 1).sum()), 1)
-    f05 = 1.25 * precision * recall / (0.25 * precision + recall) if precision + recall else 0.0
+    _, precision, recall, f05 = sweep(p, y, [threshold])[0]
     figures = {"auroc": auroc(-np.log(np.maximum(p, 1e-300)), y), "precision": precision, "recall": recall,
                "f05": f05, "errors": int((y == 1).sum()), "chars": int(len(y))}
     if suggest is not None and any(data.originals):

@@ -54,12 +54,17 @@ def bench(
     if check_engine(engine) == "torch":
         require_torch()
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
-                       progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True), repeats=repeats,
+                       progress=_progress, repeats=repeats,
                        engine=engine)
     if as_json:
         print(json.dumps(result))
     else:
         out.print(render(result))
+
+
+def _progress(msg: str) -> None:
+    """A measurement starting, on standard error."""
+    err.print(f"[dim]… {escape(msg)}[/]", markup=True)
 
 
 def _typos(data, bi, checkpoint, rate, max_chars, threshold, window, seed, as_json):
@@ -74,7 +79,7 @@ def _typos(data, bi, checkpoint, rate, max_chars, threshold, window, seed, as_js
     bi_ck, l2r_ck = load_checkers(bi, checkpoint)
     lines = held_out_lines(data, max_chars)
     result = run(bi_ck, l2r_ck, lines, rate, seed, threshold, window,
-                 progress=lambda msg: err.print(f"[dim]… {escape(msg)}[/]", markup=True))
+                 progress=_progress)
     if as_json:
         print(json.dumps(result))
     else:

@@ -189,6 +189,7 @@ class TrainReporter:
             self.progress.stop()
             self.progress = None
         m = ckpt.meta
+        hist = (ckpt.train_state or {}).get("history") or []
         t = Table(title="interrupted" if ended == "interrupted" else "trained", show_header=False,
                   title_justify="left")
         t.add_column(style="bold")
@@ -203,7 +204,7 @@ class TrainReporter:
                       f"at step {m['best_step']:,} (the weights "
                       + ("`check` uses)" if ckpt.config.bidirectional else "`sample` and `score` use)"))
             mix = ckpt.mixture("best")
-            best = [h for h in (ckpt.train_state or {}).get("history") or [] if h.get("step") == m["best_step"]]
+            best = [h for h in hist if h.get("step") == m["best_step"]]
             if ckpt.config.bidirectional and mix is not None and m.get("combine_val_bpc") is not None:
                 t.add_row("n-grams", f"combined with a forward, a backward and a two-sided {mix.forward.order}-gram, weights "
                           f"{', '.join(f'{w:.2f}' for w in mix.weights)} (network, forward, backward, unigram, two-sided) fitted "
@@ -220,7 +221,6 @@ class TrainReporter:
                       + " bits/char on the same validation split")
         t.add_row("checkpoint", self.path)
         self.console.print(t)
-        hist = (ckpt.train_state or {}).get("history") or []
         if len(hist) >= 2:
             self.console.print("bits/char against step")
             self.console.print(history_curve(hist), markup=False, highlight=False)

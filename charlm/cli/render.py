@@ -210,6 +210,11 @@ def heat_legend():
     return t
 
 
+def one_column(ch: str) -> str:
+    """One column per character: a character that does not print is shown as ·."""
+    return ch if ch.isprintable() else "·"
+
+
 def heat_map(surprise, worst: int = 3):
     """A sentence coloured by surprisal, a line of digits under it, and the least expected characters."""
     from rich.console import Group
@@ -218,8 +223,7 @@ def heat_map(surprise, worst: int = 3):
     line = Text()
     digits = Text(style="dim")
     for tok, b in zip(surprise.tokens, surprise.bits):
-        shown = tok if tok.isprintable() and tok != " " or tok == " " else "·"
-        line.append(shown, style=heat_colour(float(b)))
+        line.append(one_column(tok), style=heat_colour(float(b)))
         digits.append(str(min(9, int(b))))
     rows = [line, digits]
     order = sorted(range(len(surprise.tokens)), key=lambda i: -surprise.bits[i])[:worst]

@@ -8,14 +8,9 @@ from __future__ import annotations
 from rich.console import Group
 from rich.text import Text
 
-from charlm.cli.render import heat_colour
+from charlm.cli.render import heat_colour, one_column
 
 MARK = "^"
-
-
-def _shown(ch: str) -> str:
-    """One column per character: a character that does not print is shown as ·."""
-    return ch if ch.isprintable() else "·"
 
 
 def check_view(result) -> Group:
@@ -23,7 +18,7 @@ def check_view(result) -> Group:
     line = Text()
     marks = []
     for c in result.chars:
-        line.append(_shown(c.char), style=heat_colour(c.bits))
+        line.append(one_column(c.char), style=heat_colour(c.bits))
         marks.append(MARK if c.flagged else " ")
     rows = [line]
     flagged = [c for c in result.chars if c.flagged]
