@@ -321,9 +321,11 @@ def yaml_path(from_yaml: dict, key: str, source: str | None) -> str | None:
     return value
 
 
-def build_config(yaml_path: str | None, overrides: dict, from_yaml: dict | None = None) -> Config:
-    """Defaults, then the YAML file (read here, or given as `from_yaml`), then the flags that were given."""
-    cfg = Config()
+def build_config(yaml_path: str | None, overrides: dict, from_yaml: dict | None = None,
+                 base: Config | None = None) -> Config:
+    """Defaults (or a copy of `base`: a resumed run's configuration), then the YAML file (read here, or given
+    as `from_yaml`), then the flags that were given."""
+    cfg = Config() if base is None else dataclasses.replace(base)   # a copy: check_resume compares it with base
     if yaml_path:
         cfg.update(load_yaml(yaml_path) if from_yaml is None else from_yaml, source=yaml_path)
     cfg.update({k: v for k, v in overrides.items() if v is not None}, source="option")

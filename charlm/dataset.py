@@ -15,7 +15,7 @@ import numpy as np
 from charlm import data as batches
 from charlm import sources
 from charlm.config import Config
-from charlm.corpus import count_corpus, encode_corpus
+from charlm.corpus import encode_corpus
 from charlm.errors import CorpusError
 from charlm.vocab import Vocab, build_vocab
 
@@ -38,7 +38,7 @@ def load_corpus(source, cfg: Config, vocab=None, name: str | None = None) -> Cor
     the corpus's code-point counts returns the Vocab to apply (`--extend-vocab`).
     """
     files = source if isinstance(source, sources.FileSet) else None
-    stats = sources.merged_stats(files) if files else count_corpus(source, cfg.encoding, cfg.errors)
+    stats = sources.count(source, cfg.encoding, cfg.errors)
     label = name or (files.label if files else source if isinstance(source, str) else "<stdin>")
     if stats.num_chars == 0:
         what = "only empty lines" if stats.num_lines else "no text"

@@ -1,34 +1,21 @@
-"""Before a training run starts: its configuration, and what the user should hear about the corpus.
+"""Before a training run starts: what the user should hear about the corpus.
 
-The configuration is the defaults < the YAML file < the flags, or, when a
-run is resumed, the saved run's configuration < the YAML file < the flags
-(`charlm.run.check_resume` then says what changed).  The warnings are
+(The run's configuration is `config.build_config`: the defaults, or a
+resumed run's saved configuration, < the YAML file < the flags;
+`charlm.run.check_resume` then says what changed.)  The warnings are
 returned as text; the caller prints them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from charlm.checkpoint import Checkpoint
-from charlm.config import Config, build_config
+from charlm.config import Config
 from charlm.ngram import max_order
 from charlm.dataset import Corpus
 from charlm.vocab import UNK_ID
 
 MAX_UNK_SHARE = 0.1   # a vocabulary file that leaves more of the corpus to <UNK> is worth a warning
-
-
-def run_config(yaml_source: str | None, from_yaml: dict, from_flags: dict, previous: Checkpoint | None) -> Config:
-    """The run's validated configuration (`from_flags`: only the flags that were given)."""
-    if previous is None:
-        return build_config(yaml_source, from_flags, from_yaml)
-    cfg = dataclasses.replace(previous.config)   # a copy: check_resume compares it with the saved one
-    cfg.update(from_yaml, source=yaml_source or "config")
-    cfg.update(from_flags, source="option")       # flags override the file
-    return cfg.validate()
 
 
 def corpus_warnings(cfg: Config, data: Corpus, vocab_file: str | None, named: set[str],

@@ -120,6 +120,11 @@ def merged_stats(files: FileSet) -> CorpusStats:
                        sum(s.num_inner_empty_lines for s in files.stats))
 
 
+def count(source, encoding: str = "utf-8", errors: str = "strict") -> CorpusStats:
+    """The counts of a corpus as `open_corpus` gives it: a FileSet's (already counted), or one text source's."""
+    return merged_stats(source) if isinstance(source, FileSet) else count_corpus(source, encoding, errors)
+
+
 def encode(files: FileSet, vocab: Vocab, encoding: str = "utf-8", errors: str = "strict") -> np.ndarray:
     """One id array of every file in order, each ending with `<EOS>`, filled file by file in place."""
     out = np.empty(files.num_tokens, dtype=vocab.dtype)

@@ -33,7 +33,6 @@ def build_vocab_cmd(
     """Build a character vocabulary: `<EOS>` = 0, `<UNK>` = 1, then the kept characters in code-point order."""
     from charlm import sources
     from charlm.cli.render import vocab_table
-    from charlm.corpus import count_corpus
     from charlm.vocab import build_vocab, looks_like_vocab, save_vocab, vocab_json
 
     if min_count < 1:
@@ -45,10 +44,7 @@ def build_vocab_cmd(
         for i, path in enumerate(inputs):
             check_writable(output, {"corpus": path}, replaces=("vocabulary", "-o", looks_like_vocab) if i == 0 else None)
     source = sources.open_corpus(inputs, encoding, errors, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
-    if isinstance(source, sources.FileSet):
-        stats = sources.merged_stats(source)
-    else:
-        stats = count_corpus(source, encoding, errors)
+    stats = sources.count(source, encoding, errors)
     if stats.num_chars == 0:
         fail(f"corpus {corpus} is empty: it has no characters")
     vocab = build_vocab(stats.counts, min_count, max_size)

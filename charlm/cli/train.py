@@ -108,10 +108,10 @@ def train(
     """
     from charlm import finetune, sources
     from charlm.cli.progress import TrainReporter
-    from charlm.config import DEFAULT_MAX_TIME, Config, load_yaml, yaml_path
+    from charlm.config import DEFAULT_MAX_TIME, Config, build_config, load_yaml, yaml_path
     from charlm.files import check_writable
     from charlm.validation import baselines
-    from charlm.preflight import corpus_warnings, run_config
+    from charlm.preflight import corpus_warnings
     from charlm.dataset import load_corpus
     from charlm.run import check_resume
     from charlm.torch_engine import is_leader, trainer
@@ -150,7 +150,7 @@ def train(
         previous = ckpt_io.load(path)
         if not previous.resumable:
             raise CharlmError(f"{path} holds no resume state (it was not saved by `charlm train`)")
-    cfg = run_config(config, from_yaml, from_flags, previous)
+    cfg = build_config(config, from_flags, from_yaml, base=previous.config if previous is not None else None)
     base = None
     if init_from is not None:   # fine-tuning: the base's architecture
         base = finetune.load_base(init_from)
@@ -164,7 +164,7 @@ def train(
         if note:
             warn(note)
     source = sources.open_corpus(inputs, cfg.encoding, cfg.errors, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
-    data = load_corpus(source, cfg, voc, name=None if sources.is_many(inputs) else corpus if corpus != "-" else "<stdin>")
+    data = load_corpus(source, cfg, voc, name=corpus if corpus != "-" else "<stdin>")
     start = None
     if base is not None:
         start = finetune.start(base, init_from, data.vocab)
