@@ -66,6 +66,7 @@ MAX_MEMBERS = 4096      # members of an archive at most (a checkpoint of 200 lay
 FINITE_BLOCK = 1 << 20  # values checked for NaN and infinities at once
 TOKEN_BYTES = 4 * len(EOS)   # the longest token, "<EOS>", in a NumPy string (4 bytes a character)
 MAX_VOCAB = 0x110000 + 1     # every code point but the newline, and the two specials
+MISSING_HINT = " (train one with `charlm train CORPUS`, or pass -c PATH)"   # after "checkpoint ... not found"
 # The members read before the others are checked: the format, and the config and vocabulary that the
 # other members' names and shapes follow from (`layout`); the JSON of meta and train_state.  Each is
 # checked against its spec here, and so held within its cap, before it is read.
@@ -205,7 +206,7 @@ def looks_like_checkpoint(path: str) -> bool:
         return False
 
 
-def read_arrays(path: str) -> dict[str, np.ndarray]:
+def read_arrays(path: str, hint: str = MISSING_HINT) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint file, header-first: nothing is read that the checkpoint does not need.
 
     charlm.npz reads the archive's directory and every member's .npy header;
@@ -213,8 +214,7 @@ def read_arrays(path: str) -> dict[str, np.ndarray]:
     vocabulary, every member is checked against what they imply (`layout`),
     and only then are the arrays read, each into the memory its shape needs.
     """
-    with open_user_file(path, "checkpoint", CheckpointError,
-                        hint=" (train one with `charlm train CORPUS`, or pass -c PATH)") as f:
+    with open_user_file(path, "checkpoint", CheckpointError, hint=hint) as f:
         try:
             if not f.seekable():   # a pipe: read it whole, as before
                 f = io.BytesIO(f.read())
@@ -391,9 +391,9 @@ def _finite(arrays, name) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def load(path: str) -> Checkpoint:
-    """Read and validate a checkpoint; every problem is a one-line CheckpointError."""
-    arrays = read_arrays(path)
+def load(path: str, hint: str = MISSING_HINT) -> Checkpoint:
+    """Read and validate a checkpoint; every problem is a one-line CheckpointError (`hint`: after "not found")."""
+    arrays = read_arrays(path, hint)
     try:
         return from_arrays(arrays)
     except CheckpointError as e:

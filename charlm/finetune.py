@@ -47,10 +47,9 @@ class Start:
 def load_base(path: str) -> ckpt_io.Checkpoint:
     """The base checkpoint, validated; a one-line CheckpointError naming --init-from otherwise."""
     try:
-        return ckpt_io.load(path)
+        return ckpt_io.load(path, hint="")
     except CheckpointError as e:
-        raise CheckpointError(f"--init-from: {e}".replace(" (train one with `charlm train CORPUS`, or pass -c PATH)",
-                                                          "")) from None
+        raise CheckpointError(f"--init-from: {e}") from None
 
 
 def adopt_arch(cfg: Config, base: ckpt_io.Checkpoint, given: set, path: str) -> None:

@@ -97,11 +97,10 @@ def fit_combination(cfg: Config, arch, corpus: Corpus, weight_sets: dict) -> tup
         net = np.concatenate(bidirectional.log_probs(params, arch, lines))
         F = np.concatenate([net[..., None], grams], axis=-1)
         fitted[which] = combine.fit_weights(F, y)
-        if which == "best" or "best" not in weight_sets:
+        if which == "best":
             figures = {"combine_val_bpc": float(combine.objective(fitted[which], F, y)[0] / np.log(2.0)),
                        "combine_net_val_bpc": -float(net[np.arange(len(y)), y].mean()) / np.log(2.0)}
-    which = "best" if "best" in fitted else next(iter(fitted))
-    return Combination(*grams_of, fitted[which]), fitted, figures
+    return Combination(*grams_of, fitted["best"]), fitted, figures
 
 
 def baselines(train_ids: np.ndarray, val_ids: np.ndarray, vocab_size: int, order: int,
