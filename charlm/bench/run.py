@@ -38,6 +38,8 @@ class Plan:
     num_sentences: int
     doc_chars: int
     repeats: int
+    train_ids: np.ndarray    # the first TRAIN_FRACTION of the text, encoded with its vocabulary
+    vocab_size: int
 
 
 def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None = None,
@@ -46,13 +48,18 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
     """Run the benchmark; the figures and how they were measured, as a JSON-ready dict.
 
     Everything the user gives is checked before the first measurement: the
-    seconds, the repeats, the text (readable UTF-8, long enough for the
-    largest training batch), the peer scripts and the peer Python.
+    seconds, the repeats, the engine (torch importable for "torch"), the text
+    (readable UTF-8, long enough for the largest training batch), the peer
+    scripts and the peer Python.
     `progress(message)` is called before each measurement. `engine="torch"`
     adds the torch engine's rows (`charlm.torch_engine.bench`).
     """
+    from charlm.torch_engine import check_engine, require_torch
+
     workload.check_seconds(seconds)
     workload.check_repeats(repeats)
+    if check_engine(engine) == "torch":
+        require_torch()
     configs = TRAIN_CONFIGS[:1] if quick else TRAIN_CONFIGS
     text, source, text_file = workload.bench_text(data)
     workload.check_text(text, f"--data file {source}" if data is not None else source, [*configs, MINCHAR])
@@ -65,10 +72,14 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             text_file = temporary
-        plan = Plan(seconds, text, text_file, configs, found, quick, num_sentences, doc_chars, repeats)
+        vocab = build_vocab(count_code_points(code_points(text)))
+        train_ids = vocab.encode(text)
+        plan = Plan(seconds, text, text_file, configs, found, quick, num_sentences, doc_chars, repeats,
+                    train_ids[:int(TRAIN_FRACTION * len(train_ids))], len(vocab))
         figures, rates = measure_all(plan, progress)
         if engine == "torch":
-            figures += _torch_rows(text, configs, seconds, repeats, progress)
+            from charlm.torch_engine.bench import measure as torch_rows
+            figures += torch_rows(plan.train_ids, plan.vocab_size, configs, seconds, repeats, progress)
     finally:
         if temporary is not None:
             try:
@@ -94,10 +105,7 @@ def run_bench(seconds: float = 15.0, data: str | None = None, peer: str | None =
 
 def measure_all(plan: Plan, progress: Callable[[str], None]) -> tuple[list[Figure], dict]:
     """The measurements of run_bench, in order; (figures, matmul rates)."""
-    vocab = build_vocab(count_code_points(code_points(plan.text)))
-    train_ids = vocab.encode(plan.text)
-    train_ids = train_ids[:int(TRAIN_FRACTION * len(train_ids))]
-    V = len(vocab)
+    train_ids, V = plan.train_ids, plan.vocab_size
     progress("measuring the float32 matmul rate")
     rates = {"2048x2048x2048": measure.matmul_rate(2048, 2048, 2048),
              "32x512x1024": measure.matmul_rate(32, 512, 1024)}
@@ -179,16 +187,3 @@ def sample_rows(plan: Plan, train_ids, V: int, progress) -> list[Figure]:
         sps = measure.sample_speed("lstm", 256, 2, V, mix=measure.ngram_mixture(train_ids, V))
         rows.append(Figure("sample lstm 2×256 + 7-gram, batch 1", sps, sp_peer, "PyTorch", note=sp_note))
     return rows
-
-
-def _torch_rows(text: str, configs, seconds: float, repeats: int, progress) -> list:
-    """`bench --engine torch`: the torch engine beside the NumPy engine, DDP 2 processes beside 1, a GPU if any."""
-    from charlm.torch_engine import require_torch
-    from charlm.vocab import build_vocab, code_points, count_code_points
-
-    require_torch()
-    from charlm.torch_engine.bench import measure as torch_rows
-
-    vocab = build_vocab(count_code_points(code_points(text)))
-    ids = vocab.encode(text)
-    return torch_rows(ids[:int(TRAIN_FRACTION * len(ids))], len(vocab), configs, seconds, repeats, progress)

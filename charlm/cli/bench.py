@@ -48,11 +48,8 @@ def bench(
     if typos:
         return _typos(data, bi, checkpoint, rate, max_chars, threshold, window, seed, as_json)
     from charlm.bench import run_bench
-    from charlm.torch_engine import check_engine, require_torch
     from charlm.cli.bench_report import render
 
-    if check_engine(engine) == "torch":
-        require_torch()
     result = run_bench(seconds, data, peer, sample_peer, peer_python, quick,
                        progress=_progress, repeats=repeats,
                        engine=engine)
