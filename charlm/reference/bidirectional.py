@@ -26,12 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-EOS = 0
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
+from charlm.reference.ops import sigmoid
+from charlm.vocab import EOS_ID
 
 def cell_step(cell, activation, W_ih, W_hh, b, u, h, c):
     """One step: (h', c', cache).  c is unused (None) except for the LSTM."""
@@ -102,7 +98,7 @@ def stack_forward(params, prefix, arch, inputs):
         h, c = np.zeros(H), np.zeros(H)
         outs, layer_caches = [], []
         for t, u in enumerate(below):
-            if arch.reset_at_eos and inputs[t] == EOS:
+            if arch.reset_at_eos and inputs[t] == EOS_ID:
                 h, c = np.zeros(H), np.zeros(H)
             h, c_new, cache = cell_step(arch.cell, arch.activation, W_ih, W_hh, b, u, h, c)
             c = c_new if c_new is not None else c
@@ -126,7 +122,7 @@ def stack_backward(params, prefix, arch, inputs, dtop, caches, grads):
             du, dh_next, dc_prev = cell_step_backward(arch.cell, arch.activation, W_ih, W_hh,
                                                       dbelow[t] + dh_next, dc_next, caches[l][t], g)
             dc_next = dc_prev if dc_prev is not None else dc_next
-            if arch.reset_at_eos and inputs[t] == EOS:   # the state before this step was zero: nothing flows back
+            if arch.reset_at_eos and inputs[t] == EOS_ID:   # the state before this step was zero: nothing flows back
                 dh_next, dc_next = np.zeros(H), np.zeros(H)
             dinputs[t] = du
         dbelow = dinputs
@@ -135,8 +131,8 @@ def stack_backward(params, prefix, arch, inputs, dtop, caches, grads):
 def forward(params, arch, seq):
     """Logits (n, V) of one sequence of ids, each position given the rest, and a cache."""
     n = len(seq)
-    x_f = [EOS] + list(seq[:-1])
-    x_b = [EOS] + list(seq[::-1][:-1])
+    x_f = [EOS_ID] + list(seq[:-1])
+    x_b = [EOS_ID] + list(seq[::-1][:-1])
     a_f, caches_f = stack_forward(params, "", arch, x_f)
     a_b, caches_b = stack_forward(params, "backward.", arch, x_b)
     tops = [np.concatenate([a_f[t], a_b[n - 1 - t]]) for t in range(n)]
