@@ -161,4 +161,4 @@ def search(params, arch: Arch, beam: int, length: int = 200, prime: np.ndarray |
         logits, state = inference.step(params, arch, ids, state, weights)
     if greedy is not None and greedy.ids not in {h.ids for h in finished}:
         finished = _ranked(finished + [greedy], length_penalty, beam)
-    return _ranked(finished, length_penalty, beam)
+    return finished                         # (ranked, at most K, on every way out of the loop)
