@@ -19,6 +19,7 @@ from charlm.dataset import Corpus
 from charlm.score import read_in_pieces
 
 VAL_MAX_TOKENS = 1_000_000  # validation reads at most this many held-out tokens (the first ones)
+VAL_BURN_IN = 256           # tokens each piece reads before it is measured
 
 
 @dataclass
@@ -38,15 +39,24 @@ def evaluate(params, arch, val_ids: np.ndarray, p_ngram: np.ndarray | None = Non
     in the interpolation is fitted to them and the interpolation is measured.
     """
     ids = val_ids[:VAL_MAX_TOKENS]
-    pieces = max(16, len(ids) // 16384)          # at least 16, at most ~16k tokens each
-    pieces = min(pieces, max(1, len(ids) // 1024))  # and no piece shorter than 1024 tokens
     logp = np.zeros(len(ids))
 
     def keep(pos, lp):
         logp[pos] = lp
         return lp
 
-    read_in_pieces(params, arch, ids, pieces, burn_in=256, adjust=keep)
+    read_in_pieces(params, arch, ids, val_pieces(len(ids)), burn_in=VAL_BURN_IN, adjust=keep)
+    return measured(logp, p_ngram)
+
+
+def val_pieces(n: int) -> int:
+    """How many pieces `evaluate` reads n held-out tokens in: at least 16, at most ~16k tokens each, none under 1024."""
+    return min(max(16, n // 16384), max(1, n // 1024))
+
+
+def measured(logp: np.ndarray, p_ngram: np.ndarray | None) -> Validation:
+    """The validation measure from the network's log-probabilities of the held-out tokens (and the n-gram's
+    probabilities of them: the network's share is fitted and the interpolation measured)."""
     net = -float(logp.mean())
     if p_ngram is None:
         return Validation(net, net, None)

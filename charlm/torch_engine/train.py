@@ -42,7 +42,7 @@ import torch
 from charlm import data as batches
 from charlm import bookkeeping as keep
 from charlm import finetune
-from charlm import bidirectional, mixture, model
+from charlm import bidirectional, model
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, auto_eval_every
 from charlm.optim import learning_rate
@@ -53,7 +53,7 @@ from charlm.torch_engine.score import inference_network, piece_log_probs
 from charlm.dataset import Corpus
 from charlm.run import make_checkpoint, set_up
 from charlm.train import expected_passes, measure_speed
-from charlm.validation import VAL_MAX_TOKENS, Validation, evaluate_bidirectional
+from charlm.validation import VAL_BURN_IN, VAL_MAX_TOKENS, Validation, evaluate_bidirectional, measured, val_pieces
 
 SEED_BOUND = 2 ** 63   # each step's dropout seed is drawn from [0, SEED_BOUND)
 
@@ -73,15 +73,8 @@ def dropout_masks(arch, T: int, B: int, p: float, seed: int | None, rows: slice,
 def evaluate(params: dict, arch, val_ids: np.ndarray, p_ngram, group: distributed.Group) -> Validation:
     """charlm.train.evaluate on the torch engine: the same pieces, burn-in and mixture fit; the pieces shared by the ranks."""
     ids = val_ids[:VAL_MAX_TOKENS]
-    pieces = max(16, len(ids) // 16384)
-    pieces = min(pieces, max(1, len(ids) // 1024))
     net = inference_network(params, arch, group.device)
-    logp = piece_log_probs(net, ids, pieces, 256, group)
-    net_nats = -float(logp.mean())
-    if p_ngram is None:
-        return Validation(net_nats, net_nats, None)
-    weight = mixture.fit_weight(np.exp(logp), p_ngram)
-    return Validation(-float(mixture.log_prob(weight, logp, p_ngram).mean()), net_nats, weight)
+    return measured(piece_log_probs(net, ids, val_pieces(len(ids)), VAL_BURN_IN, group), p_ngram)
 
 
 def train(cfg: Config, corpus: Corpus, *, resume: Checkpoint | None = None,
