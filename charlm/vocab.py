@@ -273,13 +273,12 @@ def _parse_int(text: str) -> int:
 
 def looks_like_vocab(path: str) -> bool:
     """Whether a file is a JSON object with a vocabulary's `format` (a quick look, not a validation)."""
+    from charlm.files import read_capped
+
     try:
-        with open(path, "rb") as f:
-            text = f.read(MAX_FILE_BYTES + 1)
-        if len(text) > MAX_FILE_BYTES:
-            return False
+        text = read_capped(path, "vocabulary file", VocabError, MAX_FILE_BYTES, "vocabulary")
         data = json.loads(text.decode("utf-8"), parse_int=_parse_int)
-    except (OSError, ValueError, _LongNumber, RecursionError):
+    except (OSError, ValueError, VocabError, _LongNumber, RecursionError):
         return False
     return isinstance(data, dict) and data.get("format") == VOCAB_FORMAT
 
