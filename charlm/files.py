@@ -150,16 +150,18 @@ def text_source(path: str, what: str):
     return path
 
 
-def check_writable(path: str, inputs: dict[str, str | None] | None = None, replaces=None) -> None:
-    """Raise CharlmError now if `path` could not be written at the end (or would replace one of the `inputs`).
+def check_writable(path: str, inputs: dict[str, str | list[str] | None] | None = None, replaces=None) -> None:
+    """Raise CharlmError now if `path` could not be written at the end (or would replace one of the `inputs`:
+    {what: a path, or several}).
 
     `replaces` = (what, option, test): an existing file may be replaced only
     if `test(path)` says it is such a file (a checkpoint, a vocabulary).
     """
     check_output_path(path)
-    for what, source in (inputs or {}).items():
-        if source and source != "-" and same_file(path, source):
-            raise CharlmError(f"{path} is the {what}: refusing to write over it (name another output file)")
+    for what, given in (inputs or {}).items():
+        for source in [given] if isinstance(given, str) or given is None else given:
+            if source and source != "-" and same_file(path, source):
+                raise CharlmError(f"{path} is the {what}: refusing to write over it (name another output file)")
     directory = os.path.dirname(os.path.abspath(os.path.realpath(path)))
     if not os.path.isdir(directory):
         raise CharlmError(f"cannot write {path}: directory {os.path.dirname(path) or directory} does not exist")

@@ -41,8 +41,7 @@ def build_vocab_cmd(
         fail("--max-size must be at least 3 (<EOS>, <UNK> and a character)")
     inputs, corpus = corpus, " ".join(corpus)
     if output != "-":
-        for i, path in enumerate(inputs):
-            check_writable(output, {"corpus": path}, replaces=("vocabulary", "-o", looks_like_vocab) if i == 0 else None)
+        check_writable(output, {"corpus": inputs}, replaces=("vocabulary", "-o", looks_like_vocab))
     source = sources.open_corpus(inputs, encoding, errors, on_skip=lambda p, why: warn(f"skipped {p}: {why}"))
     stats = sources.count(source, encoding, errors)
     if stats.num_chars == 0:

@@ -133,9 +133,7 @@ def train(
     one_stdin(corpus="-" if "-" in inputs else None, config_file=config, vocabulary=vocab, init_from=init_from)
     path = checkpoint_path(checkpoint)
     # before training, not after it: a run must not be lost for want of a directory
-    for other in inputs[1:]:
-        check_writable(path, {"corpus": other})
-    check_writable(path, {"corpus": inputs[0], "config file": config, "vocabulary": vocab, "base model": init_from},
+    check_writable(path, {"corpus": inputs, "config file": config, "vocabulary": vocab, "base model": init_from},
                    replaces=None if resume else ("checkpoint", "-c", ckpt_io.looks_like_checkpoint))
     finetune.check_options(init_from, resume, vocab, extend_vocab)
     from_yaml = load_yaml(config) if config else {}
