@@ -125,13 +125,14 @@ def after_step(st: RunState, cfg: Config, budget: Budget, has_val: bool, run_eva
 
 
 def finish(st: RunState, ended: str, has_val: bool, last_eval_step, run_eval, checkpoint, save, on_event,
-           complete=lambda ckpt: None):
-    """The end of a run: a last validation if the weights moved since, the final checkpoint (`complete(ckpt)`
-    adds what is fitted once training is over), the `end` event."""
-    if ended == "done" and has_val and last_eval_step != st.step:
+           cfg: Config, arch, corpus):
+    """The end of a run: a last validation if the weights moved since, the final checkpoint (with a
+    bidirectional model's n-grams, fitted once training is over: `combine`), the `end` event."""
+    finished = ended == "done" and has_val
+    if finished and last_eval_step != st.step:
         run_eval()
     ckpt = checkpoint()
-    complete(ckpt)
+    combine(cfg, arch, corpus, ckpt, on_event, finished)
     save(ckpt)
     on_event("end", {"ended": ended, "step": st.step, "train_seconds": st.train_seconds,
                      "chars_seen": st.chars_seen, "checkpoint": ckpt})
@@ -141,7 +142,7 @@ def finish(st: RunState, ended: str, has_val: bool, last_eval_step, run_eval, ch
 def combine(cfg: Config, arch, corpus, ckpt, on_event, finished: bool) -> None:
     """A bidirectional model's n-grams and their weights (`charlm.combine`), fitted on the final checkpoint's
     weights ("last" and "best") and stored in it; `finished`: the budget was spent and there is a validation
-    split.  (`finish`'s `complete` step, on either engine.)"""
+    split.  (Part of `finish`, on either engine.)"""
     if not (arch.bidirectional and cfg.ngram and finished):
         return
     on_event("combine", {"order": cfg.ngram})

@@ -193,5 +193,4 @@ def _loop(run: _Run, hooks: Hooks):
         if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
             last_eval_step = st.step
 
-    return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event,
-                       complete=lambda ckpt: keep.combine(cfg, arch, corpus, ckpt, on_event, ended == "done" and has_val))
+    return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event, cfg, arch, corpus)

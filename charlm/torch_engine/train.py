@@ -232,6 +232,4 @@ class Run:
             keep.record_step(st, budget, B * T, dt, loss, lr, norm, on_event)
             if keep.after_step(st, cfg, budget, has_val, run_eval, lambda: save(checkpoint()), on_event):
                 last_eval_step = st.step
-        return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event,
-                           complete=lambda ckpt: keep.combine(cfg, arch, corpus, ckpt, on_event,
-                                                              ended == "done" and has_val))
+        return keep.finish(st, ended, has_val, last_eval_step, run_eval, checkpoint, save, on_event, cfg, arch, corpus)
