@@ -94,10 +94,16 @@ def test_auto_workers(monkeypatch):
     assert step_workers.auto_workers(gru256, 64, 4, cores=8) == 2           # at most MAX_AUTO_WORKERS
     assert step_workers.auto_workers(gru256, 32, 4, cores=2, posix=False) == 1
     assert step_workers.auto_workers(rnn256, 15, 4, cores=2) == 1           # fewer than MIN_ROWS rows each
-    assert step_workers.auto_workers(gru256, 32, 8, cores=2) == 1           # float64 doubles the weights
-    assert step_workers.auto_workers(lstm256, 32, 4, cores=2) == 1          # 2.1 MB of weights for 16 rows each
-    assert step_workers.auto_workers(lstm256, 64, 4, cores=2) == 2          # ... for 32 rows each
-    assert step_workers.auto_workers(lstm512, 64, 4, cores=2) == 1          # 8.4 MB
+    assert step_workers.auto_workers(gru256, 16, 4, cores=2) == 1           # 1.6 MB of weights for 8 rows each
+    assert step_workers.auto_workers(lstm256, 32, 4, cores=2) == 2          # 2.1 MB for 16 rows each
+    assert step_workers.auto_workers(lstm512, 64, 4, cores=2) == 2          # 8.4 MB for 32 rows each
+    assert step_workers.auto_workers(lstm512, 32, 4, cores=2) == 1          # ... for 16 rows each
+    gru512, gru768 = model.Arch("gru", 65, 512, 2), model.Arch("gru", 65, 768, 2)
+    assert step_workers.auto_workers(gru512, 32, 4, cores=2) == 2           # 6.3 MB for 16 rows each
+    assert step_workers.auto_workers(gru512, 16, 4, cores=2) == 1           # ... for 8 rows each
+    assert step_workers.auto_workers(gru768, 64, 4, cores=2) == 2           # 14 MB for 32 rows each
+    assert step_workers.auto_workers(gru768, 32, 4, cores=2) == 1           # ... for 16 rows each
+    assert step_workers.auto_workers(gru512, 32, 8, cores=2) == 1           # float64 doubles the weights
     for arch in (lstm256, lstm512, model.Arch("gru", 300, 128, 3), model.Arch("rnn", 65, 1024, 1)):
         assert not units.split_by_units(arch, 32, 2)
         for B in (1, 8, 16, 32, 64, 128):
@@ -105,9 +111,10 @@ def test_auto_workers(monkeypatch):
                 p = step_workers.auto_workers(arch, B, 4, cores)
                 assert 1 <= p <= min(max(1, cores), step_workers.MAX_AUTO_WORKERS)
                 if p > 1:   # each worker has the rows the rule asks for
-                    rows = B // p
+                    rows, weights = B // p, step_workers.step_weight_bytes(arch, 4)
                     assert rows >= step_workers.MIN_ROWS
-                    assert step_workers.step_weight_bytes(arch, 4) <= step_workers.MAX_WEIGHT_BYTES_PER_ROW * rows
+                    assert weights <= step_workers.MAX_WEIGHT_BYTES_PER_ROW * rows or (
+                        rows >= step_workers.WIDE_ROWS and weights <= step_workers.MAX_WEIGHT_BYTES_PER_WIDE_ROW * rows)
 
 
 def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):

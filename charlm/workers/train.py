@@ -56,7 +56,9 @@ from charlm.workers.process import (MAX_AUTO_WORKERS, STARTUP_SECONDS, WorkerErr
 
 ALIGN = 64                           # every shared array starts on a cache line
 MIN_ROWS = 8                         # rows of the batch per worker, at least
-MAX_WEIGHT_BYTES_PER_ROW = 100 << 10  # of the largest weight matrix a step multiplies, per row of a worker
+MAX_WEIGHT_BYTES_PER_ROW = 100 << 10  # of the largest weight matrix a step multiplies, per row of a worker ...
+WIDE_ROWS = 16                        # ... or, with this many rows per worker or more,
+MAX_WEIGHT_BYTES_PER_WIDE_ROW = 448 << 10   # this much per row
 
 # ----------------------------------------------------------------------------
 # How many workers
@@ -78,14 +80,9 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
 
     A worker's step matmuls multiply its rows by the whole weight matrix,
     and single-threaded BLAS repacks all of it on every call, which its
-    rows must pay for.  Measured here, training steps with two workers
-    against one process at batch 32 (16 rows each): RNN 1×256 (0.25 MB of
-    weights) 18 % faster, GRU 2×128 (0.4 MB) 20 %, LSTM 2×128 (0.5 MB)
-    14 %, GRU 2×256 (1.6 MB) about 3 %, LSTM 2×256 (2.1 MB) even to 7 %
-    slower, LSTM 2×512 (8.4 MB) slower.  So each worker needs at least
-    MIN_ROWS rows and one row for every MAX_WEIGHT_BYTES_PER_ROW of that
-    matrix; otherwise one process, whose BLAS splits each matmul over the
-    cores.
+    rows must pay for (`enough_rows`; the measurements behind it are in
+    docs/performance.md, "Worker processes").  Otherwise one process,
+    whose BLAS splits each matmul over the cores.
     At most MAX_AUTO_WORKERS: on a machine with more cores each worker's
     BLAS gets its share of them (`Workers`).  An LSTM whose step can be
     split by hidden units (`units.split_by_units`) takes that many workers
@@ -99,10 +96,26 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
     weights = step_weight_bytes(arch, itemsize)
     best = 1
     for p in range(2, P + 1):
-        rows = batch_size // p
-        if rows >= MIN_ROWS and weights <= MAX_WEIGHT_BYTES_PER_ROW * rows:
+        if enough_rows(batch_size // p, weights):
             best = p
     return best
+
+
+def enough_rows(rows: int, weights: int) -> bool:
+    """Whether `rows` rows of the batch pay for a worker that multiplies them by `weights` bytes of W each step.
+
+    At least MIN_ROWS rows and MAX_WEIGHT_BYTES_PER_ROW for each; from
+    WIDE_ROWS rows on, up to MAX_WEIGHT_BYTES_PER_WIDE_ROW for each (16
+    columns of a product pay for much more of the repacking than 8).
+    Training with two workers against one process, here: GRU 2×384 and
+    2×512 at batch 32 (216 and 384 KiB a row) 8–10 % faster, GRU 2×768 at
+    64 (432 KiB) 10 %; but GRU 2×256 at batch 16 (192 KiB for each of 8
+    rows) 8 % slower, the RNN 1×2048 at 64 (512 KiB) 9 % slower, and the
+    LSTM 2×512 at 32 (512 KiB) and GRU 2×768 at 32 (864 KiB) no faster.
+    """
+    if rows >= WIDE_ROWS:
+        return weights <= MAX_WEIGHT_BYTES_PER_WIDE_ROW * rows
+    return rows >= MIN_ROWS and weights <= MAX_WEIGHT_BYTES_PER_ROW * rows
 
 
 def split_rows(batch_size: int, workers: int) -> list[tuple[int, int]]:
