@@ -99,24 +99,30 @@ def score_sentences(params, arch: Arch, vocab: Vocab, sentences: list[str], batc
     `on_failure(message)` hears of a worker that failed, whose batches are
     then read here.
     """
-    encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
-    order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
-    batches = [order[start:start + batch_size][::-1] for start in range(0, len(order), batch_size)]  # longest first
+    encoded, batches = length_batches(vocab, sentences, batch_size)
     seqs = [[encoded[i] for i in idx] for idx in batches]
     if workers is None:
         workers = auto_workers(arch, sum(len(q) for q in encoded), len(sentences), batch_size)
     results: list[Score | None] = [None] * len(sentences)
     for j, logps in score_workers.batch_log_probs(params, arch, seqs, workers, on_failure):
         for i, logp in zip(batches[j], mixed_sequences(mix, seqs[j], logps)):
-            results[i] = Score(
-                text=sentences[i],
-                log_prob=float(logp.sum()),
-                num_tokens=len(logp),
-                num_unk=int(np.count_nonzero(encoded[i] == UNK_ID)),
-                num_eos=int(np.count_nonzero(encoded[i] == EOS_ID)),
-                token_log_probs=logp if keep_tokens else None,
-            )
+            results[i] = sentence_score(sentences[i], encoded[i], logp, keep_tokens)
     return results  # type: ignore[return-value]
+
+
+def length_batches(vocab: Vocab, sentences: list[str], batch_size: int) -> tuple[list[np.ndarray], list[list[int]]]:
+    """Each sentence's ids (its characters, then <EOS>), and the sentences' indices in batches of
+    similar lengths, each batch longest first (so that its rows end in order)."""
+    encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
+    order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
+    return encoded, [order[start:start + batch_size][::-1] for start in range(0, len(order), batch_size)]
+
+
+def sentence_score(text: str, ids: np.ndarray, logp: np.ndarray, keep_tokens: bool = False) -> Score:
+    """The Score of a sentence from its ids and the log-probabilities of its tokens."""
+    return Score(text=text, log_prob=float(logp.sum()), num_tokens=len(logp),
+                 num_unk=int(np.count_nonzero(ids == UNK_ID)), num_eos=int(np.count_nonzero(ids == EOS_ID)),
+                 token_log_probs=logp if keep_tokens else None)
 
 
 def mixed_sequences(mix: Mixture | None, seqs: list[np.ndarray], logps: list[np.ndarray]) -> list[np.ndarray]:
@@ -197,11 +203,8 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
     """
     n = len(ids)
     inputs, targets = inputs_targets(ids)
-    if chunk is None:  # about CHUNK_TOKENS tokens per forward call: memory does not grow with the pieces
-        chunk = max(16, CHUNK_TOKENS // pieces)
-    length = -(-n // pieces)
-    pieces = -(-n // length)                         # no empty piece
-    starts = np.arange(pieces) * length
+    chunk, length, starts = piece_layout(n, pieces, chunk)
+    pieces = len(starts)
     dtype = params["head.weight"].dtype
     start_state = model.zero_state(arch, pieces, dtype)
     if pieces > 1:
@@ -212,9 +215,7 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
             _, state = inference.infer(params, arch, inputs[pos[s:s + chunk]].astype(np.intp), state)
         start_state = [tuple(np.concatenate([z[:1], w]) for z, w in zip(zl, wl))
                        for zl, wl in zip(start_state, state)]
-    pos = starts[None, :] + np.arange(length)[:, None]   # (length, pieces)
-    scored = pos < n
-    pos = np.minimum(pos, n - 1)
+    pos, scored = piece_positions(starts, length, n)
     state = start_state
     total = 0.0
     for s in range(0, length, chunk):
@@ -228,6 +229,25 @@ def read_in_pieces(params, arch: Arch, ids: np.ndarray, pieces: int, burn_in: in
         gap = max(float(np.abs(a[:-1] - b[1:]).max())
                   for arrived, started in zip(state, start_state) for a, b in zip(arrived, started))
     return total, gap
+
+
+def piece_layout(n: int, pieces: int, chunk: int | None) -> tuple[int, int, np.ndarray]:
+    """(chunk, length, starts) of n tokens read as `pieces` equal stretches side by side (none empty).
+
+    chunk: the time steps of one forward call, by default about
+    CHUNK_TOKENS tokens a call, so that memory does not grow with the pieces.
+    """
+    if chunk is None:
+        chunk = max(16, CHUNK_TOKENS // pieces)
+    length = -(-n // pieces)
+    return chunk, length, np.arange(-(-n // length)) * length
+
+
+def piece_positions(starts: np.ndarray, length: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The token read at each time step of each piece, (length, pieces), and whether it is scored
+    (the last piece's stretch runs past the end: it repeats the last token there, unscored)."""
+    pos = starts[None, :] + np.arange(length)[:, None]
+    return np.minimum(pos, n - 1), pos < n
 
 
 def score_document(params, arch: Arch, vocab: Vocab, ids: np.ndarray, text_label: str,

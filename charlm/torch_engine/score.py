@@ -3,7 +3,8 @@
 The same readings as `charlm.score` (see there): `piece_log_probs` is
 `read_in_pieces` (training's validation measure), `network_log_probs`
 reads a batch of sentences in stretches of time, and `score_sentences`
-scores sentences batched by length.  The n-gram mixing stays in NumPy
+scores sentences batched by length, with `charlm.score`'s own piece
+layout, length batches and Scores.  The n-gram mixing stays in NumPy
 (`charlm.score.mixed_sequences`, `charlm.mixture`).  Under torchrun the
 work is shared: rank r reads pieces / batches of its own, and one
 all-reduce of the log-probabilities (zeros where another rank read) gives
@@ -18,11 +19,11 @@ import torch
 from charlm.data import inputs_targets
 from charlm.model import Arch
 from charlm.inference import read_in_stretches
-from charlm.score import BATCH_SIZE, CHUNK_TOKENS, Score, mixed_sequences
+from charlm.score import BATCH_SIZE, length_batches, mixed_sequences, piece_layout, piece_positions, sentence_score
 from charlm.torch_engine import network
 from charlm.torch_engine.convert import DTYPES, load_params
 from charlm.torch_engine.distributed import Group, all_sum
-from charlm.vocab import EOS_ID, UNK_ID, Vocab
+from charlm.vocab import Vocab
 
 
 def inference_network(params: dict, arch: Arch, device) -> network.Network:
@@ -58,12 +59,8 @@ def piece_log_probs(net: network.Network, ids: np.ndarray, pieces: int, burn_in:
     """
     n = len(ids)
     inputs, targets = inputs_targets(ids)
-    if chunk is None:
-        chunk = max(16, CHUNK_TOKENS // pieces)
-    length = -(-n // pieces)
-    pieces = -(-n // length)
-    starts = np.arange(pieces) * length
-    mine = np.array_split(np.arange(pieces), group.world)[group.rank]
+    chunk, length, starts = piece_layout(n, pieces, chunk)
+    mine = np.array_split(np.arange(len(starts)), group.world)[group.rank]
     out = np.zeros(n)
     if len(mine):
         later = mine[mine > 0]                      # pieces that first re-read the tokens before them
@@ -76,9 +73,7 @@ def piece_log_probs(net: network.Network, ids: np.ndarray, pieces: int, burn_in:
                 warmed = _advance(net, inputs[pos[s:s + chunk]], warmed)
             state = warmed if len(later) == len(mine) else [
                 tuple(torch.cat([z[:1], w]) for z, w in zip(zl, wl)) for zl, wl in zip(state, warmed)]
-        pos = starts[mine][None, :] + np.arange(length)[:, None]
-        scored = pos < n
-        pos = np.minimum(pos, n - 1)
+        pos, scored = piece_positions(starts[mine], length, n)
         for s in range(0, length, chunk):
             p = pos[s:s + chunk]
             logp, state = token_log_probs(net, inputs[p], targets[p], state)
@@ -113,9 +108,7 @@ def score_sentences(params: dict, arch: Arch, vocab: Vocab, sentences: list, gro
     """Score each sentence (its characters, then <EOS>) on the torch engine, batched by length; every rank
     gets every Score, in input order (charlm.score.score_sentences)."""
     net = inference_network(params, arch, group.device)
-    encoded = [np.append(vocab.encode(s).astype(np.intp), EOS_ID) for s in sentences]
-    order = sorted(range(len(sentences)), key=lambda i: len(encoded[i]))
-    batches = [order[start:start + batch_size][::-1] for start in range(0, len(order), batch_size)]
+    encoded, batches = length_batches(vocab, sentences, batch_size)
     results = [None] * len(sentences)
     for r0 in range(0, len(batches), ROUND_BATCHES):
         round_ = batches[r0:r0 + ROUND_BATCHES]
@@ -131,11 +124,8 @@ def score_sentences(params: dict, arch: Arch, vocab: Vocab, sentences: list, gro
         for j, batch in enumerate(seqs):
             logps = np.split(flat[offsets[j]:offsets[j + 1]], np.cumsum([len(q) for q in batch])[:-1])
             for i, logp in zip(round_[j], mixed_sequences(mix, batch, logps)):
-                results[i] = Score(text=sentences[i], log_prob=float(logp.sum()), num_tokens=len(logp),
-                                   num_unk=int(np.count_nonzero(encoded[i] == UNK_ID)),
-                                   num_eos=int(np.count_nonzero(encoded[i] == EOS_ID)))
+                results[i] = sentence_score(sentences[i], encoded[i], logp)
     return results
-
 
 
 def score_on_engine(params: dict, arch: Arch, vocab: Vocab, sentences: list, device: str = "auto",
