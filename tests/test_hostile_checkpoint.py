@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from charlm import checkpoint, model, optim
-from charlm.checkpoint import Checkpoint, layout, load, save, to_arrays
+from charlm import checkpoint, checkpoint_layout, model, optim
+from charlm.checkpoint import Checkpoint, load, save, to_arrays
+from charlm.checkpoint_layout import layout
 from charlm.config import Config, ConfigError, load_yaml
 from charlm.errors import CheckpointError, VocabError
 from charlm.npz import HEADER_LIMIT
@@ -286,7 +287,8 @@ def test_the_layout_follows_the_model_parameters(tmp_path, monkeypatch):
 
     def with_backward(arch):
         return {**shapes(arch), "back.layers.0.weight_hh": (3, 4)}
-    monkeypatch.setattr(checkpoint, "param_shapes", with_backward)
+    monkeypatch.setattr(checkpoint, "param_shapes", with_backward)          # the parameters it reads
+    monkeypatch.setattr(checkpoint_layout, "param_shapes", with_backward)   # the members it expects
     ck = small_checkpoint()
     names = layout(ck.config, len(ck.vocab), to_arrays(small_checkpoint()))
     for prefix in ("", "optim.m.", "optim.v.", "optim.avg.", "best."):
