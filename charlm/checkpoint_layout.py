@@ -78,21 +78,21 @@ def arch_of(cfg: Config, vocab_size: int) -> Arch:
 def member_specs(headers: dict[str, npz.Header], small) -> tuple[Config, Vocab, dict[str, npz.Spec]]:
     """The config and vocabulary in `small` (the SMALL members, their headers already checked), and
     every member's spec (`layout`), each member's header checked against it."""
-    cfg, vocab = config_and_vocab(small)
+    cfg, vocab = _config_and_vocab(small)
     specs = layout(cfg, len(vocab), headers)
     npz.check_all(headers, specs, CheckpointError)
     return cfg, vocab, specs
 
 
-def scalar_str(arrays, key) -> str:
+def _scalar_str(arrays, key) -> str:
     if key not in arrays:
         raise CheckpointError(f"missing key {key!r}")
     return str(arrays[key])   # (a 0-d string array: checked against SMALL)
 
 
-def json_object(arrays, key) -> dict:
+def _json_object(arrays, key) -> dict:
     try:
-        value = json.loads(scalar_str(arrays, key))
+        value = json.loads(_scalar_str(arrays, key))
     except (ValueError, RecursionError):  # JSONDecodeError, or nesting too deep to parse
         raise CheckpointError(f"key {key!r} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -102,7 +102,7 @@ def json_object(arrays, key) -> dict:
 
 def checked_json(arrays, key, spec) -> dict:
     """The JSON object under `key`, checked against its schema `spec`."""
-    value = json_object(arrays, key)
+    value = _json_object(arrays, key)
     try:
         schema.check(value, spec, key)
     except schema.SchemaError as e:
@@ -121,15 +121,15 @@ def checked_small(headers: dict[str, npz.Header]) -> list[str]:
     return [name for name in SMALL if name in headers]
 
 
-def config_and_vocab(arrays) -> tuple[Config, Vocab]:
+def _config_and_vocab(arrays) -> tuple[Config, Vocab]:
     """The format, version, config and vocabulary: what the other members' names and shapes follow from."""
-    if scalar_str(arrays, "format") != FORMAT:
+    if _scalar_str(arrays, "format") != FORMAT:
         raise CheckpointError(f"not a charlm checkpoint (format {str(arrays['format'])[:40]!r})")
     if (version := int(arrays["version"]) if "version" in arrays else None) != VERSION:
         raise CheckpointError("missing key 'version'" if version is None else f"checkpoint format version {version} "
                               f"is not supported (this charlm reads version {VERSION})")
     try:
-        cfg = Config.from_dict(json_object(arrays, "config"), source="checkpoint config")
+        cfg = Config.from_dict(_json_object(arrays, "config"), source="checkpoint config")
     except CharlmError as e:
         raise CheckpointError(f"invalid config: {e}") from None
     for name, unset in RESOLVED.items():
