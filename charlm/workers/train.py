@@ -84,7 +84,7 @@ def auto_workers(arch: model.Arch, batch_size: int, itemsize: int, cores: int, p
     docs/performance.md, "Worker processes").  Otherwise one process,
     whose BLAS splits each matmul over the cores.
     At most MAX_AUTO_WORKERS: on a machine with more cores each worker's
-    BLAS gets its share of them (`Workers`).  An LSTM whose step can be
+    BLAS gets its share of them (`process.start`).  An LSTM whose step can be
     split by hidden units (`units.split_by_units`) takes that many workers
     whatever the batch: each reads its share of W only.
     """
@@ -240,17 +240,11 @@ class TrainWorkers:
                     np.copyto(v[f"mask:{p}:{l}"], masks[l][:, :, a:b])
 
     def _take_rows(self):
-        v, P = self.v, range(len(self.rows))
-        loss = sum(float(v[f"loss:{p}"]) for p in P)
-        grads = {}
-        for k in self.shapes:
-            g = np.add(v[f"grad:0:{k}"], v[f"grad:1:{k}"]) if len(P) > 1 else v[f"grad:0:{k}"].copy()
-            for p in P[2:]:
-                g += v[f"grad:{p}:{k}"]
-            grads[k] = g
-        final = [tuple(np.concatenate([v[f"final:{p}:{l}:{s}"] for p in P]) for s in range(self.states))
+        v, P = self.v, len(self.rows)
+        grads = {k: units.summed(v, f"grad:{{}}:{k}", P) for k in self.shapes}
+        final = [tuple(np.concatenate([v[f"final:{p}:{l}:{s}"] for p in range(P)]) for s in range(self.states))
                  for l in range(self.arch.num_layers)]
-        return loss, grads, final
+        return float(units.summed(v, "loss:{}", P)), grads, final
 
     def _expect_all(self, reply: bytes) -> None:
         """Wait for `reply` from every worker, in the order they answer; the first failure raises WorkerError.

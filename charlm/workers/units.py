@@ -104,15 +104,18 @@ def put(v: dict, x, y, carry, masks) -> None:
 
 def take(v: dict, arch: model.Arch, workers: int):
     """(loss, grads, final state) of the step the workers have computed."""
-    P = range(workers)
-    loss = sum(float(v[f"loss:{p}"]) for p in P)
     grads = {k: v[f"grad:{k}"].copy() for k in model.param_shapes(arch) if k.startswith("layers.")}
-    for k in ("head.weight", "head.bias"):
-        grads[k] = v[f"grad:0:{k}"].copy()
-        for p in P[1:]:
-            grads[k] += v[f"grad:{p}:{k}"]
+    grads.update({k: summed(v, f"grad:{{}}:{k}", workers) for k in ("head.weight", "head.bias")})
     final = [tuple(v[f"final:{l}:{s}"].copy() for s in range(2)) for l in range(arch.num_layers)]
-    return loss, grads, final
+    return float(summed(v, "loss:{}", workers)), grads, final
+
+
+def summed(v: dict, name: str, workers: int) -> np.ndarray:
+    """Σ_p v[name.format(p)] over the workers' slots, added in worker order (a new array)."""
+    total = v[name.format(0)].copy()
+    for p in range(1, workers):
+        total += v[name.format(p)]
+    return total
 
 
 def abort(v: dict, workers: int) -> None:
