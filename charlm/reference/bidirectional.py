@@ -29,6 +29,7 @@ import numpy as np
 from charlm.reference.ops import sigmoid
 from charlm.vocab import EOS_ID
 
+
 def cell_step(cell, activation, W_ih, W_hh, b, u, h, c):
     """One step: (h', c', cache).  c is unused (None) except for the LSTM."""
     H = W_hh.shape[1]
