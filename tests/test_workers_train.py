@@ -31,9 +31,6 @@ from charlm.config import Config
 from conftest import exits, step_inputs, trained_arrays
 
 
-setup = step_inputs
-
-
 def assert_same_step(ref, got, tol=1e-12):
     assert abs(ref[0] - got[0]) <= tol * abs(ref[0])
     assert sorted(ref[1]) == sorted(got[1])
@@ -48,7 +45,7 @@ def assert_same_step(ref, got, tol=1e-12):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 @pytest.mark.parametrize("reset", [False, True])
 def test_shared_step_equals_one_process(cell, reset):
-    arch, params, x, y, carry, masks = setup(cell, reset=reset)
+    arch, params, x, y, carry, masks = step_inputs(cell, reset=reset)
     failures = []
     with step_workers.StepComputer(arch, "float64", 10, 7, 3, on_failure=failures.append) as engine:
         assert engine.count == 3 and not failures
@@ -64,7 +61,7 @@ def test_shared_step_equals_one_process(cell, reset):
 
 def test_a_broken_share_changes_the_result():
     """Negative control: the comparison above would see a share computed on the wrong rows."""
-    arch, params, x, y, carry, _ = setup("gru")
+    arch, params, x, y, carry, _ = step_inputs("gru")
     with step_workers.StepComputer(arch, "float64", 10, 7, 2) as engine:
         engine.workers.rows = [(0, 5), (4, 9)]     # worker 1 told to read rows 4..8 instead of 5..9
         got = engine.loss_and_grads(params, arch, x, y, carry)
@@ -127,7 +124,7 @@ def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):
 
 
 def test_a_killed_worker_falls_back_to_this_process():
-    arch, params, x, y, carry, masks = setup("lstm")
+    arch, params, x, y, carry, masks = step_inputs("lstm")
     failures = []
     engine = step_workers.StepComputer(arch, "float64", 10, 7, 2, on_failure=failures.append)
     procs = list(engine.workers.procs)
@@ -143,7 +140,7 @@ def test_a_killed_worker_falls_back_to_this_process():
 
 
 def test_a_worker_error_is_reported_with_its_message():
-    arch, params, x, y, carry, _ = setup("gru")
+    arch, params, x, y, carry, _ = step_inputs("gru")
     y = y.copy()
     y[0, 9] = 200                                          # not a token of a 20-token vocabulary: worker 1 fails
     workers = step_workers.TrainWorkers(arch, "float64", 10, 7, 2)
@@ -161,7 +158,7 @@ def open_fds() -> int | None:
 
 
 def test_a_worker_that_cannot_start_falls_back(monkeypatch):
-    arch, params, x, y, carry, _ = setup("rnn")
+    arch, params, x, y, carry, _ = step_inputs("rnn")
     monkeypatch.setattr(process, "_BOOT", "import sys; sys.exit(3)")
     failures = []
     fds = open_fds()
@@ -173,7 +170,7 @@ def test_a_worker_that_cannot_start_falls_back(monkeypatch):
 
 
 def test_a_missing_interpreter_falls_back(monkeypatch):
-    arch, *_ = setup("rnn")
+    arch, *_ = step_inputs("rnn")
     monkeypatch.setattr(process.sys, "executable", os.path.join(os.sep, "nonexistent", "python"))
     failures = []
     with step_workers.StepComputer(arch, "float64", 10, 7, 2, on_failure=failures.append) as engine:
@@ -182,7 +179,7 @@ def test_a_missing_interpreter_falls_back(monkeypatch):
 
 
 def test_workers_end_when_the_engine_closes():
-    arch, *_ = setup("gru")
+    arch, *_ = step_inputs("gru")
     fds = open_fds()
     engine = step_workers.StepComputer(arch, "float32", 10, 7, 3)
     procs = list(engine.workers.procs)
@@ -275,7 +272,7 @@ def test_each_worker_blas_gets_its_share_of_the_cores(monkeypatch, tmp_path, cor
     monkeypatch.setattr(process, "usable_cores", lambda: cores)
     monkeypatch.setattr(process, "_BOOT", f"import os, sys; open({str(out)!r}, 'a').write("
                                            "os.environ['OPENBLAS_NUM_THREADS'] + ' '); sys.exit(3)")
-    arch, *_ = setup("rnn")
+    arch, *_ = step_inputs("rnn")
     with step_workers.StepComputer(arch, "float64", 10, 7, workers) as engine:
         assert engine.count == 1                   # (these workers only report and exit)
     seen = out.read_text().split()
