@@ -71,6 +71,21 @@ def step_inputs(cell, B=10, T=7, V=20, H=16, L=2, reset=False, seed=1):
     return arch, params, x, y, carry, masks
 
 
+def step_difference(ref, got) -> float:
+    """The largest difference between two training steps' (loss, grads, final states): the loss's and each
+    gradient's relative to its scale (at least 1), the states' absolute."""
+    assert sorted(ref[1]) == sorted(got[1])
+    d = abs(ref[0] - got[0]) / abs(ref[0])
+    for k in ref[1]:
+        assert got[1][k].shape == ref[1][k].shape, k
+        d = max(d, np.abs(got[1][k] - ref[1][k]).max() / max(1.0, np.abs(ref[1][k]).max()))
+    for la, lb in zip(ref[2], got[2], strict=True):
+        for a, b in zip(la, lb, strict=True):
+            assert b.shape == a.shape
+            d = max(d, np.abs(b - a).max())
+    return d
+
+
 def trained_arrays(path) -> dict:
     """A checkpoint's weights, optimizer state and carried states (what fixes a run's bits)."""
     with np.load(path, allow_pickle=False) as z:

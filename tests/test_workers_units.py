@@ -27,7 +27,7 @@ from charlm import model
 from charlm.cli import app
 from charlm.workers import train as step_workers
 from charlm.workers import units
-from conftest import exits, step_inputs, trained_arrays
+from conftest import exits, step_difference, step_inputs, trained_arrays
 
 pytestmark = pytest.mark.skipif(not units.ORDERED_STORES or sys.platform == "win32",
                                 reason="the split by units runs on x86-64 POSIX systems only")
@@ -35,20 +35,6 @@ pytestmark = pytest.mark.skipif(not units.ORDERED_STORES or sys.platform == "win
 
 def setup(H=64, L=2, reset=False):
     return step_inputs("lstm", H=H, L=L, reset=reset)
-
-
-def difference(ref, got) -> float:
-    """The largest difference between two (loss, grads, final) results, relative to each array's scale."""
-    assert sorted(ref[1]) == sorted(got[1])
-    d = abs(ref[0] - got[0]) / abs(ref[0])
-    for k in ref[1]:
-        assert got[1][k].shape == ref[1][k].shape
-        d = max(d, np.abs(got[1][k] - ref[1][k]).max() / max(1.0, np.abs(ref[1][k]).max()))
-    for la, lb in zip(ref[2], got[2], strict=True):
-        for a, b in zip(la, lb, strict=True):
-            assert b.shape == a.shape
-            d = max(d, np.abs(b - a).max())
-    return d
 
 
 @pytest.mark.parametrize("workers, H", [(2, 64), (3, 100)])
@@ -61,9 +47,9 @@ def test_split_step_equals_one_process(workers, H, L, reset):
         assert engine.count == workers and engine.workers.split == "units"
         for m in (None, masks, None):                             # the barriers' counts carry over from step to step
             ref = model.loss_and_grads(params, arch, x, y, carry, masks=m)
-            assert difference(ref, engine.loss_and_grads(params, arch, x, y, carry, m)) < 1e-12
+            assert step_difference(ref, engine.loss_and_grads(params, arch, x, y, carry, m)) < 1e-12
         params2 = {k: v * 0.9 for k, v in params.items()}        # the weights are read afresh at every step
-        assert difference(model.loss_and_grads(params2, arch, x, y, carry),
+        assert step_difference(model.loss_and_grads(params2, arch, x, y, carry),
                           engine.loss_and_grads(params2, arch, x, y, carry)) < 1e-12
     assert not failures
 
@@ -105,7 +91,7 @@ def in_threads(arch, params, x, y, carry, masks, workers=2):
 def test_threads_run_the_same_split():
     arch, params, x, y, carry, masks = setup(H=64, L=2, reset=True)
     ref = model.loss_and_grads(params, arch, x, y, carry, masks=masks)
-    assert difference(ref, in_threads(arch, params, x, y, carry, masks)) < 1e-12
+    assert step_difference(ref, in_threads(arch, params, x, y, carry, masks)) < 1e-12
 
 
 def test_a_unit_left_to_no_worker_changes_the_result(monkeypatch):
@@ -119,7 +105,7 @@ def test_a_unit_left_to_no_worker_changes_the_result(monkeypatch):
         return [slice(0, n // 2), slice(n // 2 + 1, n)]          # unit n/2 is nobody's
     monkeypatch.setattr(units, "shares", skipping)
     ref = model.loss_and_grads(params, arch, x, y, carry, masks=masks)
-    assert difference(ref, in_threads(arch, params, x, y, carry, masks)) > 1e-6
+    assert step_difference(ref, in_threads(arch, params, x, y, carry, masks)) > 1e-6
 
 
 def test_shares_and_gate_rows():
@@ -155,7 +141,7 @@ def test_a_killed_worker_falls_back_without_a_hang():
     procs[1].kill()                                               # worker 0 then waits for it at its first barrier
     procs[1].wait()
     got = engine.loss_and_grads(params, arch, x, y, carry, masks)  # the same step, computed here
-    assert difference(model.loss_and_grads(params, arch, x, y, carry, masks=masks), got) < 1e-12
+    assert step_difference(model.loss_and_grads(params, arch, x, y, carry, masks=masks), got) < 1e-12
     assert len(failures) == 1 and "exited with code" in failures[0]
     assert engine.workers is None and engine.count == 1
     assert all(exits(p) for p in procs)                           # the waiting worker was told to stop, and exited
