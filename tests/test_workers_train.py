@@ -115,7 +115,6 @@ def test_usable_cores_follows_the_blas_thread_variables(monkeypatch):
     assert process.usable_cores() >= 1
 
 
-
 def test_a_killed_worker_falls_back_to_this_process():
     arch, params, x, y, carry, masks = step_inputs("lstm")
     failures = []
@@ -209,7 +208,6 @@ def train(tmp_path, corpus, *args):
     result = CliRunner().invoke(app, ["train", str(corpus), *SMALL, *args])
     assert result.exit_code == 0, result.output
     return result
-
 
 
 def test_same_seed_with_workers_is_bit_identical_and_resumes_exactly(tmp_path, corpus):

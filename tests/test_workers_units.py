@@ -50,7 +50,7 @@ def test_split_step_equals_one_process(workers, H, L, reset):
             assert step_difference(ref, engine.loss_and_grads(params, arch, x, y, carry, m)) < 1e-12
         params2 = {k: v * 0.9 for k, v in params.items()}        # the weights are read afresh at every step
         assert step_difference(model.loss_and_grads(params2, arch, x, y, carry),
-                          engine.loss_and_grads(params2, arch, x, y, carry)) < 1e-12
+                               engine.loss_and_grads(params2, arch, x, y, carry)) < 1e-12
     assert not failures
 
 
@@ -130,7 +130,6 @@ def test_a_barrier_waits_for_the_others_and_stops_when_told():
         barrier()                                                 # worker 1 never reaches a third
 
 
-
 def test_a_killed_worker_falls_back_without_a_hang():
     arch, params, x, y, carry, masks = setup(H=64)
     failures = []
@@ -175,7 +174,6 @@ def train(corpus, *args):
     result = CliRunner().invoke(app, ["train", str(corpus), *SMALL, *args])
     assert result.exit_code == 0, result.output
     return result
-
 
 
 def test_split_runs_are_reproducible_resume_exactly_and_equal_one_process(tmp_path):
